@@ -1,0 +1,12 @@
+"""hf_transfer: transfer learning for the Hugging Face ecosystem, from a pretrained checkpoint and a few labelled examples."""
+
+from .errors import TransferError
+from .freezing import count_parameters, freeze, unfreeze
+from .metrics import classification_report, make_compute_metrics
+from .modeling import ModelArguments, TransferClassifier, TransferClassifierConfig, build_classifier, resolve_checkpoint
+from .data import DataArguments, load_labelled_data
+
+__version__ = "0.1.0"
+__all__ = ["TransferError", "freeze", "unfreeze", "count_parameters", "classification_report", "make_compute_metrics",
+           "ModelArguments", "TransferClassifier", "TransferClassifierConfig", "build_classifier", "resolve_checkpoint",
+           "DataArguments", "load_labelled_data"]

@@ -1,0 +1,105 @@
+"""One way to configure every recipe: recipe defaults < YAML (--config) < command line / run() keywords.
+
+Argument names are those of Hugging Face's example scripts (`model_name_or_path`, `train_file`,
+`output_dir`, ...) plus `TrainingArguments`. We remember which keys the user set, so a recipe can
+pick modality-dependent defaults (a learning rate for text vs images) only where the user did not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import sys
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+from .data import DataArguments
+from .errors import TransferError
+from .modeling import ModelArguments
+
+# Defaults every recipe shares; recipes add their own on top.
+COMMON_DEFAULTS = {
+    "eval_strategy": "epoch",
+    "save_strategy": "epoch",
+    "save_total_limit": 2,
+    "logging_strategy": "epoch",
+    "load_best_model_at_end": True,
+    "metric_for_best_model": "accuracy",
+    "report_to": "none",
+    "remove_unused_columns": False,
+    "per_device_train_batch_size": 16,
+    "per_device_eval_batch_size": 64,
+    "seed": 42,
+}
+
+
+@dataclasses.dataclass
+class RecipeArgs:
+    model: ModelArguments
+    data: DataArguments
+    training: TrainingArguments
+    explicit: set  # keys the user set (YAML, command line or keywords)
+    extra: dict = dataclasses.field(default_factory=dict)  # recipe-specific keys
+
+
+def _parser(extra_dataclasses=()) -> HfArgumentParser:
+    return HfArgumentParser((ModelArguments, DataArguments, TrainingArguments, *extra_dataclasses))
+
+
+def _read_yaml(path_text: str) -> dict:
+    path = pathlib.Path(path_text)
+    if not path.is_file():
+        raise TransferError(f"--config '{path}' does not exist: check the path")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise TransferError(f"--config '{path}' is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(loaded, dict):
+        raise TransferError(f"--config '{path}' must be a mapping of argument names to values")
+    return loaded
+
+
+def parse_recipe_args(defaults: dict, argv: list[str] | None = None, overrides: dict | None = None,
+                      extra_dataclasses=()) -> RecipeArgs:
+    """Parse argv (command line) or overrides (keywords from a notebook) on top of YAML and defaults."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides = dict(overrides or {})
+    config_path = overrides.pop("config", None)
+    if "--config" in argv:
+        at = argv.index("--config")
+        if at + 1 >= len(argv):
+            raise TransferError("--config needs a YAML file path")
+        config_path = argv[at + 1]
+        del argv[at : at + 2]
+    from_yaml = _read_yaml(config_path) if config_path else {}
+
+    parser = _parser(extra_dataclasses)
+    known = {action.dest for action in parser._actions}
+    user_values = {**from_yaml, **overrides}
+    unknown = sorted(set(user_values) - known)
+    if unknown:
+        where = f"--config '{config_path}'" if unknown[0] in from_yaml else "run()"
+        raise TransferError(f"{where} has unknown argument '{unknown[0]}': see `python recipes/<recipe>.py --help`")
+    parser.set_defaults(**{**COMMON_DEFAULTS, **defaults, **user_values})
+    try:
+        parsed = parser.parse_args_into_dataclasses(args=argv)
+    except SystemExit as exc:  # argparse already printed its one-line reason
+        if exc.code in (0, None):
+            raise
+        raise TransferError(f"bad command line: {' '.join(argv)}") from None
+    except ValueError as exc:
+        raise TransferError(str(exc).splitlines()[0]) from None
+    explicit = set(user_values) | {a.split("=")[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
+    model_args, data_args, training_args, *rest = parsed
+    extra = {k: v for d in rest for k, v in dataclasses.asdict(d).items()}
+    return RecipeArgs(model_args, data_args, training_args, explicit, extra)
+
+
+def recipe_main(run_function) -> None:
+    """Entry point for `python recipes/x.py` / `accelerate launch recipes/x.py`: one clear line on bad input."""
+    try:
+        run_function(argv=sys.argv[1:])
+    except TransferError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

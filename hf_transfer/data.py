@@ -1,0 +1,348 @@
+"""Labelled data from files, folders, `save_to_disk` folders, the Hub or the bundled sets.
+
+Everything becomes one shape: a `LabelledData` with train / validation / test DataFrames holding
+`text` (and `text_pair`) or `image`, and an integer `label`, plus the label names. Few-shot
+subsets, validation splits and evaluation caps are stratified and seeded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import pathlib
+
+import numpy as np
+import pandas as pd
+
+from . import assets
+from .errors import TransferError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+TABLE_READERS = {".csv": pd.read_csv, ".json": None, ".jsonl": None, ".parquet": pd.read_parquet}
+
+
+@dataclasses.dataclass
+class DataArguments:
+    """Where the labelled examples come from and how many to use (names as in HF's example scripts)."""
+
+    dataset_name: str | None = dataclasses.field(default=None, metadata={"help": "bundled:rotten_tomatoes | bundled:fashion_mnist | bundled:mnist, a save_to_disk folder, or a Hub data set id"})
+    dataset_config_name: str | None = dataclasses.field(default=None, metadata={"help": "Hub data set configuration"})
+    train_file: str | None = dataclasses.field(default=None, metadata={"help": "CSV / JSON / JSONL / Parquet (text, or image paths)"})
+    validation_file: str | None = None
+    test_file: str | None = None
+    train_dir: str | None = dataclasses.field(default=None, metadata={"help": "image folder, one subfolder per class"})
+    validation_dir: str | None = None
+    test_dir: str | None = None
+    text_column_name: str = dataclasses.field(default="text", metadata={"help": "text column; 'a,b' for sentence pairs"})
+    label_column_name: str = "label"
+    image_column_name: str = dataclasses.field(default="image", metadata={"help": "image column (paths in a CSV, or images in a data set)"})
+    validation_split_percentage: float = dataclasses.field(default=10.0, metadata={"help": "held out of train when no validation set is given"})
+    max_train_samples_per_class: int | None = dataclasses.field(default=None, metadata={"help": "few-shot: this many training examples per class"})
+    max_eval_samples: int | None = None
+    max_test_samples: int | None = None
+    max_seq_length: int = 128
+    image_size: int | None = dataclasses.field(default=None, metadata={"help": "override the checkpoint's input size"})
+    augment: bool = dataclasses.field(default=False, metadata={"help": "random resized crop, flip and colour jitter on training images"})
+    strict: bool = dataclasses.field(default=False, metadata={"help": "an unreadable image is an error instead of being skipped"})
+
+
+@dataclasses.dataclass
+class LabelledData:
+    splits: dict[str, pd.DataFrame]
+    label_names: list[str]
+    modality: str  # "text" or "image"
+    description: str
+    skipped_images: int = 0
+
+    @property
+    def has_pairs(self) -> bool:
+        return "text_pair" in self.splits["train"].columns
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _read_table(path_text: str, option: str) -> pd.DataFrame:
+    path = pathlib.Path(path_text)
+    if not path.is_file():
+        raise TransferError(f"--{option} '{path}' does not exist: check the path")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            frame = pd.read_csv(path)
+        elif suffix == ".jsonl":
+            frame = pd.read_json(path, lines=True)
+        elif suffix == ".json":
+            try:
+                frame = pd.read_json(path)
+            except ValueError:
+                frame = pd.read_json(path, lines=True)
+        elif suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        else:
+            raise TransferError(f"--{option} '{path}' has extension '{suffix}': use .csv, .json, .jsonl or .parquet")
+    except pd.errors.EmptyDataError:
+        frame = pd.DataFrame()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TransferError(f"--{option} '{path}' could not be parsed as {suffix[1:]}: {exc}") from None
+    if len(frame) == 0:
+        raise TransferError(f"--{option} '{path}' has no rows: give it at least one labelled example per class")
+    frame.attrs["source"] = str(path)
+    return frame
+
+
+def _read_image_folder(path_text: str, option: str) -> pd.DataFrame:
+    root = pathlib.Path(path_text)
+    if not root.is_dir():
+        raise TransferError(f"--{option} '{root}' is not a folder: give a folder with one subfolder of images per class")
+    rows = [(str(p), d.name) for d in sorted(root.iterdir()) if d.is_dir()
+            for p in sorted(d.rglob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS]
+    if not rows:
+        raise TransferError(f"--{option} '{root}' holds no images in class subfolders (expected {root}/<class>/<image>.png)")
+    frame = pd.DataFrame(rows, columns=["image", "label"])
+    frame.attrs["source"] = str(root)
+    return frame
+
+
+def _from_hf_dataset(dataset_dict, args: DataArguments) -> tuple[dict[str, pd.DataFrame], list[str] | None]:
+    """Turn a DatasetDict into DataFrames; keep ClassLabel names when the label column has them."""
+    names = None
+    splits = {}
+    aliases = {"valid": "validation", "val": "validation", "dev": "validation", "eval": "validation"}
+    for split, dataset in dataset_dict.items():
+        feature = dataset.features.get(args.label_column_name)
+        if names is None and hasattr(feature, "names"):
+            names = list(feature.names)
+        frame = dataset.to_pandas()
+        frame.attrs["source"] = f"{args.dataset_name}[{split}]"
+        splits[aliases.get(split, split)] = frame
+    return splits, names
+
+
+def _load_dataset_name(args: DataArguments):
+    name = args.dataset_name
+    if pathlib.Path(name).exists():
+        import datasets
+
+        try:
+            loaded = datasets.load_from_disk(name)
+        except FileNotFoundError:
+            raise TransferError(f"--dataset_name '{name}' is a folder but not one written by save_to_disk: use --train_file / --train_dir for raw files") from None
+        if isinstance(loaded, datasets.Dataset):
+            loaded = datasets.DatasetDict({"train": loaded})
+        return _from_hf_dataset(loaded, args)
+    from .hub import hub_offline
+
+    if hub_offline():
+        raise TransferError(f"data set '{name}' is not a local folder and the Hub is offline (HF_HUB_OFFLINE=1): use one of "
+                            + ", ".join(assets.PREFIX + n for n in assets.BUNDLED_DATASETS) + " or local files")
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(name, args.dataset_config_name)
+    except Exception as exc:  # network, missing repo, auth: all end the run the same way
+        raise TransferError(f"could not load data set '{name}' from the Hub ({type(exc).__name__}): check the id and your network, "
+                            "or use " + ", ".join(assets.PREFIX + n for n in assets.BUNDLED_DATASETS)) from None
+    return _from_hf_dataset(loaded, args)
+
+
+def _raw_splits(args: DataArguments) -> tuple[dict[str, pd.DataFrame], list[str] | None, str, str]:
+    """Read what the user named: ({split: frame}, label names or None, modality, description)."""
+    if args.dataset_name and assets.is_bundled(args.dataset_name):
+        splits, names, modality = assets.bundled_dataset(args.dataset_name)
+        for split, frame in splits.items():
+            frame.attrs["source"] = f"{args.dataset_name}[{split}]"
+        return splits, names, modality, args.dataset_name
+    if args.dataset_name:
+        splits, names = _load_dataset_name(args)
+        if "train" not in splits:
+            raise TransferError(f"data set '{args.dataset_name}' has no 'train' split (it has {sorted(splits)})")
+        modality = "image" if args.image_column_name in splits["train"].columns else "text"
+        return splits, names, modality, args.dataset_name
+    if args.train_dir:
+        splits = {"train": _read_image_folder(args.train_dir, "train_dir")}
+        for split, option in (("validation", "validation_dir"), ("test", "test_dir")):
+            if getattr(args, option):
+                splits[split] = _read_image_folder(getattr(args, option), option)
+        return splits, None, "image", args.train_dir
+    if args.train_file:
+        splits = {"train": _read_table(args.train_file, "train_file")}
+        for split, option in (("validation", "validation_file"), ("test", "test_file")):
+            if getattr(args, option):
+                splits[split] = _read_table(getattr(args, option), option)
+        modality = "image" if args.image_column_name in splits["train"].columns else "text"
+        if modality == "image":
+            for frame in splits.values():  # image paths are relative to the table's own folder
+                base = pathlib.Path(frame.attrs["source"]).parent
+                frame[args.image_column_name] = [str(base / p) if isinstance(p, str) and not pathlib.Path(p).is_absolute() else p
+                                                  for p in frame[args.image_column_name]]
+        return splits, None, modality, args.train_file
+    raise TransferError("no data given: pass --dataset_name (e.g. bundled:rotten_tomatoes), --train_file or --train_dir")
+
+
+def _normalise_columns(frame: pd.DataFrame, modality: str, args: DataArguments) -> pd.DataFrame:
+    source = frame.attrs.get("source", "data")
+    if modality == "text":
+        wanted = [c.strip() for c in args.text_column_name.split(",") if c.strip()]
+        if not 1 <= len(wanted) <= 2:
+            raise TransferError(f"--text_column_name '{args.text_column_name}' must name one column or two ('a,b') for pairs")
+        renames = dict(zip(wanted, ["text", "text_pair"]))
+        option = "text_column_name"
+    else:
+        wanted = [args.image_column_name]
+        renames = {args.image_column_name: "image"}
+        option = "image_column_name"
+    for column in wanted:
+        if column not in frame.columns:
+            raise TransferError(f"{source} has no column '{column}' (columns: {', '.join(map(str, frame.columns))}): set --{option}")
+    if args.label_column_name not in frame.columns:
+        raise TransferError(f"{source} has no label column '{args.label_column_name}' (columns: {', '.join(map(str, frame.columns))}): set --label_column_name")
+    out = frame[wanted + [args.label_column_name]].rename(columns={**renames, args.label_column_name: "label"})
+    if out["label"].isna().any():
+        row = int(np.flatnonzero(out["label"].isna().to_numpy())[0])
+        raise TransferError(f"{source} row {row} has an empty '{args.label_column_name}': label every example or remove the row")
+    if modality == "text":
+        for column in [c for c in ("text", "text_pair") if c in out.columns]:
+            out[column] = out[column].fillna("").astype(str)
+    out.attrs["source"] = source
+    return out
+
+
+# ---------------------------------------------------------------- stratified sampling
+
+
+def _shuffled_with_rank(frame: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Seeded shuffle, and each row's position within its class in that order."""
+    shuffled = frame.sample(frac=1.0, random_state=seed)
+    return shuffled, shuffled.groupby("label", sort=False).cumcount().to_numpy()
+
+
+def _keep_attrs(result: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    result = result.reset_index(drop=True)
+    result.attrs = dict(frame.attrs)
+    return result
+
+
+def take_per_class(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """At most n examples of every class, seeded; order shuffled so batches mix classes."""
+    shuffled, rank = _shuffled_with_rank(frame, seed)
+    return _keep_attrs(shuffled[rank < n], frame)
+
+
+def stratified_sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """n examples keeping class proportions (largest remainder), seeded."""
+    if n >= len(frame):
+        return frame
+    counts = frame["label"].value_counts()
+    exact = counts / len(frame) * n
+    quota = np.floor(exact).astype(int)
+    quota[(exact - quota).sort_values(ascending=False).index[: n - quota.sum()]] += 1
+    shuffled, rank = _shuffled_with_rank(frame, seed)
+    return _keep_attrs(shuffled[rank < shuffled["label"].map(quota).to_numpy()], frame)
+
+
+def split_validation(frame: pd.DataFrame, percentage: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out `percentage` of every class (at least one, never all of it)."""
+    counts = frame["label"].value_counts()
+    if (counts < 2).any():
+        label = counts.index[counts < 2][0]
+        raise TransferError(f"class '{label}' has only {counts[label]} example in {frame.attrs.get('source', 'train')}: "
+                            "too few to hold out a validation set; add examples or pass a validation set")
+    held_per_class = counts.map(lambda c: min(c - 1, max(1, round(c * percentage / 100))))
+    shuffled, rank = _shuffled_with_rank(frame, seed)
+    held = rank < shuffled["label"].map(held_per_class).to_numpy()
+    return _keep_attrs(shuffled[~held], frame), _keep_attrs(shuffled[held], frame)
+
+
+# ---------------------------------------------------------------- images
+
+
+def open_image(value):
+    """PIL RGB image from a path, encoded bytes, a datasets image dict or an array."""
+    from PIL import Image
+
+    if isinstance(value, dict):
+        value = value.get("bytes") or value.get("path")
+    if isinstance(value, (bytes, bytearray)):
+        image = Image.open(io.BytesIO(value))
+    elif isinstance(value, str):
+        image = Image.open(value)
+    elif isinstance(value, np.ndarray):
+        image = Image.fromarray(value)
+    else:
+        image = value
+    return image.convert("RGB")
+
+
+def _drop_unreadable(frame: pd.DataFrame, strict: bool) -> tuple[pd.DataFrame, int]:
+    keep = []
+    for value in frame["image"]:
+        if isinstance(value, np.ndarray):
+            keep.append(True)
+            continue
+        try:
+            open_image(value).load()
+            keep.append(True)
+        except Exception as exc:  # PIL raises many types for broken files
+            if strict:
+                where = value if isinstance(value, str) else frame.attrs.get("source", "data")
+                raise TransferError(f"unreadable image {where} ({type(exc).__name__}): fix or remove it, or drop --strict to skip such images") from None
+            keep.append(False)
+    kept = _keep_attrs(frame[np.array(keep, dtype=bool)], frame)
+    return kept, len(frame) - len(kept)
+
+
+# ---------------------------------------------------------------- the whole pipeline
+
+
+def load_labelled_data(args: DataArguments, seed: int = 42) -> LabelledData:
+    """Read, check, split and subset. `seed` drives every sample (TrainingArguments' data_seed or seed)."""
+    raw, names, modality, description = _raw_splits(args)
+    splits = {s: _normalise_columns(f, modality, args) for s, f in raw.items() if s in ("train", "validation", "test")}
+    if len(splits["train"]) == 0:
+        raise TransferError(f"{splits['train'].attrs.get('source', 'train')} is empty: give at least one labelled example per class")
+
+    if "validation" not in splits:
+        splits["train"], splits["validation"] = split_validation(splits["train"], args.validation_split_percentage, seed)
+    if args.max_train_samples_per_class:
+        splits["train"] = take_per_class(splits["train"], args.max_train_samples_per_class, seed)
+    if args.max_eval_samples:
+        splits["validation"] = stratified_sample(splits["validation"], args.max_eval_samples, seed)
+    if args.max_test_samples and "test" in splits:
+        splits["test"] = stratified_sample(splits["test"], args.max_test_samples, seed)
+
+    skipped = 0
+    if modality == "image":
+        for split in list(splits):
+            splits[split], dropped = _drop_unreadable(splits[split], args.strict)
+            skipped += dropped
+
+    label_names = names or _label_names(splits["train"]["label"])
+    label_ids = _label_index(label_names)
+    train_labels = set(splits["train"]["label"].map(_label_key))
+    for split, frame in splits.items():
+        source = frame.attrs.get("source", split)
+        unknown = [v for v in frame["label"].unique() if _label_key(v) not in label_ids or (split != "train" and _label_key(v) not in train_labels)]
+        if unknown:
+            raise TransferError(f"{source} has label '{unknown[0]}' that never occurs in the training data: add training examples of it or remove those rows")
+        frame["label"] = frame["label"].map(lambda v: label_ids[_label_key(v)]).astype(int)
+        if len(frame) == 0:
+            raise TransferError(f"{source} has no usable examples left: check the file and the sample caps")
+    return LabelledData(splits, [str(n) for n in label_names], modality, description, skipped)
+
+
+def _label_key(value) -> str:
+    """Labels compare as text, so 1, 1.0 and '1' from different files agree."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        value = int(value)
+    return str(value)
+
+
+def _label_names(labels: pd.Series) -> list[str]:
+    keys = {_label_key(v) for v in labels}
+    numeric = all(k.lstrip("-").isdigit() for k in keys)
+    return sorted(keys, key=int) if numeric else sorted(keys)
+
+
+def _label_index(names) -> dict[str, int]:
+    return {_label_key(n): i for i, n in enumerate(names)}

@@ -1,0 +1,140 @@
+"""The steps every recipe shares: prepare (validate everything, write nothing), train, evaluate, save.
+
+All input is checked in `prepare` before a file is written, so bad input never leaves a
+half-written output folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import numpy as np
+import torch
+from transformers import set_seed
+
+from .card import model_card
+from .cli import RecipeArgs
+from .data import LabelledData, load_labelled_data
+from .errors import TransferError
+from .freezing import count_parameters
+from .metrics import classification_report, make_compute_metrics
+from .modeling import Checkpoint, build_classifier, resolve_checkpoint
+from .preprocessing import ImageConfig, build_datasets, image_config, load_processor, save_image_processor
+from .trainer import TransferTrainer
+
+
+@dataclasses.dataclass
+class Job:
+    args: RecipeArgs
+    data: LabelledData
+    checkpoint: Checkpoint
+    model: torch.nn.Module
+    processor: object
+    image_config: ImageConfig | None
+    datasets: dict
+    collator: object
+
+    @property
+    def output_dir(self) -> pathlib.Path:
+        return pathlib.Path(self.args.training.output_dir)
+
+
+def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dict | None = None) -> Job:
+    """Load and check data and checkpoint, build the classifier and the datasets. Writes nothing."""
+    set_seed(args.training.seed)
+    data = load_labelled_data(args.data, seed=args.training.data_seed or args.training.seed)
+    checkpoint = resolve_checkpoint(args.model)
+    if data.modality != checkpoint.modality:
+        raise TransferError(f"model '{checkpoint.name}' takes {checkpoint.modality} but data '{data.description}' is {data.modality}: "
+                            f"pick a {data.modality} checkpoint (e.g. " + ("bundled:minilm-l6" if data.modality == "text" else "bundled:efficientnet-lite0") + ")")
+    model = build_classifier(checkpoint, data.label_names, args.model, native=native)
+    processor = load_processor(checkpoint)
+    img_cfg = image_config(checkpoint, model, processor, args.data.image_size) if data.modality == "image" else None
+    datasets, collator = build_datasets(data, processor, img_cfg, args.data.max_seq_length, args.data.augment)
+    if learning_rates and "learning_rate" not in args.explicit:
+        args.training.learning_rate = learning_rates[data.modality]
+    return Job(args, data, checkpoint, model, processor, img_cfg, datasets, collator)
+
+
+def make_trainer(job: Job, *, model=None, datasets=None, collator=None, callbacks=(), trainer_class=TransferTrainer, **kwargs):
+    datasets = datasets or job.datasets
+    return trainer_class(
+        model=model or job.model,
+        args=job.args.training,
+        train_dataset=datasets["train"],
+        eval_dataset=datasets["validation"],
+        data_collator=collator or job.collator,
+        compute_metrics=make_compute_metrics(job.data.label_names),
+        callbacks=list(callbacks),
+        **kwargs,
+    )
+
+
+def train_and_evaluate(job: Job, trainer, *, datasets=None) -> dict:
+    """Train (resuming if asked), then evaluate on validation and test. Returns flat results."""
+    datasets = datasets or job.datasets
+    train_result = trainer.train(resume_from_checkpoint=job.args.training.resume_from_checkpoint)
+    results = {k: v for k, v in train_result.metrics.items() if k in ("train_runtime", "train_samples_per_second", "train_loss")}
+    results.update(trainer.evaluate(datasets["validation"], metric_key_prefix="eval"))
+    if "test" in datasets:
+        prediction = trainer.predict(datasets["test"], metric_key_prefix="test")
+        results.update(prediction.metrics)
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        results["test_per_class"] = classification_report(prediction.label_ids, np.argmax(logits, -1), job.data.label_names)["per_class"]
+    return results
+
+
+def finish(job: Job, trainer, results: dict, *, recipe: str, model=None) -> dict:
+    """Save the model with its preprocessing, all_results.json and a model card; print a summary."""
+    model = model or job.model
+    results = {
+        **results,
+        **count_parameters(model),
+        "recipe": recipe,
+        "model_name_or_path": job.args.model.model_name_or_path,
+        "dataset": job.data.description,
+        "modality": job.data.modality,
+        "label_names": job.data.label_names,
+        "train_samples": len(job.data.splits["train"]),
+        "eval_samples": len(job.data.splits["validation"]),
+        "test_samples": len(job.data.splits.get("test", [])),
+        "skipped_unreadable_images": job.data.skipped_images,
+        "seed": job.args.training.seed,
+        "training_config": training_config(job),
+    }
+    if trainer.is_world_process_zero():
+        out = job.output_dir
+        out.mkdir(parents=True, exist_ok=True)
+        trainer.accelerator.unwrap_model(model).save_pretrained(out)
+        if job.data.modality == "image":
+            save_image_processor(job.image_config, job.checkpoint, job.processor, str(out))
+        else:
+            job.processor.save_pretrained(out)
+        (out / "all_results.json").write_text(json.dumps(results, indent=2, default=str))
+        (out / "README.md").write_text(model_card(results, recipe=recipe, model_class=type(model).__name__))
+        print_summary(results, out)
+    return results
+
+
+def training_config(job: Job) -> dict:
+    t = job.args.training
+    keys = ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "weight_decay", "warmup_steps", "lr_scheduler_type", "seed")
+    config = {k: getattr(t, k) for k in keys}
+    config["lr_scheduler_type"] = str(getattr(t.lr_scheduler_type, "value", t.lr_scheduler_type))
+    config.update({k: getattr(job.args.data, k) for k in ("max_train_samples_per_class", "max_seq_length", "image_size", "augment")})
+    config.update({k: getattr(job.args.model, k) for k in ("pooling", "head")})
+    config.update(job.args.extra)
+    return config
+
+
+def print_summary(results: dict, out: pathlib.Path) -> None:
+    def pct(key):
+        return f"{100 * results[key]:.2f}%" if key in results else "n/a"
+
+    print(f"\n== {results['recipe']}: {results['model_name_or_path']} on {results['dataset']} ==\n"
+          f"trainable params : {results['trainable_params']:,} / {results['total_params']:,} ({results['trainable_percent']}%)\n"
+          f"eval  accuracy   : {pct('eval_accuracy')}  macro-F1 {pct('eval_f1_macro')}\n"
+          f"test  accuracy   : {pct('test_accuracy')}  macro-F1 {pct('test_f1_macro')}\n"
+          f"saved to         : {out}")
