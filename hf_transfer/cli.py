@@ -92,8 +92,18 @@ def parse_recipe_args(defaults: dict, argv: list[str] | None = None, overrides: 
         raise TransferError(str(exc).splitlines()[0]) from None
     explicit = set(user_values) | {a.split("=")[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
     model_args, data_args, training_args, *rest = parsed
+    _one_data_source(data_args, explicit)
     extra = {k: v for d in rest for k, v in dataclasses.asdict(d).items()}
     return RecipeArgs(model_args, data_args, training_args, explicit, extra)
+
+
+def _one_data_source(data_args: DataArguments, explicit: set) -> None:
+    """The recipe's default data set gives way to files the user names; two named sources are an error."""
+    named = [k for k in ("dataset_name", "train_file", "train_dir") if k in explicit and getattr(data_args, k)]
+    if len(named) > 1:
+        raise TransferError(f"--{named[0]} and --{named[1]} both name training data: give only one")
+    if named and named[0] != "dataset_name":
+        data_args.dataset_name = None
 
 
 def recipe_main(run_function) -> None:

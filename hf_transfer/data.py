@@ -111,9 +111,10 @@ def _from_hf_dataset(dataset_dict, args: DataArguments) -> tuple[dict[str, pd.Da
     aliases = {"valid": "validation", "val": "validation", "dev": "validation", "eval": "validation"}
     for split, dataset in dataset_dict.items():
         feature = dataset.features.get(args.label_column_name)
-        if names is None and hasattr(feature, "names"):
-            names = list(feature.names)
         frame = dataset.to_pandas()
+        if hasattr(feature, "names"):  # ClassLabel ids -> names (-1, "no label", becomes empty)
+            names = list(feature.names)
+            frame[args.label_column_name] = frame[args.label_column_name].map(lambda i: names[i] if i >= 0 else None)
         frame.attrs["source"] = f"{args.dataset_name}[{split}]"
         splits[aliases.get(split, split)] = frame
     return splits, names
@@ -146,8 +147,11 @@ def _load_dataset_name(args: DataArguments):
     return _from_hf_dataset(loaded, args)
 
 
-def _raw_splits(args: DataArguments) -> tuple[dict[str, pd.DataFrame], list[str] | None, str, str]:
-    """Read what the user named: ({split: frame}, label names or None, modality, description)."""
+def _raw_splits(args: DataArguments, modality: str | None) -> tuple[dict[str, pd.DataFrame], list[str] | None, str, str]:
+    """Read what the user named: ({split: frame}, label names or None, modality, description).
+
+    Tables and data sets can hold text or image paths: the checkpoint's modality decides, else the columns.
+    """
     if args.dataset_name and assets.is_bundled(args.dataset_name):
         splits, names, modality = assets.bundled_dataset(args.dataset_name)
         for split, frame in splits.items():
@@ -157,7 +161,7 @@ def _raw_splits(args: DataArguments) -> tuple[dict[str, pd.DataFrame], list[str]
         splits, names = _load_dataset_name(args)
         if "train" not in splits:
             raise TransferError(f"data set '{args.dataset_name}' has no 'train' split (it has {sorted(splits)})")
-        modality = "image" if args.image_column_name in splits["train"].columns else "text"
+        modality = modality or ("image" if args.image_column_name in splits["train"].columns else "text")
         return splits, names, modality, args.dataset_name
     if args.train_dir:
         splits = {"train": _read_image_folder(args.train_dir, "train_dir")}
@@ -170,8 +174,8 @@ def _raw_splits(args: DataArguments) -> tuple[dict[str, pd.DataFrame], list[str]
         for split, option in (("validation", "validation_file"), ("test", "test_file")):
             if getattr(args, option):
                 splits[split] = _read_table(getattr(args, option), option)
-        modality = "image" if args.image_column_name in splits["train"].columns else "text"
-        if modality == "image":
+        modality = modality or ("image" if args.image_column_name in splits["train"].columns else "text")
+        if modality == "image" and args.image_column_name in splits["train"].columns:
             for frame in splits.values():  # image paths are relative to the table's own folder
                 base = pathlib.Path(frame.attrs["source"]).parent
                 frame[args.image_column_name] = [str(base / p) if isinstance(p, str) and not pathlib.Path(p).is_absolute() else p
@@ -295,9 +299,10 @@ def _drop_unreadable(frame: pd.DataFrame, strict: bool) -> tuple[pd.DataFrame, i
 # ---------------------------------------------------------------- the whole pipeline
 
 
-def load_labelled_data(args: DataArguments, seed: int = 42) -> LabelledData:
-    """Read, check, split and subset. `seed` drives every sample (TrainingArguments' data_seed or seed)."""
-    raw, names, modality, description = _raw_splits(args)
+def load_labelled_data(args: DataArguments, seed: int = 42, modality: str | None = None) -> LabelledData:
+    """Read, check, split and subset. `seed` drives every sample (TrainingArguments' data_seed or seed);
+    `modality` ("text" / "image", from the checkpoint) says what a table's columns must hold."""
+    raw, names, modality, description = _raw_splits(args, modality)
     splits = {s: _normalise_columns(f, modality, args) for s, f in raw.items() if s in ("train", "validation", "test")}
     if len(splits["train"]) == 0:
         raise TransferError(f"{splits['train'].attrs.get('source', 'train')} is empty: give at least one labelled example per class")

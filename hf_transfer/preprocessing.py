@@ -64,10 +64,11 @@ def image_config(checkpoint: Checkpoint, model: torch.nn.Module, processor, imag
         cfg = timm.data.resolve_model_data_config(timm_model)
         config = ImageConfig(cfg["input_size"][-1], tuple(cfg["mean"]), tuple(cfg["std"]), cfg["interpolation"], cfg["crop_pct"])
     else:
-        size = processor.size
-        side = size.get("height") or size.get("shortest_edge") if isinstance(size, dict) else size
+        size = processor.size  # a dict, or transformers 5's SizeDict
+        side = size if isinstance(size, int) else (getattr(size, "height", None) or getattr(size, "shortest_edge", None)
+                                                   if not isinstance(size, dict) else size.get("height") or size.get("shortest_edge"))
         resample = getattr(processor, "resample", 2)
-        name = PIL_RESAMPLE.get(int(resample), "bilinear") if not isinstance(resample, str) else resample
+        name = resample if isinstance(resample, str) else PIL_RESAMPLE.get(int(getattr(resample, "value", resample)), "bilinear")
         config = ImageConfig(int(side), tuple(processor.image_mean), tuple(processor.image_std), name, None)
     if image_size:
         config.size = image_size

@@ -44,8 +44,8 @@ class Job:
 def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dict | None = None) -> Job:
     """Load and check data and checkpoint, build the classifier and the datasets. Writes nothing."""
     set_seed(args.training.seed)
-    data = load_labelled_data(args.data, seed=args.training.data_seed or args.training.seed)
     checkpoint = resolve_checkpoint(args.model)
+    data = load_labelled_data(args.data, seed=args.training.data_seed or args.training.seed, modality=checkpoint.modality)
     if data.modality != checkpoint.modality:
         raise TransferError(f"model '{checkpoint.name}' takes {checkpoint.modality} but data '{data.description}' is {data.modality}: "
                             f"pick a {data.modality} checkpoint (e.g. " + ("bundled:minilm-l6" if data.modality == "text" else "bundled:efficientnet-lite0") + ")")

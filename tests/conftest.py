@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny random BERT / ViT checkpoints saved with save_pretrained (so loading is the
+real from_pretrained path), small text tables and image folders. Nothing here touches the network."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from hf_transfer import assets
+
+POSITIVE = ["a wonderful moving film", "great acting and a superb script", "brilliant and funny", "a joy to watch", "beautifully made"]
+NEGATIVE = ["a dull tedious mess", "awful acting and a boring plot", "painfully bad", "a waste of time", "clumsy and lifeless"]
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory):
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(assets.bundled_checkpoint_path("bundled:minilm-l6"))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37, max_position_embeddings=128)
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_dir(tmp_path_factory):
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    path = tmp_path_factory.mktemp("tiny-vit")
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)
+    ViTModel(config).save_pretrained(path)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
+    return str(path)
+
+
+def write_text_table(path, rows_per_class=12, suffix=".csv", label_column="label", text_column="text"):
+    rng = np.random.default_rng(0)
+    rows = [(POSITIVE[i % 5] + f" {i}", "pos") for i in range(rows_per_class)] + [(NEGATIVE[i % 5] + f" {i}", "neg") for i in range(rows_per_class)]
+    frame = pd.DataFrame(rows, columns=[text_column, label_column]).sample(frac=1.0, random_state=int(rng.integers(100)))
+    path = path.with_suffix(suffix)
+    {".csv": lambda: frame.to_csv(path, index=False), ".jsonl": lambda: frame.to_json(path, orient="records", lines=True),
+     ".json": lambda: frame.to_json(path, orient="records"), ".parquet": lambda: frame.to_parquet(path)}[suffix]()
+    return path
+
+
+@pytest.fixture
+def text_csv(tmp_path):
+    return write_text_table(tmp_path / "train")
+
+
+def write_image_folder(root, per_class=6, classes=("circle", "square"), size=40, mode="RGB"):
+    """Two visually distinct classes: a bright disc or a bright square on black."""
+    yy, xx = np.mgrid[:size, :size]
+    for label in classes:
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            r = size // 4 + i % 3
+            mask = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2 < r * r) if label == "circle" else ((abs(yy - size / 2) < r) & (abs(xx - size / 2) < r))
+            pixels = (mask * 255).astype(np.uint8)
+            Image.fromarray(pixels).convert(mode).save(root / label / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    return write_image_folder(tmp_path / "images")

@@ -1,0 +1,103 @@
+"""Recipes end to end on tiny random checkpoints: outputs a user relies on, reload, config precedence."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification, AutoTokenizer
+
+import recipes.feature_extraction as feature_extraction
+import recipes.full_finetune as full_finetune
+from hf_transfer.data import open_image
+from hf_transfer.preprocessing import ImageConfig
+
+
+def predictions_from_saved_text_model(out, texts):
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    batch = AutoTokenizer.from_pretrained(out)(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def test_full_finetune_text_writes_a_reloadable_run(tmp_path, tiny_bert_dir, text_csv):
+    out = tmp_path / "out"
+    results = full_finetune.run(model_name_or_path=tiny_bert_dir, train_file=str(text_csv), output_dir=str(out),
+                                num_train_epochs=2, save_strategy="no", load_best_model_at_end=False)
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "all_results.json", "README.md"):
+        assert (out / name).is_file(), name
+    assert not list(out.glob("*.bin")) and not list(out.glob("*.pt")), "weights are written as safetensors only"
+    saved = json.loads((out / "all_results.json").read_text())
+    for key in ("eval_accuracy", "eval_f1_macro", "train_runtime", "trainable_params", "total_params"):
+        assert key in saved
+    assert saved["trainable_params"] == saved["total_params"] > 0
+    assert saved["learning_rate" if False else "training_config"]["learning_rate"] == 5e-5  # text default
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"] == {"0": "neg", "1": "pos"}
+    card = (out / "README.md").read_text()
+    assert "library_name: transformers" in card and "Results" in card
+    assert predictions_from_saved_text_model(out, ["great film"]).shape == (1, 2)
+    assert results["eval_accuracy"] == saved["eval_accuracy"]
+
+
+def test_feature_extraction_keeps_the_backbone_and_reloads_exactly(tmp_path, tiny_bert_dir, text_csv):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "out"
+    results = feature_extraction.run(model_name_or_path=tiny_bert_dir, train_file=str(text_csv), output_dir=str(out),
+                                     num_train_epochs=3, head="mlp", pooling="mean", learning_rate=1e-2)
+    assert 0 < results["trainable_params"] < results["total_params"] / 10
+    before = load_file(f"{tiny_bert_dir}/model.safetensors")
+    after = load_file(out / "model.safetensors")
+    for key, value in before.items():
+        assert torch.equal(after[f"backbone.{key}"], value), f"frozen backbone weight {key} changed"
+    import hf_transfer  # noqa: F401  registers TransferClassifier
+
+    texts = ["a wonderful moving film", "painfully bad"]
+    logits = predictions_from_saved_text_model(out, texts)
+    assert logits.shape == (2, 2) and torch.isfinite(logits).all()
+
+
+def test_image_recipes_on_a_tiny_vit(tmp_path, tiny_vit_dir, image_dir):
+    out = tmp_path / "vit"
+    results = full_finetune.run(model_name_or_path=tiny_vit_dir, train_dir=str(image_dir), output_dir=str(out), num_train_epochs=1,
+                                augment=True, save_strategy="no", load_best_model_at_end=False, per_device_train_batch_size=4)
+    assert results["training_config"]["learning_rate"] == 1e-4  # image default
+    model = AutoModelForImageClassification.from_pretrained(out)
+    from transformers import AutoImageProcessor
+
+    processor = AutoImageProcessor.from_pretrained(out)
+    inputs = processor(open_image(str(next(image_dir.rglob("*.png")))), return_tensors="pt")
+    assert model(**inputs).logits.shape == (1, 2)
+    out2 = tmp_path / "vit-fe"
+    results = feature_extraction.run(model_name_or_path=tiny_vit_dir, train_dir=str(image_dir), output_dir=str(out2), num_train_epochs=2)
+    assert results["trainable_params"] == 32 * 2 + 2
+
+
+def test_config_file_then_command_line_overrides(tmp_path, tiny_bert_dir, text_csv):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model_name_or_path: {tiny_bert_dir}\ntrain_file: {text_csv}\nnum_train_epochs: 1\nlearning_rate: 0.001\n"
+                      f"save_strategy: 'no'\nload_best_model_at_end: false\n")
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, "recipes/full_finetune.py", "--config", str(config), "--learning_rate", "0.0003", "--output_dir", str(out)],
+                   check=True, capture_output=True)
+    saved = json.loads((out / "all_results.json").read_text())
+    assert saved["training_config"]["learning_rate"] == 0.0003 and saved["training_config"]["num_train_epochs"] == 1
+
+
+def test_image_config_resizes_and_normalises_as_the_checkpoint_says():
+    config = ImageConfig(size=24, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic", crop_pct=0.875)
+    from PIL import Image
+
+    white = Image.new("RGB", (50, 30), (255, 255, 255))
+    tensor = config.eval_transform()(white)
+    assert tensor.shape == (3, 24, 24) and torch.allclose(tensor, torch.ones_like(tensor))
+    assert config.train_transform()(white).shape == (3, 24, 24)
+
+
+@pytest.mark.parametrize("recipe", ["full_finetune", "feature_extraction"])
+def test_help_lists_hf_argument_names(recipe):
+    result = subprocess.run([sys.executable, f"recipes/{recipe}.py", "--help"], capture_output=True, text=True, check=True)
+    for name in ("--model_name_or_path", "--train_file", "--output_dir", "--max_train_samples_per_class", "--config"[:0] or "--dataset_name"):
+        assert name in result.stdout
