@@ -329,9 +329,14 @@ def _load_timm_backbone(timm_model: nn.Module, checkpoint: Checkpoint) -> None:
     classifier = timm_model.pretrained_cfg.get("classifier", "classifier")
     weights = {k: v for k, v in checkpoint.timm_weights.items() if not k.startswith(classifier + ".")}
     head_keys = {k for k in timm_model.state_dict() if k.startswith(classifier + ".")}
-    result = timm_model.load_state_dict(weights, strict=False)
+    mismatch = "check --weights matches the architecture"
+    try:
+        result = timm_model.load_state_dict(weights, strict=False)
+    except RuntimeError as exc:  # shapes differ
+        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), "size mismatch")
+        raise TransferError(f"weights for '{checkpoint.name}' do not fit timm '{checkpoint.config.architecture}' ({detail[:160]}): {mismatch}") from None
     missing = [k for k in result.missing_keys if k not in head_keys]
     if missing or result.unexpected_keys:
         first = (missing or result.unexpected_keys)[0]
         raise TransferError(f"weights for '{checkpoint.name}' do not fit timm '{checkpoint.config.architecture}' "
-                            f"({len(missing)} missing, {len(result.unexpected_keys)} unexpected, e.g. '{first}'): check --weights matches the architecture")
+                            f"({len(missing)} missing, {len(result.unexpected_keys)} unexpected, e.g. '{first}'): {mismatch}")
