@@ -101,3 +101,17 @@ def test_help_lists_hf_argument_names(recipe):
     result = subprocess.run([sys.executable, f"recipes/{recipe}.py", "--help"], capture_output=True, text=True, check=True)
     for name in ("--model_name_or_path", "--train_file", "--output_dir", "--max_train_samples_per_class", "--config"[:0] or "--dataset_name"):
         assert name in result.stdout
+
+
+@pytest.mark.parametrize("recipe", ["full_finetune", "feature_extraction"])
+def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_bert_dir, text_csv, recipe):
+    import os
+    import shutil
+
+    out = tmp_path / "out"
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    result = subprocess.run([accelerate, "launch", "--num_processes", "2", "--cpu", f"recipes/{recipe}.py", "--model_name_or_path", tiny_bert_dir,
+                             "--train_file", str(text_csv), "--num_train_epochs", "2", "--output_dir", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count(f"== {recipe}:") == 1, "only the main process writes and reports"
+    assert json.loads((out / "all_results.json").read_text())["eval_samples"] > 0
