@@ -18,8 +18,13 @@ from .data import DataArguments
 from .errors import TransferError
 from .modeling import ModelArguments
 
+# With no data named, every recipe runs on bundled real assets in a few minutes on a CPU.
+DEMO_DATA = {"dataset_name": "bundled:rotten_tomatoes", "max_train_samples_per_class": 100, "max_eval_samples": 500}
+
 # Defaults every recipe shares; recipes add their own on top.
 COMMON_DEFAULTS = {
+    "model_name_or_path": "bundled:minilm-l6",
+    **DEMO_DATA,
     "eval_strategy": "epoch",
     "save_strategy": "epoch",
     "save_total_limit": 2,
@@ -44,7 +49,9 @@ class RecipeArgs:
 
 
 def _parser(extra_dataclasses=()) -> HfArgumentParser:
-    return HfArgumentParser((ModelArguments, DataArguments, TrainingArguments, *extra_dataclasses))
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments, *extra_dataclasses))
+    parser.add_argument("--config", help="YAML file of argument values; the command line overrides them")
+    return parser
 
 
 def _read_yaml(path_text: str) -> dict:
@@ -75,7 +82,7 @@ def parse_recipe_args(defaults: dict, argv: list[str] | None = None, overrides: 
     from_yaml = _read_yaml(config_path) if config_path else {}
 
     parser = _parser(extra_dataclasses)
-    known = {action.dest for action in parser._actions}
+    known = {action.dest for action in parser._actions} - {"config", "help"}
     user_values = {**from_yaml, **overrides}
     unknown = sorted(set(user_values) - known)
     if unknown:
@@ -91,19 +98,21 @@ def parse_recipe_args(defaults: dict, argv: list[str] | None = None, overrides: 
     except ValueError as exc:
         raise TransferError(str(exc).splitlines()[0]) from None
     explicit = set(user_values) | {a.split("=")[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
-    model_args, data_args, training_args, *rest = parsed
+    model_args, data_args, training_args, *rest = parsed[:-1] if len(parsed) > 3 + len(extra_dataclasses) else parsed
     _one_data_source(data_args, explicit)
     extra = {k: v for d in rest for k, v in dataclasses.asdict(d).items()}
     return RecipeArgs(model_args, data_args, training_args, explicit, extra)
 
 
 def _one_data_source(data_args: DataArguments, explicit: set) -> None:
-    """The recipe's default data set gives way to files the user names; two named sources are an error."""
+    """The demo data set and its sample caps give way to data the user names; two named sources are an error."""
     named = [k for k in ("dataset_name", "train_file", "train_dir") if k in explicit and getattr(data_args, k)]
     if len(named) > 1:
         raise TransferError(f"--{named[0]} and --{named[1]} both name training data: give only one")
-    if named and named[0] != "dataset_name":
-        data_args.dataset_name = None
+    if named:
+        for key in DEMO_DATA:
+            if key not in explicit:
+                setattr(data_args, key, None)
 
 
 def recipe_main(run_function) -> None:

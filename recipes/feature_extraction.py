@@ -20,10 +20,6 @@ from hf_transfer.features import HeadOnly, collate_features, extract_features
 from hf_transfer.freezing import freeze
 
 DEFAULTS = {
-    "model_name_or_path": "bundled:minilm-l6",
-    "dataset_name": "bundled:rotten_tomatoes",
-    "max_train_samples_per_class": 100,
-    "max_eval_samples": 500,
     "learning_rate": 1e-3,
     "num_train_epochs": 30,
     "warmup_steps": 0.05,

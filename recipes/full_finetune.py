@@ -16,10 +16,6 @@ from hf_transfer import training
 from hf_transfer.cli import parse_recipe_args, recipe_main
 
 DEFAULTS = {
-    "model_name_or_path": "bundled:minilm-l6",
-    "dataset_name": "bundled:rotten_tomatoes",
-    "max_train_samples_per_class": 100,
-    "max_eval_samples": 500,
     "num_train_epochs": 10,
     "warmup_steps": 0.1,  # a ratio of all steps (transformers 5)
     "lr_scheduler_type": "linear",

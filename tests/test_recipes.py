@@ -115,3 +115,14 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_bert_dir, text_csv, 
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count(f"== {recipe}:") == 1, "only the main process writes and reports"
     assert json.loads((out / "all_results.json").read_text())["eval_samples"] > 0
+
+
+def test_demo_data_and_its_caps_give_way_to_data_the_user_names(text_csv):
+    from hf_transfer.cli import parse_recipe_args
+
+    demo = parse_recipe_args(full_finetune.DEFAULTS, [])
+    assert demo.data.dataset_name == "bundled:rotten_tomatoes" and demo.data.max_train_samples_per_class == 100
+    own = parse_recipe_args(full_finetune.DEFAULTS, ["--train_file", str(text_csv)])
+    assert own.data.dataset_name is None and own.data.max_train_samples_per_class is None and own.data.max_eval_samples is None
+    capped = parse_recipe_args(full_finetune.DEFAULTS, ["--dataset_name", "bundled:mnist", "--max_train_samples_per_class", "5"])
+    assert capped.data.max_train_samples_per_class == 5 and capped.data.max_eval_samples is None
