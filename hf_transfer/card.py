@@ -13,7 +13,7 @@ def _percent(value) -> str:
     return f"{100 * value:.2f}%" if isinstance(value, (int, float)) else "n/a"
 
 
-def model_card(results: dict, *, recipe: str, model_class: str, library_name: str = "transformers", adapter: bool = False) -> str:
+def model_card(results: dict, *, recipe: str, model_class: str, library_name: str = "transformers") -> str:
     base = results["model_name_or_path"]
     base_id = HUB_IDS.get(base, base)
     dataset = results.get("dataset", "")
@@ -36,14 +36,9 @@ def model_card(results: dict, *, recipe: str, model_class: str, library_name: st
               f"({results.get('trainable_percent', 0)}%).", "",
               "## Training configuration", "", "```json", json.dumps(hyper, indent=2, sort_keys=True, default=str), "```", "",
               "## How to load", "", "```python"]
-    if adapter:
-        lines += ["from peft import PeftModel", "import hf_transfer  # registers hf_transfer's classes", "# see hf_transfer.adapters.load_adapter"]
-    elif model_class == "TransferClassifier":
-        lines += ["import hf_transfer  # registers TransferClassifier with the Auto classes",
-                  f"from transformers import {'AutoModelForImageClassification' if results.get('modality') == 'image' else 'AutoModelForSequenceClassification'}",
-                  f"model = {'AutoModelForImageClassification' if results.get('modality') == 'image' else 'AutoModelForSequenceClassification'}.from_pretrained(\"<this folder or repo>\")"]
-    else:
-        auto = "AutoModelForImageClassification" if results.get("modality") == "image" else "AutoModelForSequenceClassification"
-        lines += [f"from transformers import {auto}", f"model = {auto}.from_pretrained(\"<this folder or repo>\")"]
+    auto = "AutoModelForImageClassification" if results.get("modality") == "image" else "AutoModelForSequenceClassification"
+    if model_class == "TransferClassifier":
+        lines.append("import hf_transfer  # registers TransferClassifier with the Auto classes")
+    lines += [f"from transformers import {auto}", f"model = {auto}.from_pretrained(\"<this folder or repo>\")"]
     lines += ["```", ""]
     return "\n".join(lines)

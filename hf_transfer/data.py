@@ -18,7 +18,6 @@ from . import assets
 from .errors import TransferError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-TABLE_READERS = {".csv": pd.read_csv, ".json": None, ".jsonl": None, ".parquet": pd.read_parquet}
 
 
 @dataclasses.dataclass

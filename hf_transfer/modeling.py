@@ -149,7 +149,8 @@ def _transformers_checkpoint(name: str, location: str, load_kwargs: dict) -> Che
 def _is_image_config(config: PreTrainedConfig) -> bool:
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
 
-    return config.model_type in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES and config.model_type not in {"clip", "siglip"} or config.model_type == "timm_wrapper"
+    return config.model_type == "timm_wrapper" or (
+        config.model_type in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES and config.model_type not in {"clip", "siglip"})
 
 
 def _sentence_transformers_pooling(location: str) -> str | None:
