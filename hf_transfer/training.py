@@ -102,6 +102,7 @@ def finish(job: Job, trainer, results: dict, *, recipe: str, model=None) -> dict
         "test_samples": len(job.data.splits.get("test", [])),
         "skipped_unreadable_images": job.data.skipped_images,
         "seed": job.args.training.seed,
+        "world_size": trainer.args.world_size,
         "training_config": training_config(job),
     }
     if trainer.is_world_process_zero():

@@ -110,11 +110,13 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_bert_dir, text_csv, 
 
     out = tmp_path / "out"
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    result = subprocess.run([accelerate, "launch", "--num_processes", "2", "--cpu", f"recipes/{recipe}.py", "--model_name_or_path", tiny_bert_dir,
-                             "--train_file", str(text_csv), "--num_train_epochs", "2", "--output_dir", str(out)], capture_output=True, text=True)
+    # accelerate 1.15's `--cpu --num_processes 2` starts ONE process (multi-CPU needs mpirun); torchrun via --multi_gpu + --use_cpu gives 2 (gloo)
+    result = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", f"recipes/{recipe}.py", "--use_cpu", "--model_name_or_path",
+                             tiny_bert_dir, "--train_file", str(text_csv), "--num_train_epochs", "2", "--output_dir", str(out)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count(f"== {recipe}:") == 1, "only the main process writes and reports"
-    assert json.loads((out / "all_results.json").read_text())["eval_samples"] > 0
+    saved = json.loads((out / "all_results.json").read_text())
+    assert saved["world_size"] == 2 and saved["eval_samples"] > 0
 
 
 def test_demo_data_and_its_caps_give_way_to_data_the_user_names(text_csv):

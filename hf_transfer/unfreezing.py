@@ -1,0 +1,111 @@
+"""Gradual unfreezing as a TrainerCallback whose state is a pure function of the global step.
+
+- The optimizer is built once over all groups (hf_transfer.optim); unfreezing only flips
+  `requires_grad` and BatchNorm mode, never adds param groups.
+- Which groups train at step s depends only on s, so a run resumed from any checkpoint takes the
+  same path as the uninterrupted one; nothing needs saving in the checkpoint.
+- Under DDP the model is wrapped with every parameter trainable (so every parameter is in DDP's
+  reducer) and frozen afterwards, in on_train_begin; frozen parameters are then simply unused,
+  which `find_unused_parameters=True` allows. Unfrozen later, their gradients are all-reduced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from transformers import TrainerCallback
+
+from .errors import TransferError
+from .freezing import set_group_trainable
+from .layer_groups import LayerGroup, select_groups
+
+
+@dataclasses.dataclass
+class Phase:
+    """From `at_epoch` (or `at_step`) on, the `unfreeze` groups (names, indices, regexes) train too, at `lr` if given."""
+
+    unfreeze: list
+    at_epoch: float | None = None
+    at_step: int | None = None
+    lr: float | None = None
+
+    def __post_init__(self):
+        if (self.at_epoch is None) == (self.at_step is None):
+            raise TransferError(f"an unfreezing phase needs exactly one of at_epoch / at_step, got {dataclasses.asdict(self)}")
+        if isinstance(self.unfreeze, (str, int)):
+            self.unfreeze = [self.unfreeze]
+
+
+def default_phases(num_groups: int, epochs_per_phase: float = 1.0) -> list[Phase]:
+    """The seeds' recipe: the head alone, then one more group from the output end every `epochs_per_phase`."""
+    return [Phase(unfreeze=[num_groups - 1 - i], at_epoch=i * epochs_per_phase) for i in range(num_groups)]
+
+
+class GradualUnfreezing(TrainerCallback):
+    def __init__(self, groups: list[LayerGroup], phases: list[Phase | dict] | None = None, train_bn: bool = False, rewarm_steps: int = 0):
+        self.groups = groups
+        self.phases = [p if isinstance(p, Phase) else Phase(**p) for p in (phases or default_phases(len(groups)))]
+        self.train_bn = train_bn
+        self.rewarm_steps = rewarm_steps
+        index = {id(g): i for i, g in enumerate(groups)}
+        self._phase_groups = [[index[id(g)] for g in select_groups(groups, p.unfreeze)] for p in self.phases]
+        self.start_step: list[int | None] | None = None  # per group, once the step count is known
+        self._trainable: list[bool] | None = None
+        for group in groups:  # everything trainable until training starts (DDP must see every parameter)
+            set_group_trainable(group, True)
+
+    # -------------------------------------------------------------- the schedule
+
+    def group_lrs(self, default_lrs: list[float]) -> list[float]:
+        """Base LR per group: the phase's `lr` for the groups it unfreezes, else the discriminative default."""
+        lrs = list(default_lrs)
+        for phase, members in zip(self.phases, self._phase_groups):
+            if phase.lr is not None:
+                for i in members:
+                    lrs[i] = phase.lr
+        return lrs
+
+    def resolve(self, num_training_steps: int, num_train_epochs: float) -> None:
+        """Turn at_epoch into steps; the first phase that names a group decides when it thaws."""
+        steps_per_epoch = num_training_steps / max(num_train_epochs, 1e-9)
+        start: list[int | None] = [None] * len(self.groups)
+        for phase, members in zip(self.phases, self._phase_groups):
+            step = phase.at_step if phase.at_step is not None else int(round(phase.at_epoch * steps_per_epoch))
+            for i in members:
+                start[i] = step if start[i] is None else min(start[i], step)
+        self.start_step = start
+
+    def trainable_at(self, step: int) -> list[bool]:
+        return [s is not None and step >= s for s in self.start_step]
+
+    def lr_multiplier(self, group_index: int, base_schedule):
+        """The group's LR multiplier: 0 while frozen, then the base schedule (re-warmed over rewarm_steps)."""
+        def multiplier(step: int) -> float:
+            start = self.start_step[group_index]
+            if start is None or step < start:
+                return 0.0
+            warm = min(1.0, (step - start + 1) / self.rewarm_steps) if self.rewarm_steps and start > 0 else 1.0
+            return base_schedule(step) * warm
+
+        return multiplier
+
+    # -------------------------------------------------------------- applying it
+
+    def apply(self, step: int) -> None:
+        wanted = self.trainable_at(step)
+        for i, (group, trainable) in enumerate(zip(self.groups, wanted)):
+            if self._trainable is None or self._trainable[i] != trainable:
+                set_group_trainable(group, trainable, train_bn=self.train_bn, model=self._model)
+        self._trainable = wanted
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.start_step is None:
+            self.resolve(state.max_steps, args.num_train_epochs)
+        if args.world_size > 1 and args.ddp_find_unused_parameters is False:
+            raise TransferError("gradual unfreezing under DDP needs ddp_find_unused_parameters=True (frozen layers get no gradient)")
+        self._model = model
+        self._trainable = None
+        self.apply(state.global_step)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.apply(state.global_step)

@@ -1,0 +1,22 @@
+"""Run by `accelerate launch` in test_unfreezing: the gradual_unfreeze recipe, then each rank saves its own weights."""
+
+import os
+import sys
+
+from safetensors.torch import save_file
+
+import recipes.gradual_unfreeze as recipe
+from hf_transfer import training
+
+finish = training.finish
+
+
+def finish_and_save_rank(job, trainer, results, **kwargs):
+    state = {k: v.detach().cpu().contiguous() for k, v in trainer.accelerator.unwrap_model(job.model).state_dict().items()}
+    save_file(state, os.path.join(job.args.training.output_dir + "-ranks", f"rank{trainer.args.process_index}.safetensors"))
+    return finish(job, trainer, results, **kwargs)
+
+
+training.finish = finish_and_save_rank
+if __name__ == "__main__":
+    recipe.run(argv=sys.argv[1:])

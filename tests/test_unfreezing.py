@@ -1,0 +1,138 @@
+"""Gradual unfreezing: frozen really is frozen, thawed layers learn, resume is exact, DDP ranks agree."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import recipes.gradual_unfreeze as gradual_unfreeze
+from hf_transfer.layer_groups import layer_groups
+from hf_transfer.unfreezing import GradualUnfreezing, Phase, default_phases
+
+HEAD_THEN_BLOCK1 = [{"at_epoch": 0, "unfreeze": ["head"]}, {"at_epoch": 1, "unfreeze": ["block.1"]}]
+
+
+def common(tiny_bert_dir, text_csv, out, **extra):
+    return dict(model_name_or_path=tiny_bert_dir, train_file=str(text_csv), output_dir=str(out), per_device_train_batch_size=4,
+                learning_rate=1e-2, lr_factor=2.0, load_best_model_at_end=False, **extra)
+
+
+def changed(before: dict, after: dict, prefix: str) -> bool:
+    keys = [k for k in before if k.startswith(prefix)]
+    assert keys, prefix
+    return any(not torch.equal(before[k], after["bert." + k]) for k in keys)
+
+
+def test_default_phases_thaw_from_the_output_end():
+    phases = default_phases(4, epochs_per_phase=2)
+    assert [(p.at_epoch, p.unfreeze) for p in phases] == [(0, [3]), (2, [2]), (4, [1]), (6, [0])]
+    with pytest.raises(Exception, match="exactly one of at_epoch / at_step"):
+        Phase(unfreeze=["head"])
+
+
+def test_frozen_groups_get_no_gradient_and_do_not_change_thawed_ones_do(tmp_path, tiny_bert_dir, text_csv):
+    before = load_file(f"{tiny_bert_dir}/model.safetensors")
+    grads_seen = {}
+
+    from transformers import TrainerCallback
+
+    class InspectGradients(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            grads_seen.setdefault(state.global_step, {n: p.grad is not None for n, p in model.named_parameters()})
+
+    original = gradual_unfreeze.training.make_trainer
+
+    def make_trainer(job, **kwargs):
+        return original(job, callbacks=[InspectGradients()], **kwargs)
+
+    gradual_unfreeze.training.make_trainer = make_trainer
+    try:
+        results = gradual_unfreeze.run(**common(tiny_bert_dir, text_csv, tmp_path / "out", num_train_epochs=3, save_strategy="no",
+                                                phases=json.dumps(HEAD_THEN_BLOCK1)))
+    finally:
+        gradual_unfreeze.training.make_trainer = original
+    after = load_file(tmp_path / "out" / "model.safetensors")
+    assert not changed(before, after, "embeddings.") and not changed(before, after, "encoder.layer.0.")
+    assert changed(before, after, "encoder.layer.1.")
+    first = grads_seen[0]
+    assert not any(has for n, has in first.items() if "encoder.layer" in n or "embeddings" in n), "head-only phase: no grads below the head"
+    assert any(has for n, has in first.items() if "classifier" in n)
+    last = grads_seen[max(grads_seen)]
+    assert any(has for n, has in last.items() if "encoder.layer.1." in n) and not any(has for n, has in last.items() if "encoder.layer.0." in n)
+    steps = {g["name"]: g["thaws_at_step"] for g in results["layer_groups"]}
+    assert steps["head"] == 0 and steps["block.0"] is None and steps["block.1"] > 0
+
+
+def test_lr_is_zero_until_a_group_thaws_then_follows_the_schedule():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=20))
+    groups = layer_groups(model)
+    callback = GradualUnfreezing(groups, default_phases(len(groups)), rewarm_steps=4)
+    callback.resolve(num_training_steps=50, num_train_epochs=5)  # 10 steps per epoch
+    head, block1 = len(groups) - 1, len(groups) - 3
+    assert callback.start_step[head] == 0 and callback.start_step[block1] == 20
+    flat = lambda step: 1.0  # noqa: E731
+    m = callback.lr_multiplier(block1, flat)
+    assert m(19) == 0.0 and m(20) == pytest.approx(0.25) and m(23) == pytest.approx(1.0)
+    assert callback.lr_multiplier(head, flat)(0) == 1.0  # the first phase is not re-warmed
+
+
+def test_resuming_mid_schedule_matches_the_uninterrupted_run(tmp_path, tiny_bert_dir, text_csv):
+    full = tmp_path / "full"
+    phases = json.dumps([{"at_epoch": 0, "unfreeze": ["head"]}, {"at_epoch": 1, "unfreeze": ["neck", "block.1"]},
+                         {"at_epoch": 3, "unfreeze": ["block.0", "embeddings"]}])
+    gradual_unfreeze.run(**common(tiny_bert_dir, text_csv, full, num_train_epochs=4, save_strategy="epoch", save_total_limit=None, phases=phases))
+    checkpoints = sorted(full.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    middle = checkpoints[1]  # after epoch 2: block.1 thawed, block.0 not yet
+    resumed = tmp_path / "resumed"
+    gradual_unfreeze.run(**common(tiny_bert_dir, text_csv, resumed, num_train_epochs=4, save_strategy="no", phases=phases,
+                                  resume_from_checkpoint=str(middle)))
+    a, b = load_file(full / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    before = load_file(f"{tiny_bert_dir}/model.safetensors")
+    assert changed(before, a, "encoder.layer.0."), "block.0 thawed after the resume point and must have trained"
+
+
+def test_frozen_batchnorm_statistics_unchanged_in_frozen_groups(tmp_path, image_dir):
+    import timm
+    from safetensors.torch import save_file
+
+    source = timm.create_model("resnet10t", num_classes=2)
+    save_file(source.state_dict(), str(tmp_path / "w.safetensors"))
+    out = tmp_path / "out"
+    gradual_unfreeze.run(model_name_or_path="resnet10t", weights=str(tmp_path / "w.safetensors"), train_dir=str(image_dir), output_dir=str(out),
+                         num_train_epochs=2, per_device_train_batch_size=4, save_strategy="no", load_best_model_at_end=False, image_size=32,
+                         phases=json.dumps([{"at_epoch": 0, "unfreeze": ["head"]}, {"at_epoch": 1, "unfreeze": ["stage.3"]}]))
+    after = load_file(out / "model.safetensors")
+    stem_stats = [k for k in source.state_dict() if k.startswith("conv1.") and "running_" in k]
+    assert stem_stats
+    for key in stem_stats:
+        assert torch.equal(after["timm_model." + key], source.state_dict()[key]), key
+    thawed = [k for k in source.state_dict() if k.startswith("layer4.") and "running_mean" in k]
+    assert any(not torch.equal(after["timm_model." + k], source.state_dict()[k]) for k in thawed), "a thawed stage's BN learns statistics"
+
+
+def test_two_process_ddp_ranks_agree_and_thawed_layers_change(tmp_path, tiny_bert_dir, text_csv):
+    out = tmp_path / "out"
+    (tmp_path / "out-ranks").mkdir()
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    arguments = ["--model_name_or_path", tiny_bert_dir, "--train_file", str(text_csv), "--output_dir", str(out), "--num_train_epochs", "3",
+                 "--per_device_train_batch_size", "2", "--learning_rate", "0.01", "--lr_factor", "2", "--save_strategy", "no",
+                 "--load_best_model_at_end", "false", "--phases", json.dumps(HEAD_THEN_BLOCK1)]
+    result = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "tests/ddp_worker.py", "--use_cpu", *arguments],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (load_file(tmp_path / "out-ranks" / f"rank{r}.safetensors") for r in (0, 1))
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), f"ranks diverged at {key}"
+    before = load_file(f"{tiny_bert_dir}/model.safetensors")
+    assert changed(before, rank0, "encoder.layer.1."), "the block thawed mid-run must have trained"
+    assert not changed(before, rank0, "encoder.layer.0.")
