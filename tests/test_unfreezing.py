@@ -136,3 +136,22 @@ def test_two_process_ddp_ranks_agree_and_thawed_layers_change(tmp_path, tiny_ber
     before = load_file(f"{tiny_bert_dir}/model.safetensors")
     assert changed(before, rank0, "encoder.layer.1."), "the block thawed mid-run must have trained"
     assert not changed(before, rank0, "encoder.layer.0.")
+
+
+def test_callback_and_optimizer_work_on_a_plain_trainer(tmp_path):
+    """The notebook path of the README: a user's own Trainer, our optimizer and callback."""
+    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+
+    from hf_transfer.optim import build_optimizer, discriminative_lrs
+
+    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=20))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    groups = layer_groups(model)
+    optimizer = build_optimizer(groups, discriminative_lrs(len(groups), 1e-2, factor=2.6))
+    data = [{"input_ids": torch.randint(0, 50, (6,)), "labels": torch.tensor(i % 2)} for i in range(16)]
+    args = TrainingArguments(str(tmp_path), num_train_epochs=2, per_device_train_batch_size=4, report_to="none", save_strategy="no", use_cpu=True)
+    unfreezing = GradualUnfreezing(groups, [{"at_epoch": 0, "unfreeze": ["head"]}, {"at_epoch": 1, "unfreeze": ["block.1"]}])
+    Trainer(model=model, args=args, train_dataset=data, optimizers=(optimizer, None), callbacks=[unfreezing]).train()
+    moved = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
+    assert any(n.startswith("classifier") for n in moved) and any(n.startswith("bert.encoder.layer.1.") for n in moved)
+    assert not any(n.startswith(("bert.encoder.layer.0.", "bert.embeddings.")) for n in moved)
