@@ -13,7 +13,7 @@ groups before the head (partial transfer). Resuming mid-schedule reproduces the 
         --dataset_name bundled:fashion_mnist --max_train_samples_per_class 100 --image_size 128
     python recipes/gradual_unfreeze.py --config my_schedule.yaml   # phases: [{at_epoch: 0, unfreeze: [head]}, ...]
 
-    from recipes.gradual_unfreeze import run; metrics = run(lr_factor=10)
+    from recipes.gradual_unfreeze import run; metrics = run(lr_factor=2.6)
 """
 
 import dataclasses
@@ -39,7 +39,7 @@ DEFAULTS = {
 
 @dataclasses.dataclass
 class ScheduleArguments:
-    lr_factor: float = dataclasses.field(default=2.6, metadata={"help": "LR ratio between neighbouring groups (ULMFiT 2.6; the seeds' 10)"})
+    lr_factor: float = dataclasses.field(default=10.0, metadata={"help": "LR ratio between neighbouring groups (the seeds' 10: head 1e-3, last block 1e-4, ...; ULMFiT 2.6)"})
     group_lrs: str | None = dataclasses.field(default=None, metadata={"help": "explicit LRs, input to output, comma-separated"})
     layer_group_patterns: str | None = dataclasses.field(default=None, metadata={"help": "regexes, input to output, ';'-separated (default: ask the model)"})
     epochs_per_phase: float = dataclasses.field(default=1.0, metadata={"help": "epochs between thawing one more group"})
