@@ -5,8 +5,12 @@ from .freezing import count_parameters, freeze, unfreeze
 from .metrics import classification_report, make_compute_metrics
 from .modeling import ModelArguments, TransferClassifier, TransferClassifierConfig, build_classifier, resolve_checkpoint
 from .data import DataArguments, load_labelled_data
+from .layer_groups import LayerGroup, layer_groups
+from .optim import build_optimizer, discriminative_lrs, slanted_triangular
+from .unfreezing import GradualUnfreezing, Phase
 
 __version__ = "0.1.0"
 __all__ = ["TransferError", "freeze", "unfreeze", "count_parameters", "classification_report", "make_compute_metrics",
            "ModelArguments", "TransferClassifier", "TransferClassifierConfig", "build_classifier", "resolve_checkpoint",
-           "DataArguments", "load_labelled_data"]
+           "DataArguments", "load_labelled_data", "LayerGroup", "layer_groups", "build_optimizer", "discriminative_lrs",
+           "slanted_triangular", "GradualUnfreezing", "Phase"]

@@ -51,6 +51,7 @@ class GradualUnfreezing(TrainerCallback):
         self._phase_groups = [[index[id(g)] for g in select_groups(groups, p.unfreeze)] for p in self.phases]
         self.start_step: list[int | None] | None = None  # per group, once the step count is known
         self._trainable: list[bool] | None = None
+        self._model = None  # set in on_train_begin; owns the BatchNorm layers to switch
         for group in groups:  # everything trainable until training starts (DDP must see every parameter)
             set_group_trainable(group, True)
 
