@@ -1,6 +1,6 @@
 """Accuracy, macro-F1 and a per-class report, computed locally.
 
-`evaluate.load("accuracy")` fetches a script from the Hub and fails offline; these need nothing.
+The `evaluate` library fetches its metric scripts from the Hub and fails offline; these need nothing.
 """
 
 from __future__ import annotations
