@@ -98,7 +98,7 @@ def parse_recipe_args(defaults: dict, argv: list[str] | None = None, overrides: 
     except ValueError as exc:
         raise TransferError(str(exc).splitlines()[0]) from None
     explicit = set(user_values) | {a.split("=")[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
-    model_args, data_args, training_args, *rest = parsed[:-1] if len(parsed) > 3 + len(extra_dataclasses) else parsed
+    model_args, data_args, training_args, *rest, _config_namespace = parsed  # last: the non-dataclass --config
     _one_data_source(data_args, explicit)
     extra = {k: v for d in rest for k, v in dataclasses.asdict(d).items()}
     return RecipeArgs(model_args, data_args, training_args, explicit, extra)

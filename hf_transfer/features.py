@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers.modeling_outputs import SequenceClassifierOutput
+
+from .modeling import classification_output
 
 
 @torch.no_grad()
@@ -40,6 +41,4 @@ class HeadOnly(nn.Module):
         self.head = head
 
     def forward(self, features, labels=None):
-        logits = self.head(features)
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return classification_output(self.head(features), labels)

@@ -53,21 +53,17 @@ def unfreeze(modules: nn.Module | Iterable[nn.Module]) -> None:
                 delattr(sub, _BN_HOOK)
 
 
-def set_group_trainable(group, trainable: bool, train_bn: bool = False, model: nn.Module | None = None) -> None:
-    """Freeze or thaw one LayerGroup: its parameters, and the BatchNorm layers that own them."""
+def set_group_trainable(group, trainable: bool, train_bn: bool = False, batchnorms: Iterable[nn.Module] = ()) -> None:
+    """Freeze or thaw one LayerGroup: its parameters, and those of `batchnorms` (the model's BatchNorm layers) it owns."""
     for parameter in group.parameters.values():
         parameter.requires_grad_(trainable)
     owned = {id(p) for p in group.parameters.values()}
-    for module in _batchnorms(model):
+    for module in batchnorms:
         if any(id(p) in owned for p in module.parameters(recurse=False)):
             if trainable:
                 unfreeze(module)
             else:
                 freeze(module, train_bn=train_bn)
-
-
-def _batchnorms(model: nn.Module | None) -> list[nn.Module]:
-    return [m for m in model.modules() if is_batchnorm(m)] if model is not None else []
 
 
 def count_parameters(model: nn.Module) -> dict:

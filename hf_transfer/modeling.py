@@ -245,9 +245,13 @@ class TransferClassifier(PreTrainedModel):
         return pool(outputs, self.config.pooling, attention_mask if pixel_values is None else None)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, pixel_values=None, labels=None, **kwargs):
-        logits = self.head(self.features(input_ids, attention_mask, token_type_ids, pixel_values))
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return classification_output(self.head(self.features(input_ids, attention_mask, token_type_ids, pixel_values)), labels)
+
+
+def classification_output(logits: torch.Tensor, labels: torch.Tensor | None) -> SequenceClassifierOutput:
+    """Logits and, given labels, the cross-entropy loss: shared by TransferClassifier and head-only training."""
+    loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+    return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
 def _feature_size(config: PreTrainedConfig, backbone: nn.Module) -> int:

@@ -16,7 +16,7 @@ import dataclasses
 from transformers import TrainerCallback
 
 from .errors import TransferError
-from .freezing import set_group_trainable
+from .freezing import is_batchnorm, set_group_trainable
 from .layer_groups import LayerGroup, select_groups
 
 
@@ -51,7 +51,7 @@ class GradualUnfreezing(TrainerCallback):
         self._phase_groups = [[index[id(g)] for g in select_groups(groups, p.unfreeze)] for p in self.phases]
         self.start_step: list[int | None] | None = None  # per group, once the step count is known
         self._trainable: list[bool] | None = None
-        self._model = None  # set in on_train_begin; owns the BatchNorm layers to switch
+        self._batchnorms: list = []  # the model's BatchNorm layers, found in on_train_begin
         for group in groups:  # everything trainable until training starts (DDP must see every parameter)
             set_group_trainable(group, True)
 
@@ -96,7 +96,7 @@ class GradualUnfreezing(TrainerCallback):
         wanted = self.trainable_at(step)
         for i, (group, trainable) in enumerate(zip(self.groups, wanted)):
             if self._trainable is None or self._trainable[i] != trainable:
-                set_group_trainable(group, trainable, train_bn=self.train_bn, model=self._model)
+                set_group_trainable(group, trainable, train_bn=self.train_bn, batchnorms=self._batchnorms)
         self._trainable = wanted
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -104,7 +104,7 @@ class GradualUnfreezing(TrainerCallback):
             self.resolve(state.max_steps, args.num_train_epochs)
         if args.world_size > 1 and args.ddp_find_unused_parameters is False:
             raise TransferError("gradual unfreezing under DDP needs ddp_find_unused_parameters=True (frozen layers get no gradient)")
-        self._model = model
+        self._batchnorms = [m for m in model.modules() if is_batchnorm(m)] if model is not None else []
         self._trainable = None
         self.apply(state.global_step)
 
