@@ -1,5 +1,6 @@
 """hf_transfer: transfer learning for the Hugging Face ecosystem, from a pretrained checkpoint and a few labelled examples."""
 
+from .adapters import AdapterArguments, load_adapter, merge as merge_adapter
 from .errors import TransferError
 from .freezing import count_parameters, freeze, unfreeze
 from .metrics import classification_report, make_compute_metrics
@@ -10,7 +11,7 @@ from .optim import build_optimizer, discriminative_lrs, slanted_triangular
 from .unfreezing import GradualUnfreezing, Phase
 
 __version__ = "0.1.0"
-__all__ = ["TransferError", "freeze", "unfreeze", "count_parameters", "classification_report", "make_compute_metrics",
+__all__ = ["AdapterArguments", "load_adapter", "merge_adapter", "TransferError", "freeze", "unfreeze", "count_parameters", "classification_report", "make_compute_metrics",
            "ModelArguments", "TransferClassifier", "TransferClassifierConfig", "build_classifier", "resolve_checkpoint",
            "DataArguments", "load_labelled_data", "LayerGroup", "layer_groups", "build_optimizer", "discriminative_lrs",
            "slanted_triangular", "GradualUnfreezing", "Phase"]

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from transformers import set_seed
 
+from . import adapters, hub
 from .card import model_card
 from .cli import RecipeArgs
 from .data import LabelledData, load_labelled_data
@@ -35,6 +36,7 @@ class Job:
     image_config: ImageConfig | None
     datasets: dict
     collator: object
+    hub_target: hub.HubTarget | None = None
 
     @property
     def output_dir(self) -> pathlib.Path:
@@ -44,6 +46,9 @@ class Job:
 def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dict | None = None) -> Job:
     """Load and check data and checkpoint, build the classifier and the datasets. Writes nothing."""
     set_seed(args.training.seed)
+    hub_target = hub.target_from_training_args(args.training)
+    if hub_target is not None:
+        hub.check_access(hub_target)  # a missing or refused token fails now, not after training
     checkpoint = resolve_checkpoint(args.model)
     data = load_labelled_data(args.data, seed=args.training.data_seed or args.training.seed, modality=checkpoint.modality)
     if data.modality != checkpoint.modality:
@@ -55,7 +60,7 @@ def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dic
     datasets, collator = build_datasets(data, processor, img_cfg, args.data.max_seq_length, args.data.augment)
     if learning_rates and "learning_rate" not in args.explicit:
         args.training.learning_rate = learning_rates[data.modality]
-    return Job(args, data, checkpoint, model, processor, img_cfg, datasets, collator)
+    return Job(args, data, checkpoint, model, processor, img_cfg, datasets, collator, hub_target)
 
 
 def make_trainer(job: Job, *, model=None, datasets=None, collator=None, callbacks=(), trainer_class=TransferTrainer, **kwargs):
@@ -87,13 +92,15 @@ def train_and_evaluate(job: Job, trainer, *, datasets=None) -> dict:
 
 
 def finish(job: Job, trainer, results: dict, *, recipe: str, model=None) -> dict:
-    """Save the model with its preprocessing, all_results.json and a model card; print a summary."""
-    model = model or job.model
+    """Save the model (or only its adapter) with its preprocessing, all_results.json and a model card; push if asked."""
+    model = trainer.accelerator.unwrap_model(model or job.model)
+    base_model = _unwrap_adapter(model)
     results = {
         **results,
         **count_parameters(model),
         "recipe": recipe,
         "model_name_or_path": job.args.model.model_name_or_path,
+        "model_class": type(base_model).__name__,
         "dataset": job.data.description,
         "modality": job.data.modality,
         "label_names": job.data.label_names,
@@ -108,15 +115,38 @@ def finish(job: Job, trainer, results: dict, *, recipe: str, model=None) -> dict
     if trainer.is_world_process_zero():
         out = job.output_dir
         out.mkdir(parents=True, exist_ok=True)
-        trainer.accelerator.unwrap_model(model).save_pretrained(out)
+        if adapters.method(model):
+            weights = adapters.save(model, out, _base_model_info(job))
+            results.update(adapter=adapters.method(model), saved_weights_bytes=weights.stat().st_size)
+        else:
+            model.save_pretrained(out)
+            results["saved_weights_bytes"] = sum(p.stat().st_size for p in out.glob("*.safetensors"))
         if job.data.modality == "image":
             save_image_processor(job.image_config, job.checkpoint, job.processor, str(out))
         else:
             job.processor.save_pretrained(out)
         (out / "all_results.json").write_text(json.dumps(results, indent=2, default=str))
-        (out / "README.md").write_text(model_card(results, recipe=recipe, model_class=type(model).__name__))
+        (out / "README.md").write_text(model_card(results, recipe=recipe, model_class=results["model_class"]))
         print_summary(results, out)
+        if job.hub_target is not None:
+            try:
+                results["hub_url"] = hub.push_run(out, job.hub_target)
+            except TransferError as exc:
+                raise TransferError(f"{exc} (the run is saved in {out}: push it later with scripts/push_adapter.py {out} {job.hub_target.repo_id})") from None
+            print(f"pushed to        : {results['hub_url']}")
     return results
+
+
+def _unwrap_adapter(model):
+    """The classifier inside a peft wrapper (the model itself otherwise)."""
+    return model.get_base_model() if adapters.method(model) == "peft" else model
+
+
+def _base_model_info(job: Job) -> dict:
+    """What load_adapter needs to rebuild the base exactly: the checkpoint, how the head sits on it, the labels."""
+    model_args = {k: v for k, v in dataclasses.asdict(job.args.model).items() if k not in ("cache_dir",)}
+    return {"model_name_or_path": job.args.model.model_name_or_path, "model_class": type(job.model).__name__, "model_args": model_args,
+            "label_names": job.data.label_names, "modality": job.data.modality}
 
 
 def training_config(job: Job) -> dict:

@@ -1,0 +1,279 @@
+"""Parameter-efficient transfer: train a small adapter and the new head, keep the base frozen.
+
+`attach` puts peft's LoRA / DoRA / LoHa / LoKr / IA3, or our bottleneck adapters, on a classifier,
+with the new head always trained and saved beside the adapter (peft's `modules_to_save`; ANCHORS
+failure 6). `save` writes only the adapter and head plus `base_model.json` (how to rebuild the base);
+`load_adapter` rebuilds base + adapter and checks every saved tensor arrived; `merge` folds a peft
+adapter into the base weights for serving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import shutil
+import tempfile
+
+import torch
+from torch import nn
+from transformers import TrainerCallback
+
+from . import bottleneck
+from .adapter_targets import head_modules, resolve_targets
+from .card import HUB_IDS
+from .errors import TransferError
+from .freezing import count_parameters, freeze
+from .layer_groups import _unwrap, top_level_modules
+
+BASE_MODEL_FILE = "base_model.json"
+PEFT_CONFIG = "adapter_config.json"
+PEFT_WEIGHTS = "adapter_model.safetensors"
+LEARNING_RATES = {"lora": 5e-4, "dora": 5e-4, "loha": 1e-3, "lokr": 1e-3, "ia3": 3e-3, "bottleneck": 1e-3}  # unless --learning_rate
+
+
+@dataclasses.dataclass
+class AdapterArguments:
+    """Which adapter, and where it goes (names as in peft and Hugging Face's peft examples)."""
+
+    peft_method: str = dataclasses.field(default="lora", metadata={"help": "lora | dora | loha | lokr | ia3 | bottleneck"})
+    lora_r: int = dataclasses.field(default=8, metadata={"help": "rank (LoRA, DoRA, LoHa, LoKr)"})
+    lora_alpha: int = dataclasses.field(default=16, metadata={"help": "scaling numerator: updates are scaled by alpha / r"})
+    lora_dropout: float = 0.1
+    lora_bias: str = dataclasses.field(default="none", metadata={"help": "none | lora_only | all: which biases train (LoRA, DoRA)"})
+    target_modules: str | None = dataclasses.field(default=None, metadata={"help": "comma-separated module names (default: by architecture)"})
+    feedforward_modules: str | None = dataclasses.field(default=None, metadata={"help": "IA3: targets whose inputs are scaled (default: by architecture)"})
+    modules_to_save: str | None = dataclasses.field(default=None, metadata={"help": "comma-separated modules trained in full and saved (default: the new head)"})
+    adapter_reduction_factor: int = dataclasses.field(default=16, metadata={"help": "bottleneck: hidden size / adapter size"})
+    adapter_activation: str = dataclasses.field(default="gelu", metadata={"help": "bottleneck: non-linearity between down- and up-projection"})
+
+
+def _names(value) -> list[str] | None:
+    if value is None or isinstance(value, list):
+        return value
+    return [v.strip() for v in str(value).split(",") if v.strip()] or None
+
+
+def _peft_config(args: AdapterArguments, targets: list[str], feedforward: list[str], heads: list[str]):
+    from peft import IA3Config, LoHaConfig, LoKrConfig, LoraConfig
+
+    common = {"target_modules": targets, "modules_to_save": heads}
+    if args.lora_bias not in ("none", "lora_only", "all"):
+        raise TransferError(f"--lora_bias '{args.lora_bias}' is not one of none, lora_only, all")
+    if args.peft_method in ("lora", "dora"):
+        return LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, bias=args.lora_bias,
+                          use_dora=args.peft_method == "dora", **common)
+    if args.peft_method == "loha":
+        return LoHaConfig(r=args.lora_r, alpha=args.lora_alpha, module_dropout=args.lora_dropout, **common)
+    if args.peft_method == "lokr":
+        return LoKrConfig(r=args.lora_r, alpha=args.lora_alpha, module_dropout=args.lora_dropout, **common)
+    return IA3Config(feedforward_modules=feedforward, **common)
+
+
+def attach(model: nn.Module, args: AdapterArguments, *, gradient_checkpointing: bool = False) -> nn.Module:
+    """Freeze the base, add the adapter, keep the head trainable. Returns the model to train."""
+    if args.lora_r < 1:
+        raise TransferError(f"--lora_r {args.lora_r} must be at least 1")
+    heads = _names(args.modules_to_save) or head_modules(model)
+    names = {name for name, _ in model.named_modules()}
+    unknown = [h for h in heads if h not in names]
+    if unknown:
+        raise TransferError(f"--modules_to_save '{unknown[0]}' is not a module of {type(model).__name__}: top-level modules are {top_level_modules(model)}")
+    targets, feedforward = resolve_targets(model, args.peft_method, _names(args.target_modules), _names(args.feedforward_modules))
+    if args.peft_method == "bottleneck":
+        freeze(model)
+        bottleneck.add_bottleneck_adapters(model, targets, args.adapter_reduction_factor, args.adapter_activation)
+        for head in heads:
+            model.get_submodule(head).requires_grad_(True)
+        model._hf_transfer_bottleneck = {"method": "bottleneck", "target_modules": targets, "reduction_factor": args.adapter_reduction_factor,
+                                         "activation": args.adapter_activation, "modules_to_save": heads}
+        adapted = model
+    else:
+        from peft import get_peft_model
+
+        try:
+            adapted = get_peft_model(model, _peft_config(args, targets, feedforward, heads))
+        except ValueError as exc:  # e.g. a rank the layer shapes do not allow
+            raise TransferError(f"peft cannot put {args.peft_method} on {type(model).__name__}: {str(exc).splitlines()[0]}") from None
+    if gradient_checkpointing:
+        # Reentrant checkpointing drops gradients when no input of a checkpointed block requires grad
+        # (frozen embeddings): make the embedding output require grad (ANCHORS failure 5).
+        enable = getattr(_unwrap(adapted)[0], "enable_input_require_grads", None)
+        if enable is not None:
+            enable()
+    return adapted
+
+
+def method(model: nn.Module) -> str | None:
+    """'peft', 'bottleneck', or None for a model without an adapter."""
+    inner = model.module if type(model).__name__ == "DistributedDataParallel" else model
+    if type(inner).__name__.startswith("Peft"):
+        return "peft"
+    return "bottleneck" if hasattr(inner, "_hf_transfer_bottleneck") else None
+
+
+def describe(model: nn.Module) -> dict:
+    """The resolved placement, for all_results.json and the card: which modules carry adapters, which train in full."""
+    inner = model.module if type(model).__name__ == "DistributedDataParallel" else model
+    if method(inner) == "peft":
+        config = next(iter(inner.peft_config.values()))
+        targets = config.target_modules
+        return {"target_modules": sorted(targets) if isinstance(targets, (set, list)) else targets, "modules_to_save": list(config.modules_to_save or [])}
+    config = getattr(inner, "_hf_transfer_bottleneck", {})
+    return {"target_modules": config.get("target_modules"), "modules_to_save": config.get("modules_to_save")}
+
+
+def adapter_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Trainable parameters that are not the head: what must receive gradients."""
+    inner, _ = _unwrap(model)
+    heads = getattr(inner, "_hf_transfer_bottleneck", {}).get("modules_to_save", [])
+    return {n: p for n, p in model.named_parameters()
+            if p.requires_grad and "modules_to_save" not in n and not any(n.startswith(f"{h}.") for h in heads)}
+
+
+def trainable_report(model: nn.Module) -> str:
+    counts = count_parameters(model)
+    return f"trainable params: {counts['trainable_params']:,} || all params: {counts['total_params']:,} || trainable%: {counts['trainable_percent']:.4f}"
+
+
+class AdapterGradientCheck(TrainerCallback):
+    """Stops training at the first optimizer step if no adapter parameter received a gradient.
+
+    A frozen base plus reentrant activation checkpointing, or a target list that misses every layer
+    the loss depends on, would otherwise train only the head while reporting success.
+    """
+
+    def __init__(self, parameters: dict[str, nn.Parameter]):
+        self.parameters = parameters
+        self.checked = False
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        if self.checked or not self.parameters:
+            return
+        self.checked = True
+        if not any(p.grad is not None and bool(p.grad.detach().abs().sum() > 0) for p in self.parameters.values()):
+            raise TransferError(f"no gradient reached the {len(self.parameters)} adapter tensors (e.g. '{next(iter(self.parameters))}'): "
+                                "with --gradient_checkpointing drop use_reentrant=True, and check --target_modules")
+
+
+# ---------------------------------------------------------------- saving, loading, merging
+
+
+def save(model: nn.Module, folder: pathlib.Path, base: dict) -> pathlib.Path:
+    """Adapter + head weights (safetensors) and `base_model.json`; returns the weights file."""
+    kind = method(model)
+    inner = model.module if type(model).__name__ == "DistributedDataParallel" else model
+    if kind == "peft":
+        # Where the base comes from, for peft / transformers' own loaders: a Hub id where one exists. Our
+        # TransferClassifier is not what AutoModel would build from that id, so it gets none: loading it
+        # without hf_transfer then fails loudly instead of silently pairing the adapter with the wrong model.
+        native = base.get("model_class") != "TransferClassifier"
+        for config in inner.peft_config.values():
+            config.base_model_name_or_path = HUB_IDS.get(base["model_name_or_path"], base["model_name_or_path"]) if native else None
+        inner.save_pretrained(str(folder))  # adapter_config.json + adapter_model.safetensors (head included)
+        weights = folder / PEFT_WEIGHTS
+    elif kind == "bottleneck":
+        bottleneck.save_bottleneck(inner, folder, inner._hf_transfer_bottleneck)
+        weights = folder / bottleneck.WEIGHTS_NAME
+    else:
+        raise TransferError(f"{type(inner).__name__} carries no adapter to save")
+    (folder / BASE_MODEL_FILE).write_text(json.dumps({**base, "adapter": kind}, indent=2))
+    return weights
+
+
+def local_folder(path_or_repo: str, revision: str | None = None) -> pathlib.Path:
+    """A local folder as is; a Hub repo id downloaded (or taken from the cache when offline)."""
+    path = pathlib.Path(path_or_repo)
+    if path.exists():
+        return path
+    from huggingface_hub import snapshot_download
+
+    from .hub import hub_error, hub_offline
+
+    try:
+        return pathlib.Path(snapshot_download(path_or_repo, revision=revision, local_files_only=hub_offline()))
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one line naming the repo
+        if hub_offline():
+            raise TransferError(f"adapter '{path_or_repo}' is not a local folder and not in the Hugging Face cache (HF_HUB_OFFLINE=1)") from None
+        raise hub_error(exc, path_or_repo) from None
+
+
+def load_adapter(path_or_repo: str, *, model_name_or_path: str | None = None, revision: str | None = None):
+    """(model in eval mode, processor): the base rebuilt as it was trained, the adapter and head loaded and checked.
+
+    `model_name_or_path` points at the base checkpoint when it lives elsewhere than at training time.
+    """
+    from .modeling import ModelArguments, build_classifier, resolve_checkpoint
+
+    folder = local_folder(path_or_repo, revision)
+    info_path = folder / BASE_MODEL_FILE
+    if not info_path.is_file():
+        raise TransferError(f"'{folder}' has no {BASE_MODEL_FILE}: it was not written by hf_transfer; load it with peft's PeftModel.from_pretrained(base, folder)")
+    info = json.loads(info_path.read_text())
+    model_args = ModelArguments(**{**info["model_args"], **({"model_name_or_path": model_name_or_path} if model_name_or_path else {})})
+    base = build_classifier(resolve_checkpoint(model_args), info["label_names"], model_args)
+    if info["adapter"] == "peft":
+        model = _load_peft(base, folder)
+    else:
+        bottleneck.load_bottleneck(base, folder)
+        base._hf_transfer_bottleneck = json.loads((folder / bottleneck.CONFIG_NAME).read_text())
+        model = base
+    return model.eval(), _load_processor(folder, info["modality"])
+
+
+def _load_peft(base: nn.Module, folder: pathlib.Path) -> nn.Module:
+    from peft import PeftModel, get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    model = PeftModel.from_pretrained(base, str(folder))
+    saved = load_file(str(folder / PEFT_WEIGHTS))
+    loaded = get_peft_model_state_dict(model)
+    wrong = [k for k, v in saved.items() if k not in loaded or not torch.equal(loaded[k].cpu(), v)]
+    if wrong:
+        raise TransferError(f"'{folder / PEFT_WEIGHTS}' did not load into the rebuilt model ({len(wrong)} tensors, e.g. '{wrong[0]}'): "
+                            "was it saved from a different base model?")
+    return model
+
+
+def _load_processor(folder: pathlib.Path, modality: str):
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    loader = AutoTokenizer if modality == "text" else AutoImageProcessor
+    try:
+        return loader.from_pretrained(str(folder))
+    except (OSError, ValueError):
+        return None
+
+
+def merge(path_or_repo: str, out_dir: str, *, model_name_or_path: str | None = None) -> pathlib.Path:
+    """A standalone model (adapter folded into the base weights) with the same predictions, for serving."""
+    out = pathlib.Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise TransferError(f"'{out}' is not empty: choose a new folder for the merged model")
+    model, processor = load_adapter(path_or_repo, model_name_or_path=model_name_or_path)
+    if method(model) != "peft":
+        raise TransferError("bottleneck adapters add non-linear layers that cannot be folded into the base weights: "
+                            "serve them with hf_transfer.load_adapter, or train a LoRA adapter to merge")
+    merged = model.merge_and_unload()
+    folder = local_folder(path_or_repo)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))  # nothing half-written at `out`
+    try:
+        merged.save_pretrained(str(staging))
+        if processor is not None:
+            processor.save_pretrained(str(staging))
+        results_path = folder / "all_results.json"
+        if results_path.is_file():
+            from .card import model_card
+
+            results = {k: v for k, v in json.loads(results_path.read_text()).items() if k not in ("adapter", "saved_weights_bytes")}
+            results.update(count_parameters(merged), merged_from=str(path_or_repo), model_class=type(merged).__name__)
+            (staging / "all_results.json").write_text(json.dumps(results, indent=2, default=str))
+            (staging / "README.md").write_text(model_card(results, recipe=results.get("recipe", "merged"), model_class=type(merged).__name__))
+        if out.exists():
+            out.rmdir()
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
