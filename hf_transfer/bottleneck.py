@@ -84,8 +84,9 @@ def load_bottleneck(model: nn.Module, folder: pathlib.Path) -> dict:
     saved = load_file(str(folder / WEIGHTS_NAME))
     expected = adapter_state(model, config["modules_to_save"])
     missing, unexpected = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
-    if missing or unexpected:
+    reshaped = sorted(k for k in set(saved) & set(expected) if saved[k].shape != expected[k].shape)
+    if missing or unexpected or reshaped:
         raise TransferError(f"'{folder / WEIGHTS_NAME}' does not fit the rebuilt model ({len(missing)} missing, {len(unexpected)} unexpected, "
-                            f"e.g. '{(missing or unexpected)[0]}'): was it saved from a different base model?")
+                            f"{len(reshaped)} of another shape, e.g. '{(missing or unexpected or reshaped)[0]}'): was it saved from a different base model?")
     model.load_state_dict(saved, strict=False)
     return config

@@ -88,7 +88,8 @@ def parse_recipe_args(defaults: dict, argv: list[str] | None = None, overrides: 
     if unknown:
         where = f"--config '{config_path}'" if unknown[0] in from_yaml else "run()"
         raise TransferError(f"{where} has unknown argument '{unknown[0]}': see `python recipes/<recipe>.py --help`")
-    parser.set_defaults(**{**COMMON_DEFAULTS, **defaults, **user_values})
+    argv_keys = {a.split("=")[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
+    parser.set_defaults(**{**COMMON_DEFAULTS, **_device_defaults(), **defaults, **user_values})
     try:
         parsed = parser.parse_args_into_dataclasses(args=argv)
     except SystemExit as exc:  # argparse already printed its one-line reason
@@ -97,11 +98,26 @@ def parse_recipe_args(defaults: dict, argv: list[str] | None = None, overrides: 
         raise TransferError(f"bad command line: {' '.join(argv)}") from None
     except ValueError as exc:
         raise TransferError(str(exc).splitlines()[0]) from None
-    explicit = set(user_values) | {a.split("=")[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
+    explicit = set(user_values) | argv_keys
     model_args, data_args, training_args, *rest, _config_namespace = parsed  # last: the non-dataclass --config
+    _check_precision(training_args)
     _one_data_source(data_args, explicit)
     extra = {k: v for d in rest for k, v in dataclasses.asdict(d).items()}
     return RecipeArgs(model_args, data_args, training_args, explicit, extra)
+
+
+def _device_defaults() -> dict:
+    """Without an accelerator, train on the CPU outright: --bf16 then means CPU autocast rather than an error."""
+    import torch
+
+    return {} if torch.accelerator.is_available() else {"use_cpu": True}
+
+
+def _check_precision(training: TrainingArguments) -> None:
+    import torch
+
+    if training.fp16 and not torch.accelerator.is_available():
+        raise TransferError("--fp16 needs a GPU and none is available: on the CPU train in fp32 (the default) or pass --bf16")
 
 
 def _one_data_source(data_args: DataArguments, explicit: set) -> None:

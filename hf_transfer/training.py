@@ -110,6 +110,8 @@ def finish(job: Job, trainer, results: dict, *, recipe: str, model=None) -> dict
         "skipped_unreadable_images": job.data.skipped_images,
         "seed": job.args.training.seed,
         "world_size": trainer.args.world_size,
+        "device": str(trainer.args.device),
+        "mixed_precision": str(trainer.accelerator.mixed_precision),
         "training_config": training_config(job),
     }
     if trainer.is_world_process_zero():
@@ -151,7 +153,8 @@ def _base_model_info(job: Job) -> dict:
 
 def training_config(job: Job) -> dict:
     t = job.args.training
-    keys = ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "weight_decay", "warmup_steps", "lr_scheduler_type", "seed")
+    keys = ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay", "warmup_steps",
+            "lr_scheduler_type", "seed", "bf16", "fp16", "gradient_checkpointing")
     config = {k: getattr(t, k) for k in keys}
     config["lr_scheduler_type"] = str(getattr(t.lr_scheduler_type, "value", t.lr_scheduler_type))
     config.update({k: getattr(job.args.data, k) for k in ("max_train_samples_per_class", "max_seq_length", "image_size", "augment")})

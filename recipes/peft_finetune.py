@@ -42,7 +42,7 @@ def run_with_defaults(defaults: dict, recipe: str, argv: list[str] | None, overr
     if "learning_rate" not in args.explicit:
         args.training.learning_rate = adapters.LEARNING_RATES.get(options.peft_method, args.training.learning_rate)
     job = training.prepare(args)
-    model = adapters.attach(job.model, options, gradient_checkpointing=args.training.gradient_checkpointing)
+    model = adapters.attach(job.model, options, gradient_checkpointing=args.training.activation_checkpointing)
     args.extra.update(adapters.describe(model))  # the resolved targets go into all_results.json and the card
     print(f"{options.peft_method} on {', '.join(args.extra['target_modules'])[:200]}: {adapters.trainable_report(model)}")
     trainer = training.make_trainer(job, model=model, callbacks=[adapters.AdapterGradientCheck(adapters.adapter_parameters(model))])
