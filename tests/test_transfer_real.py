@@ -36,3 +36,28 @@ def test_image_full_finetune_beats_chance(tmp_path):
     results = full_finetune.run(**IMAGES, max_train_samples_per_class=20, num_train_epochs=5, learning_rate=5e-4, output_dir=str(tmp_path / "out"),
                                 save_strategy="no", load_best_model_at_end=False)
     assert results["test_accuracy"] > 0.5, results["test_accuracy"]  # chance: 0.1
+
+
+def test_text_lora_beats_chance_and_the_reloaded_adapter_scores_the_same(tmp_path):
+    import numpy as np
+    import torch
+
+    from hf_transfer import load_adapter
+    from hf_transfer.data import DataArguments, load_labelled_data
+    import recipes.lora_bert as lora_bert
+
+    out = tmp_path / "out"
+    results = lora_bert.run(**TEXT, max_train_samples_per_class=100, num_train_epochs=4, learning_rate=1e-3, output_dir=str(out),
+                            save_strategy="no", load_best_model_at_end=False)
+    assert results["test_accuracy"] > 0.62, results["test_accuracy"]
+    assert results["trainable_params"] < 0.01 * results["total_params"]
+    test = load_labelled_data(DataArguments(dataset_name=TEXT["dataset_name"], max_test_samples=TEXT["max_test_samples"]),
+                              seed=42, modality="text").splits["test"]
+    model, tokenizer = load_adapter(str(out))
+    predictions = []
+    with torch.no_grad():
+        for start in range(0, len(test), 100):
+            batch = tokenizer(list(test["text"][start:start + 100]), padding=True, truncation=True, max_length=64, return_tensors="pt")
+            predictions.append(model(**batch).logits.argmax(-1).numpy())
+    labels = np.array([label if isinstance(label, (int, np.integer)) else results["label_names"].index(label) for label in test["label"]])
+    assert np.mean(np.concatenate(predictions) == labels) == pytest.approx(results["test_accuracy"], abs=1e-9)
