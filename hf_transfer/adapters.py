@@ -23,7 +23,7 @@ from . import bottleneck
 from .adapter_targets import head_modules, resolve_targets
 from .card import HUB_IDS
 from .errors import TransferError
-from .freezing import count_parameters, freeze
+from .freezing import count_parameters, freeze, is_batchnorm
 from .layer_groups import _unwrap, top_level_modules
 
 BASE_MODEL_FILE = "base_model.json"
@@ -95,6 +95,12 @@ def attach(model: nn.Module, args: AdapterArguments, *, gradient_checkpointing: 
             adapted = get_peft_model(model, _peft_config(args, targets, feedforward, heads))
         except ValueError as exc:  # e.g. a rank the layer shapes do not allow
             raise TransferError(f"peft cannot put {args.peft_method} on {type(model).__name__}: {str(exc).splitlines()[0]}") from None
+    # A frozen base includes its BatchNorm statistics (ANCHORS failure 8): peft freezes BN's weights but
+    # leaves the layers in train mode, where they would normalise with batch statistics and drift.
+    inner = _unwrap(adapted)[0]
+    for name, module in inner.named_modules():
+        if is_batchnorm(module) and not any(name == h or name.startswith(h + ".") for h in heads):
+            freeze(module)
     if gradient_checkpointing:
         # Reentrant checkpointing drops gradients when no input of a checkpointed block requires grad
         # (frozen embeddings): make the embedding output require grad (ANCHORS failure 5).
@@ -170,7 +176,9 @@ def save(model: nn.Module, folder: pathlib.Path, base: dict) -> pathlib.Path:
         native = base.get("model_class") != "TransferClassifier"
         for config in inner.peft_config.values():
             config.base_model_name_or_path = HUB_IDS.get(base["model_name_or_path"], base["model_name_or_path"]) if native else None
-        inner.save_pretrained(str(folder))  # adapter_config.json + adapter_model.safetensors (head included)
+        # adapter_config.json + adapter_model.safetensors (head included); adapters only go on Linear / Conv2d
+        # layers, so embeddings never need saving (and peft would otherwise fetch the base's config to check)
+        inner.save_pretrained(str(folder), save_embedding_layers=False)
         weights = folder / PEFT_WEIGHTS
     elif kind == "bottleneck":
         bottleneck.save_bottleneck(inner, folder, inner._hf_transfer_bottleneck)

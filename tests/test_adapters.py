@@ -230,3 +230,21 @@ def test_an_adapter_saved_from_another_base_is_refused(tmp_path, tiny_bert_dir, 
         adapters.load_adapter(str(out), model_name_or_path=str(other))
     with pytest.raises(TransferError, match="has no base_model.json"):
         adapters.load_adapter(str(tmp_path))
+
+
+def test_lora_on_a_cnn_keeps_the_frozen_batchnorm_statistics():
+    import torchvision
+
+    cnn = torchvision.models.resnet18(num_classes=3)
+    adapted = adapters.attach(cnn, AdapterArguments(lora_r=4))
+    batchnorms = {n: m for n, m in cnn.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    before = {n: (m.running_mean.clone(), m.running_var.clone()) for n, m in batchnorms.items()}
+    optimizer = torch.optim.SGD([p for p in adapted.parameters() if p.requires_grad], lr=0.1)
+    adapted.train()
+    for _ in range(2):
+        nn.functional.cross_entropy(adapted(torch.randn(4, 3, 32, 32) * 3 + 1), torch.tensor([0, 1, 2, 0])).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    for name, module in batchnorms.items():
+        assert torch.equal(module.running_mean, before[name][0]) and torch.equal(module.running_var, before[name][1]), name
+    assert any(p.abs().sum() > 0 for n, p in adapted.named_parameters() if "lora_B" in n), "the adapters trained"
