@@ -112,8 +112,11 @@ def default_targets(model: nn.Module, method: str) -> tuple[list[str], list[str]
         if not convs:
             raise TransferError(f"{name} has no layers we recognise for --peft_method {method}: pass --target_modules (candidates: {candidate_names(model)})")
         return convs, []  # CNN: every ungrouped convolution (peft cannot put LoRA on depthwise ones)
-    leaves = _adaptable_modules(model)
-    present = lambda names: [t for t in names if any(matches(n, t) for n in leaves)]  # noqa: E731
+    modules = _adaptable_modules(model)
+
+    def present(names: tuple[str, ...]) -> list[str]:  # a family's names this model really has
+        return [t for t in names if any(matches(n, t) for n in modules)]
+
     if method == "ia3":
         return present(found.ia3), present(found.feedforward)
     if method == "bottleneck":
@@ -129,7 +132,9 @@ def resolve_targets(model: nn.Module, method: str, targets: list[str] | None, fe
         targets, default_feedforward = default_targets(model, method)
     else:
         check_targets(model, targets)
-        default_feedforward = [f for f in default_targets(model, method)[1] if f in targets] if method == "ia3" and feedforward is None else []
+        default_feedforward = []
+        if method == "ia3" and feedforward is None and family(model) is not None:  # the family's feed-forward layers among the user's targets
+            default_feedforward = [f for f in default_targets(model, method)[1] if f in targets]
     if method != "ia3":
         return targets, []
     feedforward = default_feedforward if feedforward is None else check_targets(model, feedforward, "--feedforward_modules")

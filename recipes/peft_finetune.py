@@ -21,6 +21,7 @@ from hf_transfer.assets import is_bundled
 from hf_transfer.cli import parse_recipe_args, recipe_main
 from hf_transfer.errors import TransferError
 from hf_transfer.hub import hub_offline
+from hf_transfer.modeling import resolve_checkpoint
 
 DEFAULTS = {
     "num_train_epochs": 10,
@@ -35,9 +36,13 @@ def run_with_defaults(defaults: dict, recipe: str, argv: list[str] | None, overr
     """The shared body of every adapter recipe; `defaults` are the recipe's own."""
     args = parse_recipe_args(defaults, argv if argv is not None else [], overrides, extra_dataclasses=(adapters.AdapterArguments,))
     default_model = defaults.get("model_name_or_path")
-    if default_model and "model_name_or_path" not in args.explicit and hub_offline() and not is_bundled(default_model):
-        raise TransferError(f"the default checkpoint {default_model} needs the Hub, which is offline (HF_HUB_OFFLINE=1): "
-                            "pass --model_name_or_path (a local folder, or bundled:minilm-l6 / bundled:efficientnet-lite0)")
+    if default_model and "model_name_or_path" not in args.explicit and not is_bundled(default_model):
+        try:
+            resolve_checkpoint(args.model)
+        except TransferError:
+            why = "the Hub is offline (HF_HUB_OFFLINE=1) and it is not cached" if hub_offline() else "it could not be loaded from the Hub"
+            raise TransferError(f"the default checkpoint {default_model} needs the Hub and {why}: "
+                                "pass --model_name_or_path (a local folder, or bundled:minilm-l6 / bundled:efficientnet-lite0)") from None
     options = adapters.AdapterArguments(**args.extra)
     if "learning_rate" not in args.explicit:
         args.training.learning_rate = adapters.LEARNING_RATES.get(options.peft_method, args.training.learning_rate)

@@ -64,7 +64,7 @@ def test_lora_vit_under_two_processes(tmp_path, tiny_vit_dir, image_dir):
 def test_lora_vit_offline_without_a_model_says_so_in_one_line(tmp_path):
     result = run_script(["recipes/lora_vit.py", "--output_dir", str(tmp_path / "out")], env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and "google/vit-base-patch16-224-in21k needs the Hub" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "google/vit-base-patch16-224-in21k needs the Hub and the Hub is offline" in result.stderr
     assert "--model_name_or_path" in result.stderr and not (tmp_path / "out").exists()
 
 
