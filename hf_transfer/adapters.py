@@ -110,9 +110,13 @@ def attach(model: nn.Module, args: AdapterArguments, *, gradient_checkpointing: 
     return adapted
 
 
+def _undistributed(model: nn.Module) -> nn.Module:
+    return model.module if type(model).__name__ == "DistributedDataParallel" else model
+
+
 def method(model: nn.Module) -> str | None:
     """'peft', 'bottleneck', or None for a model without an adapter."""
-    inner = model.module if type(model).__name__ == "DistributedDataParallel" else model
+    inner = _undistributed(model)
     if type(inner).__name__.startswith("Peft"):
         return "peft"
     return "bottleneck" if hasattr(inner, "_hf_transfer_bottleneck") else None
@@ -120,7 +124,7 @@ def method(model: nn.Module) -> str | None:
 
 def describe(model: nn.Module) -> dict:
     """The resolved placement, for all_results.json and the card: which modules carry adapters, which train in full."""
-    inner = model.module if type(model).__name__ == "DistributedDataParallel" else model
+    inner = _undistributed(model)
     if method(inner) == "peft":
         config = next(iter(inner.peft_config.values()))
         targets = config.target_modules
@@ -168,7 +172,7 @@ class AdapterGradientCheck(TrainerCallback):
 def save(model: nn.Module, folder: pathlib.Path, base: dict) -> pathlib.Path:
     """Adapter + head weights (safetensors) and `base_model.json`; returns the weights file."""
     kind = method(model)
-    inner = model.module if type(model).__name__ == "DistributedDataParallel" else model
+    inner = _undistributed(model)
     if kind == "peft":
         # Where the base comes from, for peft / transformers' own loaders: a Hub id where one exists. Our
         # TransferClassifier is not what AutoModel would build from that id, so it gets none: loading it
@@ -223,8 +227,7 @@ def load_adapter(path_or_repo: str, *, model_name_or_path: str | None = None, re
     if info["adapter"] == "peft":
         model = _load_peft(base, folder)
     else:
-        bottleneck.load_bottleneck(base, folder)
-        base._hf_transfer_bottleneck = json.loads((folder / bottleneck.CONFIG_NAME).read_text())
+        base._hf_transfer_bottleneck = bottleneck.load_bottleneck(base, folder)
         model = base
     return model.eval(), _load_processor(folder, info["modality"])
 
@@ -258,12 +261,12 @@ def merge(path_or_repo: str, out_dir: str, *, model_name_or_path: str | None = N
     out = pathlib.Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise TransferError(f"'{out}' is not empty: choose a new folder for the merged model")
-    model, processor = load_adapter(path_or_repo, model_name_or_path=model_name_or_path)
+    folder = local_folder(path_or_repo)
+    model, processor = load_adapter(str(folder), model_name_or_path=model_name_or_path)
     if method(model) != "peft":
         raise TransferError("bottleneck adapters add non-linear layers that cannot be folded into the base weights: "
                             "serve them with hf_transfer.load_adapter, or train a LoRA adapter to merge")
     merged = model.merge_and_unload()
-    folder = local_folder(path_or_repo)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))  # nothing half-written at `out`
     try:

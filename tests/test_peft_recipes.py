@@ -11,7 +11,6 @@ import pytest
 import torch
 
 import recipes.lora_bert as lora_bert
-import recipes.lora_vit as lora_vit
 from hf_transfer import adapters
 from hf_transfer.errors import TransferError
 from hub_server import FakeHub  # tests/ is on sys.path (rootdir conftest)
