@@ -182,3 +182,12 @@ def test_push_options_are_checked_before_training(tmp_path, tiny_bert_dir, text_
     with pytest.raises(TransferError, match="HF_HUB_OFFLINE=1 is set"):  # the test session runs offline
         lora_bert.run(push_to_hub=True, hub_model_id="alice/x", **common)
     assert not (tmp_path / "out").exists()
+
+
+def test_hub_options_use_the_trainer_argument_names_and_switch_the_trainers_own_push_off():
+    from hf_transfer.cli import parse_recipe_args
+    from hf_transfer.hub import HubTarget, target_from_training_args
+
+    args = parse_recipe_args({}, ["--push_to_hub", "--hub_model_id", "alice/x", "--hub_private_repo", "true", "--hub_revision", "exp-1"])
+    assert target_from_training_args(args.training) == HubTarget("alice/x", private=True, revision="exp-1")
+    assert args.training.push_to_hub is False, "the Trainer must not push checkpoints itself"
