@@ -43,6 +43,11 @@ def matches(name: str, target: str) -> bool:
     return name == target or name.endswith("." + target)
 
 
+def within(name: str, modules: list[str]) -> bool:
+    """Whether the module called `name` is one of `modules` or inside one."""
+    return any(name == m or name.startswith(m + ".") for m in modules)
+
+
 def head_modules(model: nn.Module) -> list[str]:
     """The newly initialised classification head(s): peft's `modules_to_save`, trained and saved with the adapter.
 
@@ -71,7 +76,7 @@ def _adaptable_modules(model: nn.Module) -> dict[str, nn.Module]:
     heads = head_modules(model)
     return {name: module for name, module in model.named_modules()
             if isinstance(module, (nn.Linear, nn.Conv2d)) and not (isinstance(module, nn.Conv2d) and module.groups != 1)
-            and not any(name == h or name.startswith(h + ".") for h in heads)}
+            and not within(name, heads)}
 
 
 def family(model: nn.Module) -> Family | None:

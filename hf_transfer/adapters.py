@@ -20,14 +20,14 @@ from torch import nn
 from transformers import TrainerCallback
 
 from . import bottleneck
-from .adapter_targets import head_modules, resolve_targets
+from .adapter_targets import head_modules, resolve_targets, within
 from .card import HUB_IDS
+from .cli import split_list
 from .errors import TransferError
 from .freezing import count_parameters, freeze, is_batchnorm
 from .layer_groups import _unwrap, top_level_modules
 
 BASE_MODEL_FILE = "base_model.json"
-PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 LEARNING_RATES = {"lora": 5e-4, "dora": 5e-4, "loha": 1e-3, "lokr": 1e-3, "ia3": 3e-3, "bottleneck": 1e-3}  # unless --learning_rate
 
@@ -46,12 +46,6 @@ class AdapterArguments:
     modules_to_save: str | None = dataclasses.field(default=None, metadata={"help": "comma-separated modules trained in full and saved (default: the new head)"})
     adapter_reduction_factor: int = dataclasses.field(default=16, metadata={"help": "bottleneck: hidden size / adapter size"})
     adapter_activation: str = dataclasses.field(default="gelu", metadata={"help": "bottleneck: non-linearity between down- and up-projection"})
-
-
-def _names(value) -> list[str] | None:
-    if value is None or isinstance(value, list):
-        return value
-    return [v.strip() for v in str(value).split(",") if v.strip()] or None
 
 
 def _peft_config(args: AdapterArguments, targets: list[str], feedforward: list[str], heads: list[str]):
@@ -74,12 +68,12 @@ def attach(model: nn.Module, args: AdapterArguments, *, gradient_checkpointing: 
     """Freeze the base, add the adapter, keep the head trainable. Returns the model to train."""
     if args.lora_r < 1:
         raise TransferError(f"--lora_r {args.lora_r} must be at least 1")
-    heads = _names(args.modules_to_save) or head_modules(model)
+    heads = split_list(args.modules_to_save) or head_modules(model)
     names = {name for name, _ in model.named_modules()}
     unknown = [h for h in heads if h not in names]
     if unknown:
         raise TransferError(f"--modules_to_save '{unknown[0]}' is not a module of {type(model).__name__}: top-level modules are {top_level_modules(model)}")
-    targets, feedforward = resolve_targets(model, args.peft_method, _names(args.target_modules), _names(args.feedforward_modules))
+    targets, feedforward = resolve_targets(model, args.peft_method, split_list(args.target_modules), split_list(args.feedforward_modules))
     if args.peft_method == "bottleneck":
         freeze(model)
         bottleneck.add_bottleneck_adapters(model, targets, args.adapter_reduction_factor, args.adapter_activation)
@@ -99,12 +93,12 @@ def attach(model: nn.Module, args: AdapterArguments, *, gradient_checkpointing: 
     # leaves the layers in train mode, where they would normalise with batch statistics and drift.
     inner = _unwrap(adapted)[0]
     for name, module in inner.named_modules():
-        if is_batchnorm(module) and not any(name == h or name.startswith(h + ".") for h in heads):
+        if is_batchnorm(module) and not within(name, heads):
             freeze(module)
     if gradient_checkpointing:
         # Reentrant checkpointing drops gradients when no input of a checkpointed block requires grad
         # (frozen embeddings): make the embedding output require grad (ANCHORS failure 5).
-        enable = getattr(_unwrap(adapted)[0], "enable_input_require_grads", None)
+        enable = getattr(inner, "enable_input_require_grads", None)
         if enable is not None:
             enable()
     return adapted

@@ -37,7 +37,6 @@ class BottleneckAdapter(nn.Module):
         nn.init.zeros_(self.down.bias)
         nn.init.zeros_(self.up.weight)  # the adapter starts as the identity
         nn.init.zeros_(self.up.bias)
-        self.handle = None
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden + self.up(self.activation(self.down(hidden)))
@@ -58,7 +57,7 @@ def add_bottleneck_adapters(model: nn.Module, targets: list[str], reduction_fact
             adapter = BottleneckAdapter(module.out_features, max(1, module.out_features // reduction_factor), activation)
             adapter.to(device=module.weight.device, dtype=module.weight.dtype)
             module.add_module(CHILD, adapter)
-            adapter.handle = module.register_forward_hook(adapter.after_projection)
+            module.register_forward_hook(adapter.after_projection)
             wrapped.append(name)
     if not wrapped:
         raise TransferError(f"--target_modules {', '.join(targets)} match no Linear layer: no bottleneck adapter was added")

@@ -131,6 +131,13 @@ def _one_data_source(data_args: DataArguments, explicit: set) -> None:
                 setattr(data_args, key, None)
 
 
+def split_list(value, separator: str = ",") -> list[str] | None:
+    """A list option given as one string ("a,b" on the command line) or already as a list (YAML, run())."""
+    if value is None or isinstance(value, list):
+        return value
+    return [v.strip() for v in str(value).split(separator) if v.strip()] or None
+
+
 def recipe_main(run_function) -> None:
     """Entry point for `python recipes/x.py` / `accelerate launch recipes/x.py`: one clear line on bad input."""
     try:

@@ -94,13 +94,12 @@ def train_and_evaluate(job: Job, trainer, *, datasets=None) -> dict:
 def finish(job: Job, trainer, results: dict, *, recipe: str, model=None) -> dict:
     """Save the model (or only its adapter) with its preprocessing, all_results.json and a model card; push if asked."""
     model = trainer.accelerator.unwrap_model(model or job.model)
-    base_model = _unwrap_adapter(model)
     results = {
         **results,
         **count_parameters(model),
         "recipe": recipe,
         "model_name_or_path": job.args.model.model_name_or_path,
-        "model_class": type(base_model).__name__,
+        "model_class": type(job.model).__name__,  # the classifier itself; peft wraps it in place
         "dataset": job.data.description,
         "modality": job.data.modality,
         "label_names": job.data.label_names,
@@ -137,11 +136,6 @@ def finish(job: Job, trainer, results: dict, *, recipe: str, model=None) -> dict
                 raise TransferError(f"{exc} (the run is saved in {out}: push it later with scripts/push_adapter.py {out} {job.hub_target.repo_id})") from None
             print(f"pushed to        : {results['hub_url']}")
     return results
-
-
-def _unwrap_adapter(model):
-    """The classifier inside a peft wrapper (the model itself otherwise)."""
-    return model.get_base_model() if adapters.method(model) == "peft" else model
 
 
 def _base_model_info(job: Job) -> dict:

@@ -20,7 +20,7 @@ import dataclasses
 import json
 
 from hf_transfer import training
-from hf_transfer.cli import parse_recipe_args, recipe_main
+from hf_transfer.cli import parse_recipe_args, recipe_main, split_list
 from hf_transfer.layer_groups import layer_groups
 from hf_transfer.optim import discriminative_lrs
 from hf_transfer.partial_transfer import reinitialize_groups
@@ -51,21 +51,15 @@ class ScheduleArguments:
     reinit_groups: int = dataclasses.field(default=0, metadata={"help": "re-initialise the last K groups before the head"})
 
 
-def _as_list(value, separator: str):
-    if value is None or isinstance(value, list):
-        return value
-    return [v.strip() for v in str(value).split(separator) if v.strip()]
-
-
 def run(argv: list[str] | None = None, **overrides) -> dict:
     """Gradual unfreezing + discriminative LRs; returns the results also written to all_results.json."""
     args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(ScheduleArguments,))
     options = args.extra
     job = training.prepare(args)
-    groups = layer_groups(job.model, _as_list(options["layer_group_patterns"], ";"))
+    groups = layer_groups(job.model, split_list(options["layer_group_patterns"], ";"))
     if options["reinit_groups"]:
         reinitialize_groups(job.model, groups[-1 - options["reinit_groups"]:-1])
-    explicit_lrs = _as_list(options["group_lrs"], ",")
+    explicit_lrs = split_list(options["group_lrs"])
     lrs = discriminative_lrs(len(groups), args.training.learning_rate, options["lr_factor"], [float(v) for v in explicit_lrs] if explicit_lrs else None)
     phases = options["phases"]
     phases = json.loads(phases) if isinstance(phases, str) else phases
