@@ -17,36 +17,63 @@ from .layer_groups import LayerGroup
 from .trainer import decays
 
 
-def discriminative_lrs(num_groups: int, head_lr: float, factor: float | None = None, lrs: list[float] | None = None) -> list[float]:
-    """LR per group, input to output: explicit `lrs`, or `head_lr / factor**distance_from_head`.
+def discriminative_lrs(num_groups: int, head_lr: float, factor: float | None = None, lrs: list[float] | None = None,
+                       body_lr: float | None = None, lowest_lr: float | None = None) -> list[float]:
+    """LR per group, input to output; the last group is the new head, at `head_lr`.
 
-    factor 10 is the seeds' rule, 2.6 ULMFiT's; LLRD's decay d in 0.65-0.95 is factor 1/d.
+    The pretrained body's top group (the last before the head) trains at `body_lr` (default
+    `head_lr / factor`), and below it:
+    - `lowest_lr`: fastai's `slice(lowest_lr, body_lr)`: the first group at `lowest_lr`, geometric in between;
+    - `factor`: each group `factor` times slower than the one above (the seeds' 10, ULMFiT's 2.6; LLRD's decay d is 1/d);
+    - neither: `body_lr` for the whole body.
+    `lrs` gives every group's LR explicitly instead.
     """
     if lrs is not None:
         if len(lrs) != num_groups:
             raise TransferError(f"{len(lrs)} learning rates given for {num_groups} layer groups: give one per group (input to output)")
         return [float(lr) for lr in lrs]
-    factor = 1.0 if factor is None else float(factor)
-    if factor <= 0:
+    if factor is not None and float(factor) <= 0:
         raise TransferError(f"discriminative LR factor {factor} must be positive (e.g. 2.6, or 10)")
-    return [head_lr / factor ** (num_groups - 1 - i) for i in range(num_groups)]
+    if factor is not None and lowest_lr is not None:
+        raise TransferError("give either a lowest learning rate (a range) or an LR factor, not both")
+    body = num_groups - 1
+    top = float(body_lr) if body_lr is not None else head_lr / float(factor or 1.0)
+    if lowest_lr is not None:
+        lowest = float(lowest_lr)
+        if not 0 < lowest <= top:
+            raise TransferError(f"lowest learning rate {lowest:g} must be positive and at most the top block's {top:g}")
+        ratio = (top / lowest) ** (1 / (body - 1)) if body > 1 else 1.0
+    else:
+        ratio = float(factor or 1.0)
+    return [top / ratio ** (body - 1 - i) for i in range(body)] + [float(head_lr)]
 
 
-def param_groups(groups: list[LayerGroup], lrs: list[float], weight_decay: float) -> list[dict]:
-    """Two optimizer param groups per layer group (with / without weight decay), each with its absolute LR."""
+def param_groups(groups: list[LayerGroup], lrs: list[float], weight_decay: float, trains_while_frozen: set[int] = frozenset()) -> list[dict]:
+    """Optimizer param groups per layer group (with / without weight decay), each with its absolute LR.
+
+    Parameters in `trains_while_frozen` (ids; BatchNorm affine parameters under train_bn) get param groups
+    of their own, marked so that a gradual-unfreezing schedule gives them an LR while their layer group is frozen.
+    """
     result = []
     for index, (group, lr) in enumerate(zip(groups, lrs)):
-        decay = [p for n, p in group.parameters.items() if decays(n, p)]
-        no_decay = [p for n, p in group.parameters.items() if not decays(n, p)]
-        for params, wd, suffix in ((decay, weight_decay, ""), (no_decay, 0.0, ".no_decay")):
-            if params:
-                result.append({"params": params, "lr": lr, "weight_decay": wd, "layer_group": group.name + suffix, "layer_group_index": index})
+        named = list(group.parameters.items())
+        always = [(n, p) for n, p in named if id(p) in trains_while_frozen]
+        regular = [(n, p) for n, p in named if id(p) not in trains_while_frozen]
+        for members, suffix, flag in ((regular, "", False), (always, ".train_bn", True)):
+            decay = [p for n, p in members if decays(n, p)]
+            no_decay = [p for n, p in members if not decays(n, p)]
+            for params, wd, wd_suffix in ((decay, weight_decay, ""), (no_decay, 0.0, ".no_decay")):
+                if params:
+                    result.append({"params": params, "lr": lr, "weight_decay": wd, "layer_group": group.name + suffix + wd_suffix,
+                                   "layer_group_index": index, "trains_while_frozen": flag})
     return result
 
 
-def build_optimizer(groups: list[LayerGroup], lrs: list[float], weight_decay: float = 0.01, **adamw_kwargs) -> torch.optim.AdamW:
-    """AdamW over every parameter of every group. Frozen parameters get no gradient, so AdamW skips them."""
-    return torch.optim.AdamW(param_groups(groups, lrs, weight_decay), **adamw_kwargs)
+def build_optimizer(groups: list[LayerGroup], lrs: list[float], weight_decay: float = 0.01, optimizer_class=torch.optim.AdamW,
+                    trains_while_frozen: set[int] = frozenset(), **optimizer_kwargs) -> torch.optim.Optimizer:
+    """One optimizer (AdamW unless told) over every parameter of every group. Frozen parameters get no gradient, so it skips them."""
+    optimizer_kwargs.pop("lr", None)  # every param group carries its own
+    return optimizer_class(param_groups(groups, lrs, weight_decay, trains_while_frozen), **optimizer_kwargs)
 
 
 def slanted_triangular(num_training_steps: int, cut_frac: float = 0.1, ratio: float = 32.0):

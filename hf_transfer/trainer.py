@@ -5,10 +5,16 @@
   built once over all of them.
 - Optional gradual unfreezing: each group's LR multiplier is 0 until its phase, then Trainer's own
   schedule (linear, cosine, ... with warmup) or ULMFiT's slanted triangular one.
+- Best-checkpoint selection that breaks ties on the selection metric by validation loss: on a small
+  validation set several epochs often share the top accuracy, and keeping the first of them can throw
+  away every later phase of a schedule.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import nn
 from transformers import Trainer, get_scheduler
@@ -49,12 +55,21 @@ class TransferTrainer(Trainer):
     def create_optimizer(self, model=None):
         if self.layer_groups is None or self.optimizer is not None:
             return super().create_optimizer(model)
+        from .freezing import batchnorm_parameter_ids
         from .optim import build_optimizer
 
+        model = self.model if model is None else model
         lrs = self.unfreezing.group_lrs(self.group_lrs) if self.unfreezing is not None else self.group_lrs
-        self.optimizer = build_optimizer(self.layer_groups, lrs, self.args.weight_decay,
-                                         betas=(self.args.adam_beta1, self.args.adam_beta2), eps=self.args.adam_epsilon)
+        train_bn = self.unfreezing is not None and self.unfreezing.train_bn
+        trains_while_frozen = batchnorm_parameter_ids(model) & self.unfreezing.eligible if train_bn else set()
+        optimizer_class, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)  # honours --optim / --optim_args
+        self.optimizer = build_optimizer(self.layer_groups, lrs, self.args.weight_decay, optimizer_class, trains_while_frozen, **optimizer_kwargs)
         return self.optimizer
+
+    def set_initial_training_values(self, args, dataloader):
+        values = super().set_initial_training_values(args, dataloader)
+        self._steps_per_epoch = values[1]  # optimizer steps per epoch, whether the run is bounded by epochs or --max_steps
+        return values
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is not None or (self.unfreezing is None and self.schedule is None):
@@ -64,8 +79,26 @@ class TransferTrainer(Trainer):
         if self.unfreezing is None:
             lambdas = schedule
         else:
-            self.unfreezing.resolve(num_training_steps, self.args.num_train_epochs)
-            lambdas = [self.unfreezing.lr_multiplier(pg["layer_group_index"], schedule) for pg in optimizer.param_groups]
+            steps_per_epoch = getattr(self, "_steps_per_epoch", None) or math.ceil(num_training_steps / max(self.args.num_train_epochs, 1e-9))
+            self.unfreezing.resolve(num_training_steps, steps_per_epoch)
+            lambdas = [self.unfreezing.lr_multiplier(pg["layer_group_index"], schedule, pg.get("trains_while_frozen", False))
+                       for pg in optimizer.param_groups]
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
         self._created_lr_scheduler = True
         return self.lr_scheduler
+
+    def _determine_best_metric(self, metrics, trial) -> bool:
+        """Trainer's rule (strictly better wins), plus: a tie on the metric goes to the lower validation loss."""
+        previous_best, previous_step = self.state.best_metric, self.state.best_global_step
+        if super()._determine_best_metric(metrics, trial):
+            return True
+        name = self.args.metric_for_best_model or ""
+        name = name if name.startswith("eval_") else f"eval_{name}"
+        if previous_best is None or name == "eval_loss" or metrics.get(name) != previous_best or "eval_loss" not in metrics:
+            return False
+        best_loss = next((entry["eval_loss"] for entry in reversed(self.state.log_history)
+                          if entry.get("step") == previous_step and "eval_loss" in entry), None)
+        if best_loss is None or not np.less(metrics["eval_loss"], best_loss):
+            return False
+        self.state.best_global_step = self.state.global_step
+        return True

@@ -50,7 +50,7 @@ def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dic
     if hub_target is not None:
         hub.check_access(hub_target)  # a missing or refused token fails now, not after training
     checkpoint = resolve_checkpoint(args.model)
-    data = load_labelled_data(args.data, seed=args.training.data_seed or args.training.seed, modality=checkpoint.modality)
+    data = load_labelled_data(args.data, seed=args.training.seed if args.training.data_seed is None else args.training.data_seed, modality=checkpoint.modality)
     if data.modality != checkpoint.modality:
         raise TransferError(f"model '{checkpoint.name}' takes {checkpoint.modality} but data '{data.description}' is {data.modality}: "
                             f"pick a {data.modality} checkpoint (e.g. " + ("bundled:minilm-l6" if data.modality == "text" else "bundled:efficientnet-lite0") + ")")
@@ -136,6 +136,14 @@ def finish(job: Job, trainer, results: dict, *, recipe: str, model=None) -> dict
                 raise TransferError(f"{exc} (the run is saved in {out}: push it later with scripts/push_adapter.py {out} {job.hub_target.repo_id})") from None
             print(f"pushed to        : {results['hub_url']}")
     return results
+
+
+def describe_groups(groups, lrs: list[float], thaw_steps: list[int | None] | None = None) -> list[dict]:
+    """The layer groups as all_results.json records them: name, base LR, parameter count (and when each thawed)."""
+    described = [{"name": g.name, "lr": lr, "params": g.numel()} for g, lr in zip(groups, lrs)]
+    for entry, step in zip(described, thaw_steps or []):
+        entry["thaws_at_step"] = step
+    return described
 
 
 def _base_model_info(job: Job) -> dict:

@@ -7,16 +7,20 @@
 - Under DDP the model is wrapped with every parameter trainable (so every parameter is in DDP's
   reducer) and frozen afterwards, in on_train_begin; frozen parameters are then simply unused,
   which `find_unused_parameters=True` allows. Unfrozen later, their gradients are all-reduced.
+- Only parameters that were trainable when the callback was made ever thaw: on a peft-wrapped model
+  that is the adapter and the head, never the base peft froze.
+- BatchNorm statistics stay frozen in thawed groups too unless `update_bn_statistics` (see freezing).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from transformers import TrainerCallback
 
 from .errors import TransferError
-from .freezing import is_batchnorm, set_group_trainable
+from .freezing import batchnorm_layers, freeze_batchnorm_statistics, set_group_trainable
 from .layer_groups import LayerGroup, select_groups
 
 
@@ -42,18 +46,26 @@ def default_phases(num_groups: int, epochs_per_phase: float = 1.0) -> list[Phase
 
 
 class GradualUnfreezing(TrainerCallback):
-    def __init__(self, groups: list[LayerGroup], phases: list[Phase | dict] | None = None, train_bn: bool = False, rewarm_steps: int = 0):
+    def __init__(self, groups: list[LayerGroup], phases: list[Phase | dict] | None = None, train_bn: bool = False, rewarm_steps: int = 0,
+                 update_bn_statistics: bool = False):
         self.groups = groups
         self.phases = [p if isinstance(p, Phase) else Phase(**p) for p in (phases or default_phases(len(groups)))]
         self.train_bn = train_bn
+        self.update_bn_statistics = update_bn_statistics
         self.rewarm_steps = rewarm_steps
+        all_ids = {id(p) for g in groups for p in g.parameters.values()}
+        self.eligible = {id(p) for g in groups for p in g.parameters.values() if p.requires_grad}
+        if self.eligible != all_ids:
+            frozen = sum(p.numel() for g in groups for p in g.parameters.values() if id(p) not in self.eligible)
+            print(f"gradual unfreezing: {frozen:,} parameters were frozen before it started (e.g. a peft base) and stay frozen; "
+                  "only the adapter / trainable parameters of each group thaw")
         index = {id(g): i for i, g in enumerate(groups)}
         self._phase_groups = [[index[id(g)] for g in select_groups(groups, p.unfreeze)] for p in self.phases]
         self.start_step: list[int | None] | None = None  # per group, once the step count is known
         self._trainable: list[bool] | None = None
         self._batchnorms: list = []  # the model's BatchNorm layers, found in on_train_begin
-        for group in groups:  # everything trainable until training starts (DDP must see every parameter)
-            set_group_trainable(group, True)
+        for group in groups:  # everything eligible trainable until training starts (DDP must see every parameter)
+            set_group_trainable(group, True, eligible=self.eligible)
 
     # -------------------------------------------------------------- the schedule
 
@@ -66,9 +78,9 @@ class GradualUnfreezing(TrainerCallback):
                     lrs[i] = phase.lr
         return lrs
 
-    def resolve(self, num_training_steps: int, num_train_epochs: float) -> None:
-        """Turn at_epoch into steps; the first phase that names a group decides when it thaws."""
-        steps_per_epoch = num_training_steps / max(num_train_epochs, 1e-9)
+    def resolve(self, num_training_steps: int, steps_per_epoch: int) -> None:
+        """Turn at_epoch into steps (optimizer steps per epoch, so it holds with --max_steps too); the first
+        phase that names a group decides when it thaws."""
         start: list[int | None] = [None] * len(self.groups)
         for phase, members in zip(self.phases, self._phase_groups):
             step = phase.at_step if phase.at_step is not None else int(round(phase.at_epoch * steps_per_epoch))
@@ -79,9 +91,14 @@ class GradualUnfreezing(TrainerCallback):
     def trainable_at(self, step: int) -> list[bool]:
         return [s is not None and step >= s for s in self.start_step]
 
-    def lr_multiplier(self, group_index: int, base_schedule):
-        """The group's LR multiplier: 0 while frozen, then the base schedule (re-warmed over rewarm_steps)."""
+    def lr_multiplier(self, group_index: int, base_schedule, trains_while_frozen: bool = False):
+        """The group's LR multiplier: 0 while frozen, then the base schedule (re-warmed over rewarm_steps).
+
+        `trains_while_frozen`: BatchNorm affine parameters under train_bn follow the base schedule from step 0.
+        """
         def multiplier(step: int) -> float:
+            if trains_while_frozen:
+                return base_schedule(step)
             start = self.start_step[group_index]
             if start is None or step < start:
                 return 0.0
@@ -96,15 +113,19 @@ class GradualUnfreezing(TrainerCallback):
         wanted = self.trainable_at(step)
         for i, (group, trainable) in enumerate(zip(self.groups, wanted)):
             if self._trainable is None or self._trainable[i] != trainable:
-                set_group_trainable(group, trainable, train_bn=self.train_bn, batchnorms=self._batchnorms)
+                set_group_trainable(group, trainable, train_bn=self.train_bn, update_bn_statistics=self.update_bn_statistics,
+                                    batchnorms=self._batchnorms, eligible=self.eligible)
         self._trainable = wanted
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if self.start_step is None:
-            self.resolve(state.max_steps, args.num_train_epochs)
+    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
+        if self.start_step is None:  # a plain Trainer; TransferTrainer resolves before building its scheduler
+            steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps) if train_dataloader is not None else state.max_steps
+            self.resolve(state.max_steps, max(1, steps_per_epoch))
         if args.world_size > 1 and args.ddp_find_unused_parameters is False:
             raise TransferError("gradual unfreezing under DDP needs ddp_find_unused_parameters=True (frozen layers get no gradient)")
-        self._batchnorms = [m for m in model.modules() if is_batchnorm(m)] if model is not None else []
+        self._batchnorms = batchnorm_layers(model) if model is not None else []
+        if model is not None and not self.update_bn_statistics:
+            freeze_batchnorm_statistics(self._batchnorms)
         self._trainable = None
         self.apply(state.global_step)
 

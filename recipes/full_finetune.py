@@ -1,5 +1,8 @@
-"""Full fine-tuning: every layer trained at a low learning rate, warmup then linear decay.
+"""Full fine-tuning: every layer trained, the new head at its own learning rate, warmup then linear decay.
 
+The pretrained body trains at `--learning_rate` (text 5e-5, images 1e-4 unless given; `--lowest_learning_rate`
+spreads it as a range down to the input side), the new head at `--head_learning_rate`. BatchNorm keeps its
+pretrained running statistics (`--update_bn_statistics` re-estimates them).
 Supports: text (any AutoModelForSequenceClassification checkpoint) and images (any
 AutoModelForImageClassification checkpoint, timm models, bundled EfficientNet-Lite0); CSV / JSON /
 Parquet files, image folders, Hub / save_to_disk / bundled data sets; few-shot subsets;
@@ -13,7 +16,9 @@ Parquet files, image folders, Hub / save_to_disk / bundled data sets; few-shot s
 """
 
 from hf_transfer import training
-from hf_transfer.cli import parse_recipe_args, recipe_main
+from hf_transfer.cli import parse_recipe_args, recipe_main, split_list
+from hf_transfer.finetuning import FineTuningArguments, apply_batchnorm_policy, group_learning_rates
+from hf_transfer.layer_groups import layer_groups
 
 DEFAULTS = {
     "num_train_epochs": 10,
@@ -22,15 +27,19 @@ DEFAULTS = {
     "weight_decay": 0.01,
     "output_dir": "outputs/full_finetune",
 }
-LEARNING_RATES = {"text": 5e-5, "image": 1e-4}  # unless the user sets --learning_rate
+LEARNING_RATES = {"text": 5e-5, "image": 1e-4}  # the pretrained body's, unless the user sets --learning_rate
 
 
 def run(argv: list[str] | None = None, **overrides) -> dict:
     """Fine-tune every layer; returns the results also written to all_results.json."""
-    args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides)
+    args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(FineTuningArguments,))
     job = training.prepare(args, learning_rates=LEARNING_RATES)
-    trainer = training.make_trainer(job)
+    apply_batchnorm_policy(job.model, args.extra)
+    groups = layer_groups(job.model, split_list(args.extra["layer_group_patterns"], ";"))
+    lrs = group_learning_rates(groups, args.training.learning_rate, args.extra, job.data.modality)
+    trainer = training.make_trainer(job, layer_groups=groups, group_lrs=lrs)
     results = training.train_and_evaluate(job, trainer)
+    results["layer_groups"] = training.describe_groups(groups, lrs)
     return training.finish(job, trainer, results, recipe="full_finetune")
 
 

@@ -1,6 +1,7 @@
 """Parameter-efficient fine-tuning: LoRA, DoRA, LoHa, LoKr or IA3 (peft), or bottleneck adapters.
 
-The base stays frozen; only the adapter and the new classification head train, and only they are
+The base stays frozen (BatchNorm statistics included); only the adapter, at `--learning_rate`, and the new
+classification head, at `--head_learning_rate`, train, and only they are
 saved (`adapter_config.json` + `adapter_model.safetensors`, or `bottleneck_config.json` +
 `bottleneck_model.safetensors`, with `base_model.json` saying how to rebuild the base). Targets default
 to the architecture's attention projections (query/value; timm ViT qkv + MLP; CNNs: their ungrouped
@@ -16,11 +17,15 @@ Supports --gradient_checkpointing (adapters still get gradients), --bf16 / --fp1
     from recipes.peft_finetune import run; metrics = run(peft_method="dora", lora_r=8)
 """
 
+import dataclasses
+
 from hf_transfer import adapters, training
 from hf_transfer.assets import is_bundled
-from hf_transfer.cli import parse_recipe_args, recipe_main
+from hf_transfer.cli import parse_recipe_args, recipe_main, split_list
 from hf_transfer.errors import TransferError
+from hf_transfer.finetuning import FineTuningArguments, apply_batchnorm_policy, group_learning_rates
 from hf_transfer.hub import hub_offline
+from hf_transfer.layer_groups import layer_groups
 from hf_transfer.modeling import resolve_checkpoint
 
 DEFAULTS = {
@@ -34,7 +39,7 @@ DEFAULTS = {
 
 def run_with_defaults(defaults: dict, recipe: str, argv: list[str] | None, overrides: dict) -> dict:
     """The shared body of every adapter recipe; `defaults` are the recipe's own."""
-    args = parse_recipe_args(defaults, argv if argv is not None else [], overrides, extra_dataclasses=(adapters.AdapterArguments,))
+    args = parse_recipe_args(defaults, argv if argv is not None else [], overrides, extra_dataclasses=(FineTuningArguments, adapters.AdapterArguments))
     default_model = defaults.get("model_name_or_path")
     if default_model and "model_name_or_path" not in args.explicit and not is_bundled(default_model):
         try:
@@ -43,15 +48,20 @@ def run_with_defaults(defaults: dict, recipe: str, argv: list[str] | None, overr
             why = "the Hub is offline (HF_HUB_OFFLINE=1) and it is not cached" if hub_offline() else "it could not be loaded from the Hub"
             raise TransferError(f"the default checkpoint {default_model} needs the Hub and {why}: "
                                 "pass --model_name_or_path (a local folder, or bundled:minilm-l6 / bundled:efficientnet-lite0)") from None
-    options = adapters.AdapterArguments(**args.extra)
+    options = adapters.AdapterArguments(**{f.name: args.extra[f.name] for f in dataclasses.fields(adapters.AdapterArguments)})
     if "learning_rate" not in args.explicit:
         args.training.learning_rate = adapters.LEARNING_RATES.get(options.peft_method, args.training.learning_rate)
     job = training.prepare(args)
     model = adapters.attach(job.model, options, gradient_checkpointing=args.training.activation_checkpointing)
+    apply_batchnorm_policy(model, args.extra)
+    groups = layer_groups(model, split_list(args.extra["layer_group_patterns"], ";"))
+    lrs = group_learning_rates(groups, args.training.learning_rate, args.extra, job.data.modality)
     args.extra.update(adapters.describe(model))  # the resolved targets go into all_results.json and the card
     print(f"{options.peft_method} on {', '.join(args.extra['target_modules'])[:200]}: {adapters.trainable_report(model)}")
-    trainer = training.make_trainer(job, model=model, callbacks=[adapters.AdapterGradientCheck(adapters.adapter_parameters(model))])
+    trainer = training.make_trainer(job, model=model, callbacks=[adapters.AdapterGradientCheck(adapters.adapter_parameters(model))],
+                                    layer_groups=groups, group_lrs=lrs)
     results = training.train_and_evaluate(job, trainer)
+    results["layer_groups"] = training.describe_groups(groups, lrs)
     return training.finish(job, trainer, results, recipe=recipe, model=model)
 
 

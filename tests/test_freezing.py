@@ -37,14 +37,18 @@ def test_train_bn_leaves_affine_trainable_but_statistics_frozen():
     assert torch.equal(model[1].running_mean, mean)
 
 
-def test_unfreeze_restores_training_statistics():
+def test_unfreeze_keeps_statistics_frozen_unless_asked():
     model = small_cnn()
     model(torch.randn(2, 3, 8, 8))
     freeze(model)
     assert count_parameters(model)["trainable_params"] == 0
     unfreeze(model)
+    assert count_parameters(model)["trainable_percent"] == 100.0
     mean = model[1].running_mean.clone()
     model.train()
     model(torch.randn(4, 3, 8, 8) + 2)
+    assert torch.equal(model[1].running_mean, mean), "thawed weights, pretrained statistics"
+    unfreeze(model, update_bn_statistics=True)
+    model.train()
+    model(torch.randn(4, 3, 8, 8) + 2)
     assert not torch.equal(model[1].running_mean, mean)
-    assert count_parameters(model)["trainable_percent"] == 100.0

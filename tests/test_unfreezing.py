@@ -74,7 +74,7 @@ def test_lr_is_zero_until_a_group_thaws_then_follows_the_schedule():
     model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=20))
     groups = layer_groups(model)
     callback = GradualUnfreezing(groups, default_phases(len(groups)), rewarm_steps=4)
-    callback.resolve(num_training_steps=50, num_train_epochs=5)  # 10 steps per epoch
+    callback.resolve(num_training_steps=50, steps_per_epoch=10)
     head, block1 = len(groups) - 1, len(groups) - 3
     assert callback.start_step[head] == 0 and callback.start_step[block1] == 20
     flat = lambda step: 1.0  # noqa: E731
@@ -101,7 +101,8 @@ def test_resuming_mid_schedule_matches_the_uninterrupted_run(tmp_path, tiny_bert
     assert changed(before, a, "encoder.layer.0."), "block.0 thawed after the resume point and must have trained"
 
 
-def test_frozen_batchnorm_statistics_unchanged_in_frozen_groups(tmp_path, image_dir):
+@pytest.mark.parametrize("update_bn_statistics", [False, True])
+def test_batchnorm_statistics_stay_pretrained_unless_asked(tmp_path, image_dir, update_bn_statistics):
     import timm
     from safetensors.torch import save_file
 
@@ -110,14 +111,18 @@ def test_frozen_batchnorm_statistics_unchanged_in_frozen_groups(tmp_path, image_
     out = tmp_path / "out"
     gradual_unfreeze.run(model_name_or_path="resnet10t", weights=str(tmp_path / "w.safetensors"), train_dir=str(image_dir), output_dir=str(out),
                          num_train_epochs=2, per_device_train_batch_size=4, save_strategy="no", load_best_model_at_end=False, image_size=32,
+                         update_bn_statistics=update_bn_statistics,
                          phases=json.dumps([{"at_epoch": 0, "unfreeze": ["head"]}, {"at_epoch": 1, "unfreeze": ["stage.3"]}]))
     after = load_file(out / "model.safetensors")
     stem_stats = [k for k in source.state_dict() if k.startswith("conv1.") and "running_" in k]
     assert stem_stats
-    for key in stem_stats:
+    for key in stem_stats:  # a frozen group's statistics never move
         assert torch.equal(after["timm_model." + key], source.state_dict()[key]), key
     thawed = [k for k in source.state_dict() if k.startswith("layer4.") and "running_mean" in k]
-    assert any(not torch.equal(after["timm_model." + k], source.state_dict()[k]) for k in thawed), "a thawed stage's BN learns statistics"
+    thawed_moved = any(not torch.equal(after["timm_model." + k], source.state_dict()[k]) for k in thawed)
+    assert thawed_moved == update_bn_statistics, "a thawed stage re-estimates its statistics only with --update_bn_statistics"
+    thawed_weights = [k for k in source.state_dict() if k.startswith("layer4.") and k.endswith("conv1.weight")]
+    assert any(not torch.equal(after["timm_model." + k], source.state_dict()[k]) for k in thawed_weights), "the thawed stage trains"
 
 
 def test_two_process_ddp_ranks_agree_and_thawed_layers_change(tmp_path, tiny_bert_dir, text_csv):

@@ -1,0 +1,57 @@
+"""How a pretrained body and a new head train together, for every recipe that trains a pretrained
+backbone (full fine-tuning, gradual unfreezing, adapters).
+
+- The new head gets its own learning rate: it starts from random weights while the body starts from
+  good ones, so one LR for both either under-trains the head or damages the body (Howard & Ruder 2018,
+  ULMFiT; Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features").
+- The body's groups may spread their LRs as a range, input side lowest (fastai's `slice(lo, hi)`).
+- BatchNorm keeps its pretrained running statistics unless the user asks otherwise (see `freezing`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from torch import nn
+
+from .freezing import freeze_batchnorm_statistics, release_batchnorm_statistics
+from .layer_groups import LayerGroup
+from .optim import discriminative_lrs
+
+# The new head's LR unless --head_learning_rate; chosen on validation splits of the bundled data (README).
+HEAD_LEARNING_RATES = {"text": 1e-3, "image": 1e-3}
+
+
+@dataclasses.dataclass
+class FineTuningArguments:
+    head_learning_rate: float | None = dataclasses.field(
+        default=None, metadata={"help": "LR of the new classification head (default: 1e-3); --learning_rate is the pretrained body's"})
+    lowest_learning_rate: float | None = dataclasses.field(
+        default=None, metadata={"help": "LR of the input-side layer group, rising geometrically to --learning_rate at the top block "
+                                        "(fastai's slice(lo, hi)); unset: one LR for the whole body"})
+    layer_group_patterns: str | None = dataclasses.field(
+        default=None, metadata={"help": "layer groups as regexes, input to output, ';'-separated; the last is the head (default: ask the model)"})
+    update_bn_statistics: bool = dataclasses.field(
+        default=False, metadata={"help": "let BatchNorm re-estimate its running statistics from training batches (for large batches); "
+                                         "default: keep the pretrained statistics"})
+
+
+def head_learning_rate(options: dict, modality: str) -> float:
+    value = options.get("head_learning_rate")
+    return HEAD_LEARNING_RATES[modality] if value is None else float(value)
+
+
+def group_learning_rates(groups: list[LayerGroup], body_lr: float, options: dict, modality: str, factor: float | None = None) -> list[float]:
+    """Per-group LRs: the body at `body_lr` (a range down to --lowest_learning_rate, or `factor` per group); the last group, the head, apart."""
+    return discriminative_lrs(len(groups), head_learning_rate(options, modality), factor=factor, body_lr=body_lr,
+                              lowest_lr=options.get("lowest_learning_rate"))
+
+
+def apply_batchnorm_policy(model: nn.Module, options: dict) -> None:
+    """Keep every BatchNorm's pretrained statistics unless --update_bn_statistics; says what it did when there is BatchNorm."""
+    if options.get("update_bn_statistics"):
+        release_batchnorm_statistics(model)
+        return
+    count = freeze_batchnorm_statistics(model)
+    if count:
+        print(f"BatchNorm: {count} layers keep their pretrained running statistics (--update_bn_statistics to re-estimate them)")
