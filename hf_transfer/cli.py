@@ -88,6 +88,7 @@ def parse_recipe_args(defaults: dict, argv: list[str] | None = None, overrides: 
     if unknown:
         where = f"--config '{config_path}'" if unknown[0] in from_yaml else "run()"
         raise TransferError(f"{where} has unknown argument '{unknown[0]}': see `python recipes/<recipe>.py --help`")
+    _check_types(parser, user_values, config_path, from_yaml)
     argv_keys = {a.split("=")[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
     parser.set_defaults(**{**COMMON_DEFAULTS, **_device_defaults(), **defaults, **user_values})
     try:
@@ -103,7 +104,33 @@ def parse_recipe_args(defaults: dict, argv: list[str] | None = None, overrides: 
     _check_precision(training_args)
     _one_data_source(data_args, explicit)
     extra = {k: v for d in rest for k, v in dataclasses.asdict(d).items()}
+    _check_values(data_args, training_args, extra)
     return RecipeArgs(model_args, data_args, training_args, explicit, extra)
+
+
+def _check_types(parser: HfArgumentParser, user_values: dict, config_path, from_yaml: dict) -> None:
+    """A number given as text in run() or YAML (num_train_epochs="three") is one line, not argparse's usage dump."""
+    actions = {action.dest: action for action in parser._actions}
+    for key, value in user_values.items():
+        kind = actions[key].type
+        if kind in (int, float) and value is not None and not isinstance(value, bool):
+            try:
+                kind(value)
+            except (TypeError, ValueError):
+                where = f"--config '{config_path}'" if key in from_yaml else "run()"
+                raise TransferError(f"{where}: {key}={value!r} is not a valid {kind.__name__}") from None
+
+
+def _check_values(data_args, training: TrainingArguments, extra: dict) -> None:
+    """Values argparse accepts but no run can use: one line before anything is loaded or written."""
+    positive = {"learning_rate": training.learning_rate, **{k: extra[k] for k in ("head_learning_rate", "lowest_learning_rate") if extra.get(k) is not None}}
+    for key, value in positive.items():
+        if not value > 0:
+            raise TransferError(f"--{key} {value:g} must be positive (e.g. 1e-4)")
+    if data_args.image_size is not None and data_args.image_size < 1:
+        raise TransferError(f"--image_size {data_args.image_size} must be a positive number of pixels (e.g. 224), or left unset for the checkpoint's own")
+    if training.max_steps <= 0 and not training.num_train_epochs > 0:
+        raise TransferError(f"--num_train_epochs {training.num_train_epochs:g} must be positive (or set --max_steps)")
 
 
 def _device_defaults() -> dict:

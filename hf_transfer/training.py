@@ -82,6 +82,7 @@ def train_and_evaluate(job: Job, trainer, *, datasets=None) -> dict:
     datasets = datasets or job.datasets
     train_result = trainer.train(resume_from_checkpoint=job.args.training.resume_from_checkpoint)
     results = {k: v for k, v in train_result.metrics.items() if k in ("train_runtime", "train_samples_per_second", "train_loss")}
+    results.update(kept_epoch(trainer))
     results.update(trainer.evaluate(datasets["validation"], metric_key_prefix="eval"))
     if "test" in datasets:
         prediction = trainer.predict(datasets["test"], metric_key_prefix="test")
@@ -89,6 +90,19 @@ def train_and_evaluate(job: Job, trainer, *, datasets=None) -> dict:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
         results["test_per_class"] = classification_report(prediction.label_ids, np.argmax(logits, -1), job.data.label_names)["per_class"]
     return results
+
+
+def kept_epoch(trainer) -> dict:
+    """Which epoch's weights the run ends with: the best on validation (ties: lower loss) or the last."""
+    state, args = trainer.state, trainer.args
+    evaluations = [e for e in state.log_history if "eval_loss" in e]
+    last_epoch = round(state.epoch or 0.0, 2)
+    if args.load_best_model_at_end and state.best_global_step:
+        best = next((e for e in evaluations if e.get("step") == state.best_global_step), None)
+        if best is not None:
+            return {"kept_epoch": round(best["epoch"], 2), "kept_because": f"best validation {args.metric_for_best_model or 'loss'}",
+                    "epochs_trained": last_epoch}
+    return {"kept_epoch": last_epoch, "kept_because": "last epoch", "epochs_trained": last_epoch}
 
 
 def finish(job: Job, trainer, results: dict, *, recipe: str, model=None) -> dict:
@@ -169,8 +183,10 @@ def print_summary(results: dict, out: pathlib.Path) -> None:
     def pct(key):
         return f"{100 * results[key]:.2f}%" if key in results else "n/a"
 
+    kept = f"epoch {results['kept_epoch']:g} of {results['epochs_trained']:g} ({results['kept_because']})" if "kept_epoch" in results else "n/a"
     print(f"\n== {results['recipe']}: {results['model_name_or_path']} on {results['dataset']} ==\n"
           f"trainable params : {results['trainable_params']:,} / {results['total_params']:,} ({results['trainable_percent']}%)\n"
           f"eval  accuracy   : {pct('eval_accuracy')}  macro-F1 {pct('eval_f1_macro')}\n"
           f"test  accuracy   : {pct('test_accuracy')}  macro-F1 {pct('test_f1_macro')}\n"
+          f"kept             : {kept}\n"
           f"saved to         : {out}")

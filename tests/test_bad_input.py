@@ -108,3 +108,15 @@ def test_command_line_prints_one_line_and_exits_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: --train_file") and "missing.csv" in result.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("value, match", [({"learning_rate": -1e-3}, r"--learning_rate -0.001 must be positive"),
+                                          ({"head_learning_rate": 0.0}, r"--head_learning_rate 0 must be positive"),
+                                          ({"image_size": 0}, r"--image_size 0 must be a positive number of pixels"),
+                                          ({"image_size": -1}, r"--image_size -1 must be a positive number of pixels"),
+                                          ({"num_train_epochs": "three"}, r"run\(\): num_train_epochs='three' is not a valid float")])
+def test_values_no_run_can_use(tmp_path, tiny_bert_dir, text_csv, value, match):
+    out = tmp_path / "out"
+    with pytest.raises(TransferError, match=match) as info:
+        run(**{"model_name_or_path": tiny_bert_dir, "train_file": str(text_csv), "output_dir": str(out), "num_train_epochs": 1, **value})
+    assert "\n" not in str(info.value) and not out.exists()

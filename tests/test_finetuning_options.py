@@ -172,3 +172,14 @@ def test_full_finetune_keeps_real_batchnorm_statistics_unless_asked(tmp_path, up
     assert running and (len(moved) > 0) == update_bn_statistics, (len(moved), len(running))
     affine = [k for k in after if k.endswith("bn1.weight") and k.removeprefix("timm_model.") in imagenet]
     assert any(not torch.equal(after[k], imagenet[k.removeprefix("timm_model.")]) for k in affine), "BN affine parameters still train"
+
+
+@pytest.mark.parametrize("select", [True, False])
+def test_results_name_the_epoch_kept(tmp_path, tiny_bert_dir, text_csv, select):
+    results = full_finetune.run(model_name_or_path=tiny_bert_dir, train_file=str(text_csv), output_dir=str(tmp_path / "out"),
+                                num_train_epochs=2, load_best_model_at_end=select, save_strategy="epoch" if select else "no")
+    assert results["epochs_trained"] == 2
+    if select:
+        assert results["kept_because"] == "best validation accuracy" and results["kept_epoch"] in (1, 2)
+    else:
+        assert (results["kept_epoch"], results["kept_because"]) == (2, "last epoch")
