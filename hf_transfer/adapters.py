@@ -154,8 +154,11 @@ class AdapterGradientCheck(TrainerCallback):
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         if self.checked or not self.parameters:
             return
+        grads = [p.grad.detach() for p in self.parameters.values() if p.grad is not None]
+        if any(not bool(torch.isfinite(g).all()) for g in grads):
+            return  # an fp16 step that overflowed (the loss scaler skips it): judge the first finite one
         self.checked = True
-        if not any(p.grad is not None and bool(p.grad.detach().abs().sum() > 0) for p in self.parameters.values()):
+        if not any(bool(g.abs().sum() > 0) for g in grads):
             raise TransferError(f"no gradient reached the {len(self.parameters)} adapter tensors (e.g. '{next(iter(self.parameters))}'): "
                                 "with --gradient_checkpointing drop use_reentrant=True, and check --target_modules")
 

@@ -248,3 +248,19 @@ def test_lora_on_a_cnn_keeps_the_frozen_batchnorm_statistics():
     for name, module in batchnorms.items():
         assert torch.equal(module.running_mean, before[name][0]) and torch.equal(module.running_var, before[name][1]), name
     assert any(p.abs().sum() > 0 for n, p in adapted.named_parameters() if "lora_B" in n), "the adapters trained"
+
+
+def test_the_gradient_check_waits_for_the_first_finite_step():
+    """fp16: the first loss-scaled step may overflow and be skipped by the scaler; that is not 'no gradient'."""
+    weight = torch.nn.Parameter(torch.zeros(2))
+    check = adapters.AdapterGradientCheck({"lora_B": weight})
+    weight.grad = torch.tensor([float("inf"), 1.0])
+    check.on_pre_optimizer_step(None, None, None)
+    assert not check.checked
+    weight.grad = torch.tensor([0.5, 0.0])
+    check.on_pre_optimizer_step(None, None, None)
+    assert check.checked
+    empty = adapters.AdapterGradientCheck({"lora_B": torch.nn.Parameter(torch.zeros(2))})
+    empty.parameters["lora_B"].grad = torch.zeros(2)
+    with pytest.raises(TransferError, match="no gradient reached the 1 adapter tensors"):
+        empty.on_pre_optimizer_step(None, None, None)
