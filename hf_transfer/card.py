@@ -47,6 +47,8 @@ def model_card(results: dict, *, recipe: str, model_class: str, repo_id: str | N
             lines.append(f"| {split} | {_percent(results[f'{split}_accuracy'])} | {_percent(results.get(f'{split}_f1_macro'))} | {results.get(f'{split}_samples', '?')} |")
     lines += ["", f"Trainable parameters: {results.get('trainable_params', 0):,} of {results.get('total_params', 0):,} "
               f"({results.get('trainable_percent', 0)}%)."]
+    if "kept_epoch" in results:
+        lines += ["", f"Weights kept: epoch {results['kept_epoch']:g} of {results['epochs_trained']:g} ({results['kept_because']})."]
     if results.get("saved_weights_bytes"):
         lines[-1] += f" Saved weights: {results['saved_weights_bytes'] / 2**20:.2f} MiB."
     lines += ["", "## Training configuration", "", "```json", json.dumps(config, indent=2, sort_keys=True, default=str), "```", "",

@@ -183,3 +183,4 @@ def test_results_name_the_epoch_kept(tmp_path, tiny_bert_dir, text_csv, select):
         assert results["kept_because"] == "best validation accuracy" and results["kept_epoch"] in (1, 2)
     else:
         assert (results["kept_epoch"], results["kept_because"]) == (2, "last epoch")
+    assert f"Weights kept: epoch {results['kept_epoch']:g} of 2" in (tmp_path / "out" / "README.md").read_text()
