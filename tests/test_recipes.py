@@ -63,7 +63,7 @@ def test_image_recipes_on_a_tiny_vit(tmp_path, tiny_vit_dir, image_dir):
     out = tmp_path / "vit"
     results = full_finetune.run(model_name_or_path=tiny_vit_dir, train_dir=str(image_dir), output_dir=str(out), num_train_epochs=1,
                                 augment=True, save_strategy="no", load_best_model_at_end=False, per_device_train_batch_size=4)
-    assert results["training_config"]["learning_rate"] == 1e-4  # image default
+    assert results["training_config"]["learning_rate"] == 3e-4  # image default
     model = AutoModelForImageClassification.from_pretrained(out)
     from transformers import AutoImageProcessor
 
