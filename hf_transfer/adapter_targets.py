@@ -4,7 +4,7 @@ and which module is the new head that trains and saves with them.
 One table holds the architecture knowledge (the attention projections and feed-forward output of
 each family's blocks, found by the names the model's own modules carry); CNNs get their ungrouped
 convolutions. A user's `target_modules` is checked against the model, and a name that matches
-nothing is an error listing the names that would (ANCHORS failure 10: never silently target nothing).
+nothing is an error listing the names that would (never silently target nothing).
 Names match as in peft: a module's full name equals the target or ends with "." + target.
 """
 

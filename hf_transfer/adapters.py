@@ -1,8 +1,8 @@
 """Parameter-efficient transfer: train a small adapter and the new head, keep the base frozen.
 
 `attach` puts peft's LoRA / DoRA / LoHa / LoKr / IA3, or our bottleneck adapters, on a classifier,
-with the new head always trained and saved beside the adapter (peft's `modules_to_save`; ANCHORS
-failure 6). `save` writes only the adapter and head plus `base_model.json` (how to rebuild the base);
+with the new head always trained and saved beside the adapter (peft's `modules_to_save`; peft #310,
+#577). `save` writes only the adapter and head plus `base_model.json` (how to rebuild the base);
 `load_adapter` rebuilds base + adapter and checks every saved tensor arrived; `merge` folds a peft
 adapter into the base weights for serving.
 """
@@ -89,7 +89,7 @@ def attach(model: nn.Module, args: AdapterArguments, *, gradient_checkpointing: 
             adapted = get_peft_model(model, _peft_config(args, targets, feedforward, heads))
         except ValueError as exc:  # e.g. a rank the layer shapes do not allow
             raise TransferError(f"peft cannot put {args.peft_method} on {type(model).__name__}: {str(exc).splitlines()[0]}") from None
-    # A frozen base includes its BatchNorm statistics (ANCHORS failure 8): peft freezes BN's weights but
+    # A frozen base includes its BatchNorm statistics (Lightning #15062): peft freezes BN's weights but
     # leaves the layers in train mode, where they would normalise with batch statistics and drift.
     inner = _unwrap(adapted)[0]
     for name, module in inner.named_modules():
@@ -97,7 +97,7 @@ def attach(model: nn.Module, args: AdapterArguments, *, gradient_checkpointing: 
             freeze(module)
     if gradient_checkpointing:
         # Reentrant checkpointing drops gradients when no input of a checkpointed block requires grad
-        # (frozen embeddings): make the embedding output require grad (ANCHORS failure 5).
+        # (frozen embeddings): make the embedding output require grad (transformers #26221, peft #1142).
         enable = getattr(inner, "enable_input_require_grads", None)
         if enable is not None:
             enable()

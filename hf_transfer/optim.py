@@ -2,8 +2,8 @@
 
 Each layer group gets its own param groups with an absolute `lr`, so any scheduler that scales
 `initial_lr` (all of Trainer's) gives every group base LR x schedule — nothing depends on a scale
-factor that only one scheduler knows about (ANCHORS failure 4). The optimizer is built once over
-all parameters, frozen ones included, so unfreezing never adds param groups (failures 1 and 3).
+factor that only one scheduler knows about (timm #2532, #2712). The optimizer is built once over
+all parameters, frozen ones included, so unfreezing never adds param groups (transformers #20029, Lightning #6891, fastai #2133).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def discriminative_lrs(num_groups: int, head_lr: float, factor: float | None = N
     The pretrained body's top group (the last before the head) trains at `body_lr` (default
     `head_lr / factor`), and below it:
     - `lowest_lr`: fastai's `slice(lowest_lr, body_lr)`: the first group at `lowest_lr`, geometric in between;
-    - `factor`: each group `factor` times slower than the one above (the seeds' 10, ULMFiT's 2.6; LLRD's decay d is 1/d);
+    - `factor`: each group `factor` times slower than the one above (e.g. 10, or ULMFiT's 2.6; LLRD's decay d is 1/d);
     - neither: `body_lr` for the whole body.
     `lrs` gives every group's LR explicitly instead.
     """

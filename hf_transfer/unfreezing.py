@@ -41,7 +41,7 @@ class Phase:
 
 
 def default_phases(num_groups: int, epochs_per_phase: float = 1.0) -> list[Phase]:
-    """The seeds' recipe: the head alone, then one more group from the output end every `epochs_per_phase`."""
+    """ULMFiT's schedule: the head alone, then one more group from the output end every `epochs_per_phase`."""
     return [Phase(unfreeze=[num_groups - 1 - i], at_epoch=i * epochs_per_phase) for i in range(num_groups)]
 
 

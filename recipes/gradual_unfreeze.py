@@ -46,7 +46,7 @@ LEARNING_RATES = {"text": 1e-4, "image": 1e-3}
 @dataclasses.dataclass
 class ScheduleArguments:
     lr_factor: float | None = dataclasses.field(default=None, metadata={"help": "instead of a range: each group's LR is the one above's / F "
-                                                                               "(the seeds' 10; ULMFiT 2.6)"})
+                                                                               "(e.g. 10, or ULMFiT's 2.6)"})
     group_lrs: str | None = dataclasses.field(default=None, metadata={"help": "explicit LRs, input to output (head last), comma-separated"})
     epochs_per_phase: float = dataclasses.field(default=1.0, metadata={"help": "epochs between thawing one more group"})
     phases: str | None = dataclasses.field(default=None, metadata={"help": "JSON list of {at_epoch|at_step, unfreeze, lr}"})

@@ -1,6 +1,6 @@
 """Adapters on tiny random BERT / ViT / timm models: what trains, where adapters go, that the head is
 saved with them, that base + adapter reloads to the same predictions, merging, and gradients under
-activation checkpointing (ANCHORS failures 5, 6 and 10)."""
+activation checkpointing (transformers #26221, peft #310, wrong target names)."""
 
 import json
 

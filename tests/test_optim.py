@@ -22,6 +22,15 @@ def test_factor_and_explicit_lrs():
         discriminative_lrs(2, 1e-3, lrs=[1, 2, 3])
 
 
+def test_a_range_spreads_the_body_geometrically_and_keeps_the_head_apart():
+    lrs = discriminative_lrs(5, head_lr=1e-3, body_lr=1e-4, lowest_lr=1e-6)  # four body groups, then the head
+    assert lrs == pytest.approx([1e-6, 1e-6 * 100 ** (1 / 3), 1e-6 * 100 ** (2 / 3), 1e-4, 1e-3])
+    assert discriminative_lrs(4, head_lr=1e-3, body_lr=1e-4) == pytest.approx([1e-4, 1e-4, 1e-4, 1e-3])
+    assert discriminative_lrs(4, head_lr=1e-3, body_lr=1e-4, factor=10) == pytest.approx([1e-6, 1e-5, 1e-4, 1e-3])
+    with pytest.raises(TransferError, match="at most the top block's"):
+        discriminative_lrs(4, head_lr=1e-3, body_lr=1e-4, lowest_lr=1e-3)
+
+
 def test_param_groups_carry_absolute_lrs_and_no_decay_on_biases_and_norms():
     model = tiny_bert()
     groups = layer_groups(model)
