@@ -14,8 +14,10 @@ import dataclasses
 
 from torch import nn
 
+from .cli import split_list
+from .errors import TransferError
 from .freezing import freeze_batchnorm_statistics, release_batchnorm_statistics
-from .layer_groups import LayerGroup
+from .layer_groups import LayerGroup, layer_groups
 from .optim import discriminative_lrs
 
 # The new head's LR unless --head_learning_rate; chosen on validation splits of the bundled data (README).
@@ -39,6 +41,19 @@ class FineTuningArguments:
 def head_learning_rate(options: dict, modality: str) -> float:
     value = options.get("head_learning_rate")
     return HEAD_LEARNING_RATES[modality] if value is None else float(value)
+
+
+def body_and_head_groups(model: nn.Module, options: dict, explicit: set) -> list[LayerGroup] | None:
+    """The model's layer groups, or None (one LR for everything, said in one line) for an architecture whose head
+    we cannot find, unless the user asked for an LR that needs the groups: then the error says what to pass."""
+    try:
+        return layer_groups(model, split_list(options.get("layer_group_patterns"), ";"))
+    except TransferError as exc:
+        asked = sorted({"head_learning_rate", "lowest_learning_rate", "layer_group_patterns"} & explicit)
+        if asked:
+            raise TransferError(f"--{asked[0]} needs the model's layer groups: {exc}") from None
+        print(f"one learning rate for every layer: {exc}")
+        return None
 
 
 def group_learning_rates(groups: list[LayerGroup], body_lr: float, options: dict, modality: str, factor: float | None = None) -> list[float]:

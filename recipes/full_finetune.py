@@ -16,9 +16,8 @@ Parquet files, image folders, Hub / save_to_disk / bundled data sets; few-shot s
 """
 
 from hf_transfer import training
-from hf_transfer.cli import parse_recipe_args, recipe_main, split_list
-from hf_transfer.finetuning import FineTuningArguments, apply_batchnorm_policy, group_learning_rates
-from hf_transfer.layer_groups import layer_groups
+from hf_transfer.cli import parse_recipe_args, recipe_main
+from hf_transfer.finetuning import FineTuningArguments, apply_batchnorm_policy, body_and_head_groups, group_learning_rates
 
 DEFAULTS = {
     "num_train_epochs": 10,
@@ -35,11 +34,11 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(FineTuningArguments,))
     job = training.prepare(args, learning_rates=LEARNING_RATES)
     apply_batchnorm_policy(job.model, args.extra)
-    groups = layer_groups(job.model, split_list(args.extra["layer_group_patterns"], ";"))
-    lrs = group_learning_rates(groups, args.training.learning_rate, args.extra, job.data.modality)
+    groups = body_and_head_groups(job.model, args.extra, args.explicit)
+    lrs = group_learning_rates(groups, args.training.learning_rate, args.extra, job.data.modality) if groups else None
     trainer = training.make_trainer(job, layer_groups=groups, group_lrs=lrs)
     results = training.train_and_evaluate(job, trainer)
-    results["layer_groups"] = training.describe_groups(groups, lrs)
+    results["layer_groups"] = training.describe_groups(groups, lrs) if groups else None
     return training.finish(job, trainer, results, recipe="full_finetune")
 
 

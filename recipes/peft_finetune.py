@@ -21,11 +21,10 @@ import dataclasses
 
 from hf_transfer import adapters, training
 from hf_transfer.assets import is_bundled
-from hf_transfer.cli import parse_recipe_args, recipe_main, split_list
+from hf_transfer.cli import parse_recipe_args, recipe_main
 from hf_transfer.errors import TransferError
-from hf_transfer.finetuning import FineTuningArguments, apply_batchnorm_policy, group_learning_rates
+from hf_transfer.finetuning import FineTuningArguments, apply_batchnorm_policy, body_and_head_groups, group_learning_rates
 from hf_transfer.hub import hub_offline
-from hf_transfer.layer_groups import layer_groups
 from hf_transfer.modeling import resolve_checkpoint
 
 DEFAULTS = {
@@ -54,14 +53,14 @@ def run_with_defaults(defaults: dict, recipe: str, argv: list[str] | None, overr
     job = training.prepare(args)
     model = adapters.attach(job.model, options, gradient_checkpointing=args.training.activation_checkpointing)
     apply_batchnorm_policy(model, args.extra)
-    groups = layer_groups(model, split_list(args.extra["layer_group_patterns"], ";"))
-    lrs = group_learning_rates(groups, args.training.learning_rate, args.extra, job.data.modality)
+    groups = body_and_head_groups(model, args.extra, args.explicit)
+    lrs = group_learning_rates(groups, args.training.learning_rate, args.extra, job.data.modality) if groups else None
     args.extra.update(adapters.describe(model))  # the resolved targets go into all_results.json and the card
     print(f"{options.peft_method} on {', '.join(args.extra['target_modules'])[:200]}: {adapters.trainable_report(model)}")
     trainer = training.make_trainer(job, model=model, callbacks=[adapters.AdapterGradientCheck(adapters.adapter_parameters(model))],
                                     layer_groups=groups, group_lrs=lrs)
     results = training.train_and_evaluate(job, trainer)
-    results["layer_groups"] = training.describe_groups(groups, lrs)
+    results["layer_groups"] = training.describe_groups(groups, lrs) if groups else None
     return training.finish(job, trainer, results, recipe=recipe, model=model)
 
 

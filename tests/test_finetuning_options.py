@@ -184,3 +184,14 @@ def test_results_name_the_epoch_kept(tmp_path, tiny_bert_dir, text_csv, select):
     else:
         assert (results["kept_epoch"], results["kept_because"]) == (2, "last epoch")
     assert f"Weights kept: epoch {results['kept_epoch']:g} of 2" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_an_architecture_without_known_groups_gets_one_lr_said_aloud_or_a_clear_error(capsys):
+    from hf_transfer.errors import TransferError
+    from hf_transfer.finetuning import body_and_head_groups
+
+    unknown = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    assert body_and_head_groups(unknown, {}, set()) is None
+    assert "one learning rate for every layer: cannot find the layer groups of a Sequential" in capsys.readouterr().out
+    with pytest.raises(TransferError, match="--head_learning_rate needs the model's layer groups"):
+        body_and_head_groups(unknown, {"head_learning_rate": 1e-3}, {"head_learning_rate"})
