@@ -277,8 +277,9 @@ def open_image(value):
     return image.convert("RGB")
 
 
-def _drop_unreadable(frame: pd.DataFrame, strict: bool) -> tuple[pd.DataFrame, int]:
-    keep = []
+def _drop_unreadable(frame: pd.DataFrame, strict: bool) -> tuple[pd.DataFrame, list[str]]:
+    """The readable rows, and where the unreadable ones came from."""
+    keep, dropped = [], []
     for value in frame["image"]:
         if isinstance(value, np.ndarray):
             keep.append(True)
@@ -291,8 +292,8 @@ def _drop_unreadable(frame: pd.DataFrame, strict: bool) -> tuple[pd.DataFrame, i
                 where = value if isinstance(value, str) else frame.attrs.get("source", "data")
                 raise TransferError(f"unreadable image {where} ({type(exc).__name__}): fix or remove it, or drop --strict to skip such images") from None
             keep.append(False)
-    kept = _keep_attrs(frame[np.array(keep, dtype=bool)], frame)
-    return kept, len(frame) - len(kept)
+            dropped.append(value if isinstance(value, str) else f"an image in {frame.attrs.get('source', 'data')}")
+    return _keep_attrs(frame[np.array(keep, dtype=bool)], frame), dropped
 
 
 # ---------------------------------------------------------------- the whole pipeline
@@ -315,11 +316,14 @@ def load_labelled_data(args: DataArguments, seed: int = 42, modality: str | None
     if args.max_test_samples and "test" in splits:
         splits["test"] = stratified_sample(splits["test"], args.max_test_samples, seed)
 
-    skipped = 0
+    skipped: list[str] = []
     if modality == "image":
         for split in list(splits):
             splits[split], dropped = _drop_unreadable(splits[split], args.strict)
             skipped += dropped
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable image{'s' if len(skipped) > 1 else ''} (e.g. {', '.join(skipped[:3])}): "
+              "fix or remove them, or pass --strict to stop on the first one")
 
     label_names = names or _label_names(splits["train"]["label"])
     label_ids = _label_index(label_names)
@@ -332,7 +336,7 @@ def load_labelled_data(args: DataArguments, seed: int = 42, modality: str | None
         frame["label"] = frame["label"].map(lambda v: label_ids[_label_key(v)]).astype(int)
         if len(frame) == 0:
             raise TransferError(f"{source} has no usable examples left: check the file and the sample caps")
-    return LabelledData(splits, [str(n) for n in label_names], modality, description, skipped)
+    return LabelledData(splits, [str(n) for n in label_names], modality, description, len(skipped))
 
 
 def _label_key(value) -> str:

@@ -68,13 +68,15 @@ def test_unreadable_image_is_an_error_with_strict(tmp_path, tiny_vit_dir):
     fails(tmp_path, r"unreadable image .*broken.png", model_name_or_path=tiny_vit_dir, train_dir=str(root), strict=True)
 
 
-def test_unreadable_image_is_skipped_and_counted_without_strict(tmp_path):
+def test_unreadable_image_is_skipped_counted_and_said_without_strict(tmp_path, capsys):
     from hf_transfer.data import DataArguments, load_labelled_data
 
     root = write_image_folder(tmp_path / "imgs")
     (root / "circle" / "broken.png").write_bytes(b"not a png")
     data = load_labelled_data(DataArguments(train_dir=str(root)))
     assert data.skipped_images == 1
+    said = capsys.readouterr().out
+    assert "skipped 1 unreadable image (e.g. " in said and "broken.png" in said and "--strict" in said
     assert not any("broken" in p for split in data.splits.values() for p in split["image"])
 
 
