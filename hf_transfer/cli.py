@@ -49,7 +49,8 @@ class RecipeArgs:
 
 
 def _parser(extra_dataclasses=()) -> HfArgumentParser:
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments, *extra_dataclasses))
+    # The recipe's own options first, then model and data, then Trainer's ~150: --help reads top-down.
+    parser = HfArgumentParser((*extra_dataclasses, ModelArguments, DataArguments, TrainingArguments))
     parser.add_argument("--config", help="YAML file of argument values; the command line overrides them")
     return parser
 
@@ -100,7 +101,7 @@ def parse_recipe_args(defaults: dict, argv: list[str] | None = None, overrides: 
     except ValueError as exc:
         raise TransferError(str(exc).splitlines()[0]) from None
     explicit = set(user_values) | argv_keys
-    model_args, data_args, training_args, *rest, _config_namespace = parsed  # last: the non-dataclass --config
+    *rest, model_args, data_args, training_args, _config_namespace = parsed  # last: the non-dataclass --config
     _check_precision(training_args)
     _one_data_source(data_args, explicit)
     extra = {k: v for d in rest for k, v in dataclasses.asdict(d).items()}

@@ -101,6 +101,9 @@ def test_help_lists_hf_argument_names(recipe):
     result = subprocess.run([sys.executable, f"recipes/{recipe}.py", "--help"], capture_output=True, text=True, check=True)
     for name in ("--model_name_or_path", "--train_file", "--output_dir", "--max_train_samples_per_class", "--dataset_name", "--config"):
         assert name in result.stdout
+    own = "--head_learning_rate" if recipe == "full_finetune" else "--cache_features"
+    assert result.stdout.index(own) < result.stdout.index("--model_name_or_path") < result.stdout.index("--per_device_train_batch_size"), \
+        "the recipe's own options come first, Trainer's last"
 
 
 @pytest.mark.parametrize("recipe", ["full_finetune", "feature_extraction"])
