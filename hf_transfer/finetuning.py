@@ -56,9 +56,11 @@ def body_and_head_groups(model: nn.Module, options: dict, explicit: set) -> list
         return None
 
 
-def group_learning_rates(groups: list[LayerGroup], body_lr: float, options: dict, modality: str, factor: float | None = None) -> list[float]:
-    """Per-group LRs: the body at `body_lr` (a range down to --lowest_learning_rate, or `factor` per group); the last group, the head, apart."""
-    return discriminative_lrs(len(groups), head_learning_rate(options, modality), factor=factor, body_lr=body_lr,
+def group_learning_rates(groups: list[LayerGroup], body_lr: float, options: dict, modality: str, factor: float | None = None,
+                         explicit: list[float] | None = None) -> list[float]:
+    """Per-group LRs: the body at `body_lr` (a range down to --lowest_learning_rate, or `factor` per group); the last
+    group, the head, apart. `explicit` gives every group's LR instead (checked: one per group)."""
+    return discriminative_lrs(len(groups), head_learning_rate(options, modality), factor=factor, lrs=explicit, body_lr=body_lr,
                               lowest_lr=options.get("lowest_learning_rate"))
 
 

@@ -1,6 +1,6 @@
 """Full fine-tuning: every layer trained, the new head at its own learning rate, warmup then linear decay.
 
-The pretrained body trains at `--learning_rate` (text 5e-5, images 1e-4 unless given; `--lowest_learning_rate`
+The pretrained body trains at `--learning_rate` (text 5e-5, images 3e-4 unless given; `--lowest_learning_rate`
 spreads it as a range down to the input side), the new head at `--head_learning_rate`. BatchNorm keeps its
 pretrained running statistics (`--update_bn_statistics` re-estimates them).
 Supports: text (any AutoModelForSequenceClassification checkpoint) and images (any

@@ -24,7 +24,6 @@ import json
 
 from hf_transfer import training
 from hf_transfer.cli import parse_recipe_args, recipe_main, split_list
-from hf_transfer.errors import TransferError
 from hf_transfer.finetuning import FineTuningArguments, group_learning_rates
 from hf_transfer.layer_groups import layer_groups
 from hf_transfer.partial_transfer import reinitialize_groups
@@ -68,11 +67,8 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
         changed = reinitialize_groups(job.model, groups[-1 - options["reinit_groups"]:-1])
         print(f"partial transfer: re-initialised {changed:,} parameters in {', '.join(g.name for g in groups[-1 - options['reinit_groups']:-1])}")
     explicit_lrs = split_list(options["group_lrs"])
-    lrs = [float(v) for v in explicit_lrs] if explicit_lrs else None
-    lrs = lrs or group_learning_rates(groups, args.training.learning_rate, options, job.data.modality, factor=options["lr_factor"])
-    if len(lrs) != len(groups):
-        raise TransferError(f"--group_lrs gives {len(lrs)} learning rates for {len(groups)} layer groups "
-                                     f"({', '.join(g.name for g in groups)}): give one per group, input to output")
+    lrs = group_learning_rates(groups, args.training.learning_rate, options, job.data.modality, factor=options["lr_factor"],
+                               explicit=[float(v) for v in explicit_lrs] if explicit_lrs else None)
     phases = options["phases"]
     phases = json.loads(phases) if isinstance(phases, str) else phases
     if phases is None:
