@@ -57,10 +57,6 @@ def release_batchnorm_statistics(modules: nn.Module | Iterable[nn.Module]) -> No
             delattr(layer, _BN_HOOK)
 
 
-def batchnorm_statistics_frozen(module: nn.Module) -> bool:
-    return hasattr(module, _BN_HOOK)
-
-
 def freeze(modules: nn.Module | Iterable[nn.Module], train_bn: bool = False) -> None:
     """Stop gradients; BatchNorm keeps its running statistics and uses them (eval mode) in every forward.
 
