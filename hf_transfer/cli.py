@@ -173,3 +173,14 @@ def recipe_main(run_function) -> None:
     except TransferError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        _close_process_group()
+
+
+def _close_process_group() -> None:
+    """Under `accelerate launch`, close the process group before exit as PyTorch asks: a rank exiting with it
+    open while another still writes the run can abort in gloo's teardown."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -149,6 +149,7 @@ def finish(job: Job, trainer, results: dict, *, recipe: str, model=None) -> dict
             except TransferError as exc:
                 raise TransferError(f"{exc} (the run is saved in {out}: push it later with scripts/push_adapter.py {out} {job.hub_target.repo_id})") from None
             print(f"pushed to        : {results['hub_url']}")
+    trainer.accelerator.wait_for_everyone()  # every rank returns once the run is on disk
     return results
 
 
