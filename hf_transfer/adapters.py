@@ -26,6 +26,8 @@ from .cli import split_list
 from .errors import TransferError
 from .freezing import count_parameters, freeze, is_batchnorm
 from .layer_groups import _unwrap, top_level_modules
+from .preprocessing import ImageConfig, save_image_processor
+from .saving import save_model
 
 BASE_MODEL_FILE = "base_model.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
@@ -226,7 +228,7 @@ def load_adapter(path_or_repo: str, *, model_name_or_path: str | None = None, re
     else:
         base._hf_transfer_bottleneck = bottleneck.load_bottleneck(base, folder)
         model = base
-    return model.eval(), _load_processor(folder, info["modality"])
+    return model.eval(), _load_processor(folder, info)
 
 
 def _load_peft(base: nn.Module, folder: pathlib.Path) -> nn.Module:
@@ -243,10 +245,15 @@ def _load_peft(base: nn.Module, folder: pathlib.Path) -> nn.Module:
     return model
 
 
-def _load_processor(folder: pathlib.Path, modality: str):
+def _load_processor(folder: pathlib.Path, info: dict):
+    """The preprocessing the run evaluated with: the tokenizer, or the image processor rebuilt from base_model.json."""
     from transformers import AutoImageProcessor, AutoTokenizer
 
-    loader = AutoTokenizer if modality == "text" else AutoImageProcessor
+    from .preprocessing import ImageConfig
+
+    if info.get("image_config"):
+        return ImageConfig(**info["image_config"]).processor(info.get("timm_architecture"))
+    loader = AutoTokenizer if info["modality"] == "text" else AutoImageProcessor
     try:
         return loader.from_pretrained(str(folder))
     except (OSError, ValueError):
@@ -267,9 +274,12 @@ def merge(path_or_repo: str, out_dir: str, *, model_name_or_path: str | None = N
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))  # nothing half-written at `out`
     try:
-        merged.save_pretrained(str(staging))
-        if processor is not None:
+        info = json.loads((folder / BASE_MODEL_FILE).read_text())
+        if info.get("image_config"):
+            save_image_processor(ImageConfig(**info["image_config"]), merged, str(staging))  # before the model (timm: config.json)
+        elif processor is not None:
             processor.save_pretrained(str(staging))
+        save_model(merged, staging)
         results_path = folder / "all_results.json"
         if results_path.is_file():
             from .card import model_card

@@ -51,25 +51,35 @@ def model_card(results: dict, *, recipe: str, model_class: str, repo_id: str | N
         lines += ["", f"Weights kept: epoch {results['kept_epoch']:g} of {results['epochs_trained']:g} ({results['kept_because']})."]
     if results.get("saved_weights_bytes"):
         lines[-1] += f" Saved weights: {results['saved_weights_bytes'] / 2**20:.2f} MiB."
+    figures = {"training_curves.png": "Training curves", "confusion_matrix.png": "Confusion matrix"}
+    for name in results.get("figures") or []:
+        lines += ["", f"![{figures.get(name, name)}]({name})"]
     lines += ["", "## Training configuration", "", "```json", json.dumps(config, indent=2, sort_keys=True, default=str), "```", "",
               "## How to load", "", *_how_to_load(results, adapter, model_class, repo_id or "<this folder or repo>"), ""]
     return "\n".join(lines)
 
 
 def _how_to_load(results: dict, adapter: str | None, model_class: str, where: str) -> list[str]:
-    auto = "AutoModelForImageClassification" if results.get("modality") == "image" else "AutoModelForSequenceClassification"
+    modality = results.get("modality", "text")
+    task = f"{modality}-classification"
+    example = '"a quietly moving film"' if modality == "text" else '"photo.jpg"'
+    tools = ["", "Predict on new inputs, or evaluate on a new labelled set, from the command line:", "", "```bash",
+             f"python -m hf_transfer.predict --model {where} --{'input_file new.csv' if modality == 'text' else 'input_dir photos/'} --output_file predictions.csv",
+             f"python -m hf_transfer.evaluate --model {where} --{'test_file test.csv' if modality == 'text' else 'test_dir photos_test/'}", "```"]
     if adapter:
         lines = ["```python", "import hf_transfer", "", "# rebuilds the base as it was trained, then loads the adapter and its head",
                  f"model, processor = hf_transfer.load_adapter(\"{where}\")", "```"]
-        if adapter == "peft" and model_class != "TransferClassifier" and base_hub_id(results):
-            labels = results.get("label_names", [])
-            lines += ["", "or with peft directly:", "", "```python", "from peft import PeftModel", f"from transformers import {auto}", "",
-                      f"labels = {labels!r}",
-                      f"base = {auto}.from_pretrained(\"{base_hub_id(results)}\", num_labels=len(labels), id2label=dict(enumerate(labels)),",
-                      "    label2id={l: i for i, l in enumerate(labels)}, ignore_mismatched_sizes=True)",
-                      f"model = PeftModel.from_pretrained(base, \"{where}\")", "```"]
-        return lines
-    lines = ["```python"]
-    if model_class == "TransferClassifier":
-        lines.append("import hf_transfer  # registers TransferClassifier with the Auto classes")
-    return lines + [f"from transformers import {auto}", f"model = {auto}.from_pretrained(\"{where}\")", "```"]
+        if adapter == "peft":
+            lines += ["", "For `pipeline()` and the Auto classes, fold the adapter into the base first "
+                      "(`python scripts/merge_adapter.py <this folder> merged/`), then load `merged/` as a full model."]
+        return lines + tools
+    remote = model_class == "TransferClassifier"
+    flag = ", trust_remote_code=True" if remote else ""
+    lines = ["```python", "from transformers import pipeline", "", f"classifier = pipeline(\"{task}\", model=\"{where}\"{flag})", f"classifier({example})", "```"]
+    if remote:
+        lines += ["", "`trust_remote_code=True` runs `transfer_classifier.py` from this folder: the model's own class (a pretrained "
+                  "backbone, its pooling and a new head), which needs only torch and transformers. With `import hf_transfer` it is "
+                  "registered locally and the flag is not needed."]
+    auto = "AutoModelForImageClassification" if modality == "image" else "AutoModelForSequenceClassification"
+    lines += ["", "or with the Auto classes:", "", "```python", f"from transformers import {auto}", f"model = {auto}.from_pretrained(\"{where}\"{flag})", "```"]
+    return lines + tools

@@ -17,6 +17,7 @@ from transformers import HfArgumentParser, TrainingArguments
 from .data import DataArguments
 from .errors import TransferError
 from .modeling import ModelArguments
+from .saving import OutputArguments
 
 # With no data named, every recipe runs on bundled real assets in a few minutes on a CPU.
 DEMO_DATA = {"dataset_name": "bundled:rotten_tomatoes", "max_train_samples_per_class": 100, "max_eval_samples": 500}
@@ -44,13 +45,14 @@ class RecipeArgs:
     model: ModelArguments
     data: DataArguments
     training: TrainingArguments
+    output: OutputArguments
     explicit: set  # keys the user set (YAML, command line or keywords)
     extra: dict = dataclasses.field(default_factory=dict)  # recipe-specific keys
 
 
 def _parser(extra_dataclasses=()) -> HfArgumentParser:
-    # The recipe's own options first, then model and data, then Trainer's ~150: --help reads top-down.
-    parser = HfArgumentParser((*extra_dataclasses, ModelArguments, DataArguments, TrainingArguments))
+    # The recipe's own options first, then model, data and output folder, then Trainer's ~150: --help reads top-down.
+    parser = HfArgumentParser((*extra_dataclasses, ModelArguments, DataArguments, OutputArguments, TrainingArguments))
     parser.add_argument("--config", help="YAML file of argument values; the command line overrides them")
     return parser
 
@@ -101,12 +103,12 @@ def parse_recipe_args(defaults: dict, argv: list[str] | None = None, overrides: 
     except ValueError as exc:
         raise TransferError(str(exc).splitlines()[0]) from None
     explicit = set(user_values) | argv_keys
-    *rest, model_args, data_args, training_args, _config_namespace = parsed  # last: the non-dataclass --config
+    *rest, model_args, data_args, output_args, training_args, _config_namespace = parsed  # last: the non-dataclass --config
     _check_precision(training_args)
     _one_data_source(data_args, explicit)
     extra = {k: v for d in rest for k, v in dataclasses.asdict(d).items()}
     _check_values(data_args, training_args, extra)
-    return RecipeArgs(model_args, data_args, training_args, explicit, extra)
+    return RecipeArgs(model_args, data_args, training_args, output_args, explicit, extra)
 
 
 def _check_types(parser: HfArgumentParser, user_values: dict, config_path, from_yaml: dict) -> None:
@@ -132,6 +134,41 @@ def _check_values(data_args, training: TrainingArguments, extra: dict) -> None:
         raise TransferError(f"--image_size {data_args.image_size} must be a positive number of pixels (e.g. 224), or left unset for the checkpoint's own")
     if training.max_steps <= 0 and not training.num_train_epochs > 0:
         raise TransferError(f"--num_train_epochs {training.num_train_epochs:g} must be positive (or set --max_steps)")
+    _check_resume(training)
+    _check_report_to(training)
+
+
+def _check_resume(training: TrainingArguments) -> None:
+    """--resume_from_checkpoint names a checkpoint-* folder, or is true / last: the newest in --output_dir."""
+    value = training.resume_from_checkpoint
+    if not value:
+        return
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if str(value).lower() in ("true", "last"):
+        last = get_last_checkpoint(training.output_dir) if pathlib.Path(training.output_dir).is_dir() else None
+        if last is None:
+            raise TransferError(f"--resume_from_checkpoint {value}: '{training.output_dir}' holds no checkpoint-* folder to resume from")
+        training.resume_from_checkpoint = last
+    elif not (pathlib.Path(value) / "trainer_state.json").is_file():
+        raise TransferError(f"--resume_from_checkpoint '{value}' is not a checkpoint folder (no trainer_state.json): "
+                            "name a checkpoint-* folder of an earlier run, or pass true for the newest in --output_dir")
+
+
+REPORTING_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "comet_ml": ("comet_ml",), "mlflow": ("mlflow",),
+                      "neptune": ("neptune",), "clearml": ("clearml",), "dvclive": ("dvclive",), "trackio": ("trackio",),
+                      "codecarbon": ("codecarbon",), "swanlab": ("swanlab",), "azure_ml": ("azureml",), "dagshub": ("dagshub",),
+                      "flyte": ("flytekit",), "kubeflow": ("kubeflow",)}
+
+
+def _check_report_to(training: TrainingArguments) -> None:
+    """An experiment tracker that is not installed is one line now, not a traceback once training starts."""
+    import importlib.util
+
+    for name in training.report_to or []:
+        packages = REPORTING_PACKAGES.get(name, ())
+        if packages and not any(importlib.util.find_spec(p) for p in packages):
+            raise TransferError(f"--report_to {name}: the '{packages[0]}' package is not installed: pip install {packages[0]}, or pass --report_to none")
 
 
 def _device_defaults() -> dict:

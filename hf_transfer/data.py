@@ -61,7 +61,7 @@ class LabelledData:
 # ---------------------------------------------------------------- reading
 
 
-def _read_table(path_text: str, option: str) -> pd.DataFrame:
+def read_table(path_text: str, option: str) -> pd.DataFrame:
     path = pathlib.Path(path_text)
     if not path.is_file():
         raise TransferError(f"--{option} '{path}' does not exist: check the path")
@@ -90,7 +90,7 @@ def _read_table(path_text: str, option: str) -> pd.DataFrame:
     return frame
 
 
-def _read_image_folder(path_text: str, option: str) -> pd.DataFrame:
+def read_image_folder(path_text: str, option: str) -> pd.DataFrame:
     root = pathlib.Path(path_text)
     if not root.is_dir():
         raise TransferError(f"--{option} '{root}' is not a folder: give a folder with one subfolder of images per class")
@@ -163,16 +163,16 @@ def _raw_splits(args: DataArguments, modality: str | None) -> tuple[dict[str, pd
         modality = modality or ("image" if args.image_column_name in splits["train"].columns else "text")
         return splits, names, modality, args.dataset_name
     if args.train_dir:
-        splits = {"train": _read_image_folder(args.train_dir, "train_dir")}
+        splits = {"train": read_image_folder(args.train_dir, "train_dir")}
         for split, option in (("validation", "validation_dir"), ("test", "test_dir")):
             if getattr(args, option):
-                splits[split] = _read_image_folder(getattr(args, option), option)
+                splits[split] = read_image_folder(getattr(args, option), option)
         return splits, None, "image", args.train_dir
     if args.train_file:
-        splits = {"train": _read_table(args.train_file, "train_file")}
+        splits = {"train": read_table(args.train_file, "train_file")}
         for split, option in (("validation", "validation_file"), ("test", "test_file")):
             if getattr(args, option):
-                splits[split] = _read_table(getattr(args, option), option)
+                splits[split] = read_table(getattr(args, option), option)
         modality = modality or ("image" if args.image_column_name in splits["train"].columns else "text")
         if modality == "image" and args.image_column_name in splits["train"].columns:
             for frame in splits.values():  # image paths are relative to the table's own folder
@@ -183,7 +183,7 @@ def _raw_splits(args: DataArguments, modality: str | None) -> tuple[dict[str, pd
     raise TransferError("no data given: pass --dataset_name (e.g. bundled:rotten_tomatoes), --train_file or --train_dir")
 
 
-def _normalise_columns(frame: pd.DataFrame, modality: str, args: DataArguments) -> pd.DataFrame:
+def normalise_columns(frame: pd.DataFrame, modality: str, args: DataArguments) -> pd.DataFrame:
     source = frame.attrs.get("source", "data")
     if modality == "text":
         wanted = [c.strip() for c in args.text_column_name.split(",") if c.strip()]
@@ -201,6 +201,11 @@ def _normalise_columns(frame: pd.DataFrame, modality: str, args: DataArguments) 
     if args.label_column_name not in frame.columns:
         raise TransferError(f"{source} has no label column '{args.label_column_name}' (columns: {', '.join(map(str, frame.columns))}): set --label_column_name")
     out = frame[wanted + [args.label_column_name]].rename(columns={**renames, args.label_column_name: "label"})
+    listed = out["label"].map(lambda v: isinstance(v, (list, tuple, np.ndarray)))
+    if listed.any():
+        row = int(np.flatnonzero(listed.to_numpy())[0])
+        raise TransferError(f"{source} row {row}: '{args.label_column_name}' holds a list ({list(out['label'].iloc[row])[:4]}): "
+                            "multi-label data is not supported; give one label per row")
     if out["label"].isna().any():
         row = int(np.flatnonzero(out["label"].isna().to_numpy())[0])
         raise TransferError(f"{source} row {row} has an empty '{args.label_column_name}': label every example or remove the row")
@@ -303,7 +308,11 @@ def load_labelled_data(args: DataArguments, seed: int = 42, modality: str | None
     """Read, check, split and subset. `seed` drives every sample (TrainingArguments' data_seed or seed);
     `modality` ("text" / "image", from the checkpoint) says what a table's columns must hold."""
     raw, names, modality, description = _raw_splits(args, modality)
-    splits = {s: _normalise_columns(f, modality, args) for s, f in raw.items() if s in ("train", "validation", "test")}
+    if "test" in raw and args.label_column_name in raw["test"].columns and raw["test"][args.label_column_name].isna().all():
+        print(f"{raw['test'].attrs.get('source', 'the test split')} has no labels (a benchmark's hidden test set): "
+              "evaluating on the validation split only")
+        del raw["test"]
+    splits = {s: normalise_columns(f, modality, args) for s, f in raw.items() if s in ("train", "validation", "test")}
     if len(splits["train"]) == 0:
         raise TransferError(f"{splits['train'].attrs.get('source', 'train')} is empty: give at least one labelled example per class")
 
@@ -327,19 +336,19 @@ def load_labelled_data(args: DataArguments, seed: int = 42, modality: str | None
 
     label_names = names or _label_names(splits["train"]["label"])
     label_ids = _label_index(label_names)
-    train_labels = set(splits["train"]["label"].map(_label_key))
+    train_labels = set(splits["train"]["label"].map(label_key))
     for split, frame in splits.items():
         source = frame.attrs.get("source", split)
-        unknown = [v for v in frame["label"].unique() if _label_key(v) not in label_ids or (split != "train" and _label_key(v) not in train_labels)]
+        unknown = [v for v in frame["label"].unique() if label_key(v) not in label_ids or (split != "train" and label_key(v) not in train_labels)]
         if unknown:
             raise TransferError(f"{source} has label '{unknown[0]}' that never occurs in the training data: add training examples of it or remove those rows")
-        frame["label"] = frame["label"].map(lambda v: label_ids[_label_key(v)]).astype(int)
+        frame["label"] = frame["label"].map(lambda v: label_ids[label_key(v)]).astype(int)
         if len(frame) == 0:
             raise TransferError(f"{source} has no usable examples left: check the file and the sample caps")
     return LabelledData(splits, [str(n) for n in label_names], modality, description, len(skipped))
 
 
-def _label_key(value) -> str:
+def label_key(value) -> str:
     """Labels compare as text, so 1, 1.0 and '1' from different files agree."""
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         value = int(value)
@@ -347,10 +356,10 @@ def _label_key(value) -> str:
 
 
 def _label_names(labels: pd.Series) -> list[str]:
-    keys = {_label_key(v) for v in labels}
+    keys = {label_key(v) for v in labels}
     numeric = all(k.lstrip("-").isdigit() for k in keys)
     return sorted(keys, key=int) if numeric else sorted(keys)
 
 
 def _label_index(names) -> dict[str, int]:
-    return {_label_key(n): i for i, n in enumerate(names)}
+    return {label_key(n): i for i, n in enumerate(names)}

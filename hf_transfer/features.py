@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .modeling import classification_output
+from .transfer_classifier import classification_output
 
 
 @torch.no_grad()

@@ -4,7 +4,8 @@
 into a `Checkpoint`; `build_classifier` puts a new head for the data set's labels on it. Where
 the checkpoint's own classification class fits (its native pooling, a linear head) we use it,
 so the saved model reloads with plain `from_pretrained`. Otherwise (mean pooling, an MLP head)
-we use `TransferClassifier`, registered with the Auto classes when `hf_transfer` is imported.
+we use `TransferClassifier` (`transfer_classifier.py`), registered with the Auto classes when
+`hf_transfer` is imported and saved with its code for processes that do not import it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import json
 import pathlib
 
 import torch
-from huggingface_hub.dataclasses import strict
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -25,12 +25,11 @@ from transformers import (
     PreTrainedModel,
     TimmWrapperConfig,
 )
-from transformers.configuration_utils import SubConfigSpec
-from transformers.modeling_outputs import SequenceClassifierOutput
 
 from . import assets
 from .errors import TransferError
 from .hub import hub_offline, unreachable_checkpoint
+from .transfer_classifier import TransferClassifier, TransferClassifierConfig, takes_pixels
 
 POOLINGS = ("auto", "cls", "mean", "pooler")
 HEADS = ("linear", "mlp")
@@ -142,15 +141,8 @@ def _transformers_checkpoint(name: str, location: str, load_kwargs: dict) -> Che
         raise unreachable_checkpoint(name, exc) from None
     except ValueError as exc:
         raise TransferError(f"model '{name}': {str(exc).splitlines()[0]}") from None
-    modality = "image" if _is_image_config(config) else "text"
+    modality = "image" if takes_pixels(config) else "text"
     return Checkpoint(name, location, config, modality, trained_pooling=_sentence_transformers_pooling(location), load_kwargs=load_kwargs)
-
-
-def _is_image_config(config: PreTrainedConfig) -> bool:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
-
-    return config.model_type == "timm_wrapper" or (
-        config.model_type in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES and config.model_type not in {"clip", "siglip"})
 
 
 def _sentence_transformers_pooling(location: str) -> str | None:
@@ -167,103 +159,6 @@ def _sentence_transformers_pooling(location: str) -> str | None:
 
 
 # ---------------------------------------------------------------- the classifier with a new head
-
-
-@strict
-class TransferClassifierConfig(PreTrainedConfig):
-    """A pretrained backbone, a pooling rule and a new head."""
-
-    model_type = "hf_transfer_classifier"
-    sub_configs_defaults = {"backbone_config": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
-    backbone_config: PreTrainedConfig | dict | None = None
-    pooling: str = "cls"
-    head: str = "linear"
-    head_hidden_size: int = 256
-    head_dropout: float = 0.1
-
-
-class ClassificationHead(nn.Module):
-    """Linear, or a one-hidden-layer MLP, on pooled features."""
-
-    def __init__(self, in_features: int, num_labels: int, kind: str = "linear", hidden_size: int = 256, dropout: float = 0.1):
-        super().__init__()
-        if kind == "linear":
-            self.layers = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, num_labels))
-        else:
-            self.layers = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, hidden_size), nn.GELU(),
-                                        nn.Dropout(dropout), nn.Linear(hidden_size, num_labels))
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.layers(features)
-
-
-def pool(outputs, pooling: str, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    if pooling == "pooler":
-        return outputs.pooler_output
-    hidden = outputs.last_hidden_state
-    if pooling == "cls":
-        return hidden[:, 0]
-    if hidden.dim() == 4:  # CNN feature map (batch, channels, h, w)
-        return hidden.mean(dim=(2, 3))
-    if attention_mask is None:
-        return hidden.mean(dim=1)
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-
-
-class TransferClassifier(PreTrainedModel):
-    """Backbone + pooling + head, for checkpoints whose own classification class does not fit."""
-
-    config_class = TransferClassifierConfig
-    base_model_prefix = "backbone"
-    main_input_name = "input_ids"
-    supports_gradient_checkpointing = True
-
-    def __init__(self, config: TransferClassifierConfig):
-        super().__init__(config)
-        self.backbone = AutoModel.from_config(config.backbone_config)
-        if config.backbone_config.model_type != "timm_wrapper" and _is_image_config(config.backbone_config):
-            self.main_input_name = "pixel_values"
-        self.head = ClassificationHead(_feature_size(config.backbone_config, self.backbone), config.num_labels,
-                                       config.head, config.head_hidden_size, config.head_dropout)
-        self.post_init()
-
-    def _init_weights(self, module):
-        if isinstance(module, nn.Linear) and any(module is m for m in self.head.modules()):
-            nn.init.normal_(module.weight, std=0.02)
-            nn.init.zeros_(module.bias)
-
-    def features(self, input_ids=None, attention_mask=None, token_type_ids=None, pixel_values=None) -> torch.Tensor:
-        """Pooled backbone features: what the head sees."""
-        if pixel_values is not None:
-            outputs = self.backbone(pixel_values=pixel_values)
-        else:
-            inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-            if token_type_ids is not None:
-                inputs["token_type_ids"] = token_type_ids
-            outputs = self.backbone(**inputs)
-        return pool(outputs, self.config.pooling, attention_mask if pixel_values is None else None)
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, pixel_values=None, labels=None, **kwargs):
-        return classification_output(self.head(self.features(input_ids, attention_mask, token_type_ids, pixel_values)), labels)
-
-
-def classification_output(logits: torch.Tensor, labels: torch.Tensor | None) -> SequenceClassifierOutput:
-    """Logits and, given labels, the cross-entropy loss: shared by TransferClassifier and head-only training."""
-    loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
-    return SequenceClassifierOutput(loss=loss, logits=logits)
-
-
-def _feature_size(config: PreTrainedConfig, backbone: nn.Module) -> int:
-    if config.model_type == "timm_wrapper":
-        return backbone.timm_model.num_features
-    for attribute in ("hidden_size", "num_features"):
-        if isinstance(getattr(config, attribute, None), int):
-            return getattr(config, attribute)
-    if getattr(config, "hidden_sizes", None):
-        return config.hidden_sizes[-1]
-    raise TransferError(f"cannot tell the feature size of a '{config.model_type}' backbone: use --pooling auto with a linear head")
-
 
 AutoConfig.register(TransferClassifierConfig.model_type, TransferClassifierConfig)
 AutoModelForSequenceClassification.register(TransferClassifierConfig, TransferClassifier)
@@ -323,7 +218,10 @@ def build_classifier(checkpoint: Checkpoint, label_names: list[str], args: Model
 def _transfer_classifier(checkpoint: Checkpoint, args: ModelArguments, labels: dict, backbone) -> TransferClassifier:
     config = TransferClassifierConfig(backbone_config=checkpoint.config.to_dict(), pooling=resolve_pooling(checkpoint, args.pooling),
                                       head=args.head, head_hidden_size=args.head_hidden_size, head_dropout=args.head_dropout, **labels)
-    model = TransferClassifier(config)
+    try:
+        model = TransferClassifier(config)
+    except ValueError as exc:
+        raise TransferError(str(exc)) from None
     if backbone is not None:
         model.backbone.load_state_dict(backbone.state_dict())
     return model

@@ -18,27 +18,43 @@ from .modeling import Checkpoint
 INTERPOLATIONS = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
                   "nearest": T.InterpolationMode.NEAREST, "lanczos": T.InterpolationMode.LANCZOS}
 PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
+RESAMPLE_CODES = {name: code for code, name in PIL_RESAMPLE.items()}
 
 
 @dataclasses.dataclass
 class ImageConfig:
+    """How images reach the model: resize (then centre-crop when crop_pct is set) to size x size, normalise."""
+
     size: int
     mean: tuple
     std: tuple
     interpolation: str = "bilinear"
     crop_pct: float | None = None  # None: resize straight to size x size (transformers' ViT processors)
 
-    def eval_transform(self) -> T.Compose:
-        mode = INTERPOLATIONS[self.interpolation]
+    def processor(self, timm_architecture: str | None = None):
+        """The same preprocessing as a transformers image processor: what evaluation uses and what the run saves,
+        so `pipeline()` and the Auto classes see exactly the inputs the recipe evaluated on. A timm model's
+        folder is read by TimmWrapperImageProcessor (from config.json), so timm models evaluate with that."""
+        if timm_architecture:
+            from transformers import TimmWrapperImageProcessor
+
+            return TimmWrapperImageProcessor(pretrained_cfg=self.timm_pretrained_cfg(), architecture=timm_architecture)
+        from transformers import CLIPImageProcessor
+
+        common = {"image_mean": list(self.mean), "image_std": list(self.std), "resample": RESAMPLE_CODES[self.interpolation], "do_convert_rgb": True}
         if self.crop_pct:
-            resize = [T.Resize(int(round(self.size / self.crop_pct)), interpolation=mode), T.CenterCrop(self.size)]
-        else:
-            resize = [T.Resize((self.size, self.size), interpolation=mode)]
-        return T.Compose([*resize, T.ToTensor(), T.Normalize(self.mean, self.std)])
+            return CLIPImageProcessor(size={"shortest_edge": int(self.size / self.crop_pct)}, crop_size={"height": self.size, "width": self.size},
+                                      do_center_crop=True, **common)
+        return CLIPImageProcessor(size={"height": self.size, "width": self.size}, do_center_crop=False, **common)
 
     def train_transform(self) -> T.Compose:
         return T.Compose([T.RandomResizedCrop(self.size, interpolation=INTERPOLATIONS[self.interpolation]), T.RandomHorizontalFlip(),
                           T.ColorJitter(0.2, 0.2, 0.2), T.ToTensor(), T.Normalize(self.mean, self.std)])
+
+    def timm_pretrained_cfg(self) -> dict:
+        """timm's own description of the same preprocessing (config.json's `pretrained_cfg` for timm models)."""
+        return {"input_size": [3, self.size, self.size], "mean": list(self.mean), "std": list(self.std),
+                "interpolation": self.interpolation, "crop_pct": self.crop_pct or 1.0, "crop_mode": "center"}
 
 
 def load_processor(checkpoint: Checkpoint):
@@ -56,7 +72,10 @@ def load_processor(checkpoint: Checkpoint):
 
 
 def image_config(checkpoint: Checkpoint, model: torch.nn.Module, processor, image_size: int | None) -> ImageConfig:
-    """Size, mean, std and interpolation from the checkpoint (timm data config or image processor)."""
+    """Size, crop, mean, std and interpolation from the checkpoint (timm data config or image processor).
+
+    `image_size` rescales the final size and keeps the checkpoint's resize-to-crop ratio.
+    """
     if checkpoint.is_timm:
         import timm.data
 
@@ -64,28 +83,55 @@ def image_config(checkpoint: Checkpoint, model: torch.nn.Module, processor, imag
         cfg = timm.data.resolve_model_data_config(timm_model)
         config = ImageConfig(cfg["input_size"][-1], tuple(cfg["mean"]), tuple(cfg["std"]), cfg["interpolation"], cfg["crop_pct"])
     else:
-        size = processor.size  # a dict, or transformers 5's SizeDict
-        side = size if isinstance(size, int) else (getattr(size, "height", None) or getattr(size, "shortest_edge", None)
-                                                   if not isinstance(size, dict) else size.get("height") or size.get("shortest_edge"))
         resample = getattr(processor, "resample", 2)
         name = resample if isinstance(resample, str) else PIL_RESAMPLE.get(int(getattr(resample, "value", resample)), "bilinear")
-        config = ImageConfig(int(side), tuple(processor.image_mean), tuple(processor.image_std), name, None)
+        size, crop_pct = _processor_geometry(processor, checkpoint.name)
+        config = ImageConfig(size, tuple(processor.image_mean), tuple(processor.image_std), name, crop_pct)
     if image_size:
         config.size = image_size
     return config
 
 
-def save_image_processor(config: ImageConfig, checkpoint: Checkpoint, processor, output_dir: str) -> None:
-    """Write the preprocessing actually used, so the saved model reloads with the right inputs."""
-    if checkpoint.is_timm:
-        from transformers import TimmWrapperImageProcessor
+def _side(size, key: str):
+    value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+    return int(value) if value else None
 
-        pretrained_cfg = {"input_size": [3, config.size, config.size], "mean": list(config.mean), "std": list(config.std),
-                          "interpolation": config.interpolation, "crop_pct": config.crop_pct or 1.0, "crop_mode": "center"}
-        TimmWrapperImageProcessor(pretrained_cfg=pretrained_cfg, architecture=checkpoint.config.architecture).save_pretrained(output_dir)
+
+def _processor_geometry(processor, name: str) -> tuple[int, float | None]:
+    """(final side, crop_pct) of the three shapes transformers processors take:
+    height/width (ViT: squash to a square), shortest_edge + crop_size (DINOv2, CLIP, DeiT: resize, crop),
+    shortest_edge + crop_pct (ConvNeXt: below 384 px, resize to shortest_edge / crop_pct and crop shortest_edge)."""
+    size = processor.size
+    if isinstance(size, int):
+        size = {"height": size, "width": size}
+    crop = getattr(processor, "crop_size", None)
+    resize_to = _side(size, "shortest_edge") or _side(size, "height")
+    if resize_to is None:
+        raise TransferError(f"checkpoint '{name}': cannot read the image size from its processor ({size}): pass --image_size")
+    if getattr(processor, "do_center_crop", False) and crop is not None and _side(crop, "height"):
+        final = _side(crop, "height")
+        return final, (final / resize_to if final < resize_to else None)
+    crop_pct = getattr(processor, "crop_pct", None)
+    if _side(size, "shortest_edge") and crop_pct and resize_to < 384:
+        return resize_to, float(crop_pct)
+    return resize_to, None
+
+
+def timm_architecture(model: torch.nn.Module) -> str | None:
+    """The architecture of a transformers-wrapped timm classifier (whose folder keeps preprocessing in config.json)."""
+    from transformers import TimmWrapperForImageClassification
+
+    return model.config.architecture if isinstance(model, TimmWrapperForImageClassification) else None
+
+
+def save_image_processor(config: ImageConfig, model: torch.nn.Module, output_dir: str) -> None:
+    """Write the preprocessing actually used, so the saved model reloads with the right inputs: as
+    `pretrained_cfg` in a timm model's config.json (where timm and transformers look; call before saving the
+    model), else as preprocessor_config.json."""
+    if timm_architecture(model):
+        model.config.pretrained_cfg = config.timm_pretrained_cfg()
     else:
-        processor.size = {"height": config.size, "width": config.size}
-        processor.save_pretrained(output_dir)
+        config.processor().save_pretrained(output_dir)
 
 
 # ---------------------------------------------------------------- torch data sets for Trainer
@@ -123,17 +169,29 @@ class ImageDataset(torch.utils.data.Dataset):
         return {"pixel_values": self.transform(open_image(self.images[index])), "labels": self.labels[index]}
 
 
+class _ProcessorTransform:
+    """An image processor as a per-image transform (a class, not a lambda, so DataLoader workers can pickle it)."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, image) -> torch.Tensor:
+        return self.processor(image, return_tensors="pt")["pixel_values"][0]
+
+
 def collate_images(batch: list[dict]) -> dict:
     return {"pixel_values": torch.stack([b["pixel_values"] for b in batch]), "labels": torch.tensor([b["labels"] for b in batch])}
 
 
 def build_datasets(data: LabelledData, processor, image_cfg: ImageConfig | None, max_seq_length: int, augment: bool):
-    """{split: torch Dataset} and the collator that batches it."""
+    """{split: torch Dataset} and the collator that batches it. `processor`: the tokenizer, or for images the
+    processor the run evaluates with and saves."""
     if data.modality == "text":
         from transformers import DataCollatorWithPadding
 
         datasets = {split: TokenizedDataset(frame, processor, max_seq_length) for split, frame in data.splits.items()}
         return datasets, DataCollatorWithPadding(processor)
-    datasets = {split: ImageDataset(frame, image_cfg.train_transform() if (augment and split == "train") else image_cfg.eval_transform())
+    evaluate = _ProcessorTransform(processor)
+    datasets = {split: ImageDataset(frame, image_cfg.train_transform() if (augment and split == "train") else evaluate)
                 for split, frame in data.splits.items()}
     return datasets, collate_images

@@ -14,15 +14,15 @@ import numpy as np
 import torch
 from transformers import set_seed
 
-from . import adapters, hub
+from . import adapters, hub, plots, saving
 from .card import model_card
 from .cli import RecipeArgs
 from .data import LabelledData, load_labelled_data
 from .errors import TransferError
 from .freezing import count_parameters
-from .metrics import classification_report, make_compute_metrics
+from .metrics import classification_report, confusion_matrix, make_compute_metrics
 from .modeling import Checkpoint, build_classifier, resolve_checkpoint
-from .preprocessing import ImageConfig, build_datasets, image_config, load_processor, save_image_processor
+from .preprocessing import ImageConfig, build_datasets, image_config, load_processor, save_image_processor, timm_architecture
 from .trainer import TransferTrainer
 
 
@@ -46,6 +46,8 @@ class Job:
 def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dict | None = None) -> Job:
     """Load and check data and checkpoint, build the classifier and the datasets. Writes nothing."""
     set_seed(args.training.seed)
+    saving.check_output_dir(pathlib.Path(args.training.output_dir), overwrite=args.output.overwrite_output_dir,
+                            resuming=bool(args.training.resume_from_checkpoint))
     hub_target = hub.target_from_training_args(args.training)
     if hub_target is not None:
         hub.check_access(hub_target)  # a missing or refused token fails now, not after training
@@ -56,7 +58,10 @@ def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dic
                             f"pick a {data.modality} checkpoint (e.g. " + ("bundled:minilm-l6" if data.modality == "text" else "bundled:efficientnet-lite0") + ")")
     model = build_classifier(checkpoint, data.label_names, args.model, native=native)
     processor = load_processor(checkpoint)
-    img_cfg = image_config(checkpoint, model, processor, args.data.image_size) if data.modality == "image" else None
+    img_cfg = None
+    if data.modality == "image":  # evaluate with the processor the run will save
+        img_cfg = image_config(checkpoint, model, processor, args.data.image_size)
+        processor = img_cfg.processor(timm_architecture(model))
     datasets, collator = build_datasets(data, processor, img_cfg, args.data.max_seq_length, args.data.augment)
     if learning_rates and "learning_rate" not in args.explicit:
         args.training.learning_rate = learning_rates[data.modality]
@@ -80,15 +85,20 @@ def make_trainer(job: Job, *, model=None, datasets=None, collator=None, callback
 def train_and_evaluate(job: Job, trainer, *, datasets=None) -> dict:
     """Train (resuming if asked), then evaluate on validation and test. Returns flat results."""
     datasets = datasets or job.datasets
+    if job.args.output.overwrite_output_dir and not job.args.training.resume_from_checkpoint and trainer.is_world_process_zero():
+        saving.clear_previous_run(job.output_dir)
     train_result = trainer.train(resume_from_checkpoint=job.args.training.resume_from_checkpoint)
     results = {k: v for k, v in train_result.metrics.items() if k in ("train_runtime", "train_samples_per_second", "train_loss")}
     results.update(kept_epoch(trainer))
-    results.update(trainer.evaluate(datasets["validation"], metric_key_prefix="eval"))
-    if "test" in datasets:
-        prediction = trainer.predict(datasets["test"], metric_key_prefix="test")
+    for split, prefix in (("validation", "eval"), ("test", "test")):
+        if split not in datasets:
+            continue
+        prediction = trainer.predict(datasets[split], metric_key_prefix=prefix)
         results.update(prediction.metrics)
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        results["test_per_class"] = classification_report(prediction.label_ids, np.argmax(logits, -1), job.data.label_names)["per_class"]
+        predicted = np.argmax(logits, -1)
+        results[f"{prefix}_per_class"] = classification_report(prediction.label_ids, predicted, job.data.label_names)["per_class"]
+        results[f"{prefix}_confusion_matrix"] = confusion_matrix(prediction.label_ids, predicted, len(job.data.label_names)).tolist()
     return results
 
 
@@ -130,16 +140,19 @@ def finish(job: Job, trainer, results: dict, *, recipe: str, model=None) -> dict
     if trainer.is_world_process_zero():
         out = job.output_dir
         out.mkdir(parents=True, exist_ok=True)
+        if job.data.modality == "image":
+            save_image_processor(job.image_config, model, str(out))  # before the model: timm models keep it in config.json
+        else:
+            job.processor.save_pretrained(out)
         if adapters.method(model):
             weights = adapters.save(model, out, _base_model_info(job))
             results.update(adapter=adapters.method(model), saved_weights_bytes=weights.stat().st_size)
         else:
-            model.save_pretrained(out)
+            saving.save_model(model, out)
             results["saved_weights_bytes"] = sum(p.stat().st_size for p in out.glob("*.safetensors"))
-        if job.data.modality == "image":
-            save_image_processor(job.image_config, job.checkpoint, job.processor, str(out))
-        else:
-            job.processor.save_pretrained(out)
+        if not job.args.output.keep_checkpoints:
+            saving.remove_checkpoints(out)
+        results["figures"] = _draw_figures(trainer, results, job.data.label_names, out)
         (out / "all_results.json").write_text(json.dumps(results, indent=2, default=str))
         (out / "README.md").write_text(model_card(results, recipe=recipe, model_class=results["model_class"]))
         print_summary(results, out)
@@ -153,6 +166,16 @@ def finish(job: Job, trainer, results: dict, *, recipe: str, model=None) -> dict
     return results
 
 
+def _draw_figures(trainer, results: dict, label_names: list[str], out: pathlib.Path) -> list[str]:
+    """training_curves.png and the confusion matrix of the test split (else validation), for the card."""
+    drawn = [plots.training_curves(trainer.state.log_history, out / "training_curves.png")]
+    split = "test" if "test_confusion_matrix" in results else "eval"
+    if f"{split}_confusion_matrix" in results:
+        title = f"{'test' if split == 'test' else 'validation'} split, kept weights"
+        drawn.append(plots.confusion_matrix(np.array(results[f"{split}_confusion_matrix"]), label_names, out / "confusion_matrix.png", title))
+    return [p.name for p in drawn if p is not None]
+
+
 def describe_groups(groups, lrs: list[float], thaw_steps: list[int | None] | None = None) -> list[dict]:
     """The layer groups as all_results.json records them: name, base LR, parameter count (and when each thawed)."""
     described = [{"name": g.name, "lr": lr, "params": g.numel()} for g, lr in zip(groups, lrs)]
@@ -164,8 +187,11 @@ def describe_groups(groups, lrs: list[float], thaw_steps: list[int | None] | Non
 def _base_model_info(job: Job) -> dict:
     """What load_adapter needs to rebuild the base exactly: the checkpoint, how the head sits on it, the labels."""
     model_args = {k: v for k, v in dataclasses.asdict(job.args.model).items() if k not in ("cache_dir",)}
-    return {"model_name_or_path": job.args.model.model_name_or_path, "model_class": type(job.model).__name__, "model_args": model_args,
+    info = {"model_name_or_path": job.args.model.model_name_or_path, "model_class": type(job.model).__name__, "model_args": model_args,
             "label_names": job.data.label_names, "modality": job.data.modality}
+    if job.image_config is not None:  # the preprocessing evaluated with, rebuilt exactly by load_adapter
+        info.update(image_config=dataclasses.asdict(job.image_config), timm_architecture=timm_architecture(job.model))
+    return info
 
 
 def training_config(job: Job) -> dict:
