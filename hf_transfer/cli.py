@@ -205,6 +205,9 @@ def split_list(value, separator: str = ",") -> list[str] | None:
 
 def recipe_main(run_function) -> None:
     """Entry point for `python recipes/x.py` / `accelerate launch recipes/x.py`: one clear line on bad input."""
+    from .console import quiet_dependencies
+
+    quiet_dependencies()
     try:
         run_function(argv=sys.argv[1:])
     except TransferError as exc:

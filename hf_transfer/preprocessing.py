@@ -88,8 +88,19 @@ def image_config(checkpoint: Checkpoint, model: torch.nn.Module, processor, imag
         size, crop_pct = _processor_geometry(processor, checkpoint.name)
         config = ImageConfig(size, tuple(processor.image_mean), tuple(processor.image_std), name, crop_pct)
     if image_size:
+        _check_fixed_size(model, image_size)
         config.size = image_size
     return config
+
+
+def _check_fixed_size(model: torch.nn.Module, image_size: int) -> None:
+    """ViT-style transformers models learn one position embedding per patch of their training size, and their
+    forward (and so pipeline()) refuses other sizes; DINOv2 interpolates them itself."""
+    config = getattr(model, "config", None)
+    trained = getattr(config, "image_size", None)
+    if isinstance(trained, int) and getattr(config, "patch_size", None) and trained != image_size and config.model_type != "dinov2":
+        raise TransferError(f"--image_size {image_size}: {config.model_type} checkpoints take {trained} px images "
+                            f"(one position embedding per patch): leave --image_size unset or pass {trained}")
 
 
 def _side(size, key: str):

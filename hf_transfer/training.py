@@ -17,6 +17,7 @@ from transformers import set_seed
 from . import adapters, hub, plots, saving
 from .card import model_card
 from .cli import RecipeArgs
+from .console import calm
 from .data import LabelledData, load_labelled_data
 from .errors import TransferError
 from .freezing import count_parameters
@@ -70,7 +71,7 @@ def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dic
 
 def make_trainer(job: Job, *, model=None, datasets=None, collator=None, callbacks=(), trainer_class=TransferTrainer, **kwargs):
     datasets = datasets or job.datasets
-    return trainer_class(
+    trainer = trainer_class(
         model=model or job.model,
         args=job.args.training,
         train_dataset=datasets["train"],
@@ -80,6 +81,8 @@ def make_trainer(job: Job, *, model=None, datasets=None, collator=None, callback
         callbacks=list(callbacks),
         **kwargs,
     )
+    calm(trainer)
+    return trainer
 
 
 def train_and_evaluate(job: Job, trainer, *, datasets=None) -> dict:

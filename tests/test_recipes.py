@@ -90,10 +90,11 @@ def test_image_config_resizes_and_normalises_as_the_checkpoint_says():
     config = ImageConfig(size=24, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic", crop_pct=0.875)
     from PIL import Image
 
-    white = Image.new("RGB", (50, 30), (255, 255, 255))
-    tensor = config.eval_transform()(white)
-    assert tensor.shape == (3, 24, 24) and torch.allclose(tensor, torch.ones_like(tensor))
-    assert config.train_transform()(white).shape == (3, 24, 24)
+    white = Image.new("L", (50, 30), 255)  # grayscale in, three channels out (timm's processor wants RGB, as our data path gives)
+    for processor, image in ((config.processor(), white), (config.processor(timm_architecture="resnet10t"), white.convert("RGB"))):
+        tensor = processor(image, return_tensors="pt")["pixel_values"][0]
+        assert tensor.shape == (3, 24, 24) and torch.allclose(tensor, torch.ones_like(tensor), atol=1e-5)
+    assert config.train_transform()(white.convert("RGB")).shape == (3, 24, 24)
 
 
 @pytest.mark.parametrize("recipe", ["full_finetune", "feature_extraction"])

@@ -87,7 +87,8 @@ def test_resuming_mid_schedule_matches_the_uninterrupted_run(tmp_path, tiny_bert
     full = tmp_path / "full"
     phases = json.dumps([{"at_epoch": 0, "unfreeze": ["head"]}, {"at_epoch": 1, "unfreeze": ["neck", "block.1"]},
                          {"at_epoch": 3, "unfreeze": ["block.0", "embeddings"]}])
-    gradual_unfreeze.run(**common(tiny_bert_dir, text_csv, full, num_train_epochs=4, save_strategy="epoch", save_total_limit=None, phases=phases))
+    gradual_unfreeze.run(**common(tiny_bert_dir, text_csv, full, num_train_epochs=4, save_strategy="epoch", save_total_limit=None, phases=phases,
+                                  keep_checkpoints=True))
     checkpoints = sorted(full.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     middle = checkpoints[1]  # after epoch 2: block.1 thawed, block.0 not yet
     resumed = tmp_path / "resumed"
