@@ -60,6 +60,7 @@ class Checkpoint:
     trained_pooling: str | None = None  # "mean" for sentence-transformers checkpoints
     timm_weights: dict | None = None  # state dict for a timm model built from config
     load_kwargs: dict = dataclasses.field(default_factory=dict)
+    from_run: bool = False  # a TransferClassifier saved by a recipe: its backbone is the starting point
 
     @property
     def is_timm(self) -> bool:
@@ -141,6 +142,10 @@ def _transformers_checkpoint(name: str, location: str, load_kwargs: dict) -> Che
         raise unreachable_checkpoint(name, exc) from None
     except ValueError as exc:
         raise TransferError(f"model '{name}': {str(exc).splitlines()[0]}") from None
+    if isinstance(config, TransferClassifierConfig):  # a run of ours: its fine-tuned backbone, pooled as it was trained, gets a new head
+        backbone = config.backbone_config
+        return Checkpoint(name, location, backbone, "image" if takes_pixels(backbone) else "text", trained_pooling=config.pooling,
+                          load_kwargs=load_kwargs, from_run=True)
     modality = "image" if takes_pixels(config) else "text"
     return Checkpoint(name, location, config, modality, trained_pooling=_sentence_transformers_pooling(location), load_kwargs=load_kwargs)
 
@@ -211,7 +216,10 @@ def build_classifier(checkpoint: Checkpoint, label_names: list[str], args: Model
             return auto.from_pretrained(checkpoint.location, ignore_mismatched_sizes=True, **labels, **checkpoint.load_kwargs)
         except OSError as exc:
             raise unreachable_checkpoint(checkpoint.name, exc) from None
-    backbone = AutoModel.from_pretrained(checkpoint.location, **checkpoint.load_kwargs)
+    if checkpoint.from_run:
+        backbone = TransferClassifier.from_pretrained(checkpoint.location, **checkpoint.load_kwargs).backbone
+    else:
+        backbone = AutoModel.from_pretrained(checkpoint.location, **checkpoint.load_kwargs)
     return _transfer_classifier(checkpoint, args, labels, backbone)
 
 

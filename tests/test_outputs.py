@@ -8,6 +8,7 @@ import sys
 
 import pandas as pd
 import pytest
+import torch
 
 import recipes.feature_extraction as feature_extraction
 import recipes.full_finetune as full_finetune
@@ -201,3 +202,21 @@ def test_tensorboard_logs_and_a_calm_console(tmp_path, tiny_bert_dir, text_csv):
     lines = result.stdout.strip().splitlines()
     assert sum(line.startswith("epoch ") for line in lines) == 3 and len(lines) < 20, result.stdout
     assert "{'loss'" not in result.stdout and "LOAD REPORT" not in result.stdout + result.stderr
+
+
+def test_a_saved_run_is_a_starting_point_for_a_new_task(tmp_path, tiny_bert_dir):
+    from safetensors.torch import load_file
+
+    from hf_transfer.modeling import ModelArguments, build_classifier, resolve_checkpoint
+
+    first = tmp_path / "first"
+    full_finetune.run(model_name_or_path=tiny_bert_dir, pooling="mean", train_file=str(write_text_table(tmp_path / "train")), output_dir=str(first),
+                      num_train_epochs=1, learning_rate=1e-3)
+    checkpoint = resolve_checkpoint(ModelArguments(model_name_or_path=str(first)))
+    assert checkpoint.modality == "text" and checkpoint.trained_pooling == "mean"
+    model = build_classifier(checkpoint, ["a", "b", "c"], ModelArguments(model_name_or_path=str(first)))
+    saved = load_file(first / "model.safetensors")
+    state = model.state_dict()
+    backbone = [k for k in saved if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(state[k], saved[k]) for k in backbone), "the fine-tuned backbone is where the new run starts"
+    assert model.head.layers[-1].out_features == 3
