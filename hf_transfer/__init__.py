@@ -1,6 +1,7 @@
 """hf_transfer: transfer learning for the Hugging Face ecosystem, from a pretrained checkpoint and a few labelled examples."""
 
-from .adapters import AdapterArguments, load_adapter, merge as merge_adapter
+from .adapter_files import load_adapter, merge as merge_adapter
+from .adapters import AdapterArguments
 from .errors import TransferError
 from .freezing import count_parameters, freeze, unfreeze
 from .metrics import classification_report, make_compute_metrics

@@ -20,7 +20,9 @@ def extract_features(model, dataset, collator, batch_size: int = 64, device: tor
     device = device or next(model.parameters()).device
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collator)
     features, labels = [], []
-    for batch in loader:
+    from tqdm.auto import tqdm
+
+    for batch in tqdm(loader, desc="extracting features", unit="batch", leave=False, dynamic_ncols=True):
         labels.append(batch.pop("labels"))
         batch = {k: v.to(device) for k, v in batch.items()}
         features.append(model.features(**batch).float().cpu())

@@ -29,18 +29,18 @@ class LoadedRun:
 
 def load_run(model: str, *, device: str | None = None) -> LoadedRun:
     """A run folder (or Hub repo) written by a recipe, or any sequence / image classification checkpoint."""
-    from . import adapters
+    from . import adapter_files
     from .transfer_classifier import takes_pixels
 
-    folder = adapters.local_folder(model)
-    if not folder.is_dir() or not any((folder / f).is_file() for f in ("config.json", adapters.BASE_MODEL_FILE)):
-        raise TransferError(f"--model '{model}' is not a saved run (no config.json or {adapters.BASE_MODEL_FILE}): "
+    folder = adapter_files.local_folder(model)
+    if not folder.is_dir() or not any((folder / f).is_file() for f in ("config.json", adapter_files.BASE_MODEL_FILE)):
+        raise TransferError(f"--model '{model}' is not a saved run (no config.json or {adapter_files.BASE_MODEL_FILE}): "
                             "point it at the --output_dir of a recipe")
     results = _read_json(folder / "all_results.json")
     max_length = results.get("training_config", {}).get("max_seq_length") or 512
-    if (folder / adapters.BASE_MODEL_FILE).is_file():
-        network, processor = adapters.load_adapter(str(folder))
-        info = _read_json(folder / adapters.BASE_MODEL_FILE)
+    if (folder / adapter_files.BASE_MODEL_FILE).is_file():
+        network, processor = adapter_files.load_adapter(str(folder))
+        info = _read_json(folder / adapter_files.BASE_MODEL_FILE)
         label_names, modality = list(info["label_names"]), info["modality"]
     else:
         from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, AutoModelForSequenceClassification, AutoTokenizer

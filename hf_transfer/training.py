@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from transformers import set_seed
 
-from . import adapters, hub, plots, saving
+from . import adapter_files, adapters, hub, plots, saving
 from .card import model_card
 from .cli import RecipeArgs
 from .console import calm
@@ -148,7 +148,7 @@ def finish(job: Job, trainer, results: dict, *, recipe: str, model=None) -> dict
         else:
             job.processor.save_pretrained(out)
         if adapters.method(model):
-            weights = adapters.save(model, out, _base_model_info(job))
+            weights = adapter_files.save(model, out, _base_model_info(job))
             results.update(adapter=adapters.method(model), saved_weights_bytes=weights.stat().st_size)
         else:
             saving.save_model(model, out)

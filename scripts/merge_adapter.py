@@ -10,7 +10,7 @@ and predicts what base + adapter predicted. Bottleneck adapters are non-linear a
 import argparse
 import sys
 
-from hf_transfer.adapters import merge
+from hf_transfer.adapter_files import merge
 from hf_transfer.errors import TransferError
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from hf_transfer import adapters, bottleneck
+from hf_transfer import adapter_files, adapters, bottleneck
 from hf_transfer.adapter_targets import default_targets, head_modules, resolve_targets
 from hf_transfer.adapters import AdapterArguments
 from hf_transfer.cli import parse_recipe_args
@@ -186,7 +186,7 @@ def test_base_plus_adapter_reproduces_the_trained_model_exactly(method, tmp_path
     from safetensors.torch import load_file
 
     assert any("head" in k for k in load_file(out / weights)), "the new head is saved with the adapter"
-    reloaded, tokenizer = adapters.load_adapter(str(out))
+    reloaded, tokenizer = adapter_files.load_adapter(str(out))
     batch = dict(tokenizer(["a wonderful moving film", "painfully bad", "a joy to watch"], padding=True, return_tensors="pt"))
     expected = logits(trained, batch)
     assert torch.equal(logits(reloaded, batch), expected)
@@ -203,10 +203,10 @@ def test_vit_lora_reloads_exactly_and_merges_to_a_standalone_model(tmp_path, tin
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["modules_to_save"] == ["classifier"] and config["base_model_name_or_path"] == tiny_vit_dir
     batch = image_batch()
-    reloaded, processor = adapters.load_adapter(str(out))
+    reloaded, processor = adapter_files.load_adapter(str(out))
     assert processor is not None
     assert torch.equal(logits(reloaded, batch), logits(trained, batch))
-    merged_dir = adapters.merge(str(out), str(tmp_path / "merged"))
+    merged_dir = adapter_files.merge(str(out), str(tmp_path / "merged"))
     merged = AutoModelForImageClassification.from_pretrained(merged_dir)
     assert not any("lora" in n for n, _ in merged.named_parameters())
     assert torch.allclose(logits(merged, batch), logits(trained, batch), atol=1e-5)
@@ -216,7 +216,7 @@ def test_vit_lora_reloads_exactly_and_merges_to_a_standalone_model(tmp_path, tin
 def test_bottleneck_adapters_cannot_be_merged_and_nothing_is_written(tmp_path, tiny_bert_dir, text_csv):
     _, out = train_adapter(tmp_path, tiny_bert_dir, {"train_file": str(text_csv)}, "bottleneck")
     with pytest.raises(TransferError, match="cannot be folded into the base weights"):
-        adapters.merge(str(out), str(tmp_path / "merged"))
+        adapter_files.merge(str(out), str(tmp_path / "merged"))
     assert not (tmp_path / "merged").exists()
 
 
@@ -227,9 +227,9 @@ def test_an_adapter_saved_from_another_base_is_refused(tmp_path, tiny_bert_dir, 
     other = tmp_path / "wider-bert"
     BertModel(BertConfig(vocab_size=30522, hidden_size=48, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)).save_pretrained(other)
     with pytest.raises(TransferError, match="does not fit the rebuilt model"):
-        adapters.load_adapter(str(out), model_name_or_path=str(other))
+        adapter_files.load_adapter(str(out), model_name_or_path=str(other))
     with pytest.raises(TransferError, match="has no base_model.json"):
-        adapters.load_adapter(str(tmp_path))
+        adapter_files.load_adapter(str(tmp_path))
 
 
 def test_lora_on_a_cnn_keeps_the_frozen_batchnorm_statistics():

@@ -126,7 +126,7 @@ def test_adapter_run_predicts_and_its_merge_loads_with_pipeline(tmp_path, tiny_v
     assert list(frame.columns) == ["input", "predicted_label", "probability", "probability_circle", "probability_square"]
     truth = [p.split("/")[-2] for p in frame["input"]]
     assert sum(t == p for t, p in zip(truth, frame["predicted_label"])) / 8 == pytest.approx(results["test_accuracy"])
-    from hf_transfer.adapters import merge
+    from hf_transfer.adapter_files import merge
 
     merged = merge(str(out), str(tmp_path / "merged"))
     loaded = pipeline_accuracy(merged, image_table(test, tmp_path / "test.csv"), "image-classification")

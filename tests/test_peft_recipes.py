@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import recipes.lora_bert as lora_bert
-from hf_transfer import adapters
+from hf_transfer import adapter_files, adapters
 from hf_transfer.errors import TransferError
 from hub_server import FakeHub  # tests/ is on sys.path (rootdir conftest)
 
@@ -37,7 +37,7 @@ def test_lora_vit_with_python_writes_an_adapter_that_reloads(tmp_path, tiny_vit_
     assert not (out / "model.safetensors").exists()
     card = (out / "README.md").read_text()
     assert "library_name: peft" in card and "hf_transfer.load_adapter" in card
-    model, processor = adapters.load_adapter(str(out))
+    model, processor = adapter_files.load_adapter(str(out))
     from hf_transfer.data import open_image
 
     image = open_image(str(next(image_dir.rglob("*.png"))))
@@ -57,7 +57,7 @@ def test_lora_vit_under_two_processes(tmp_path, tiny_vit_dir, image_dir):
     assert result.stdout.count("== lora_vit:") == 1, "only the main process writes and reports"
     saved = json.loads((out / "all_results.json").read_text())
     assert saved["world_size"] == 2 and saved["adapter"] == "peft"
-    model, _ = adapters.load_adapter(str(out))
+    model, _ = adapter_files.load_adapter(str(out))
     b = model.base_model.model.vit.layers[0].attention.v_proj.lora_B["default"].weight
     assert b.abs().sum() > 0, "the adapter trained under DDP"
 
@@ -74,7 +74,7 @@ def test_lora_bert_bf16_on_cpu_and_gradient_checkpointing(tmp_path, tiny_bert_di
                             bf16=True, gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": True},
                             learning_rate=1e-2, save_strategy="no", load_best_model_at_end=False)
     assert results["mixed_precision"] == "bf16" and results["device"] == "cpu"
-    model, _ = adapters.load_adapter(str(tmp_path / "out"))
+    model, _ = adapter_files.load_adapter(str(tmp_path / "out"))
     lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert len(lora_b) == 4 and all(p.abs().sum() > 0 for p in lora_b), "every adapter trained under reentrant checkpointing"
 
@@ -129,6 +129,20 @@ def test_recipe_pushes_adapter_and_card_to_the_hub(tmp_path, tiny_bert_dir, text
     for expected in ("library_name: peft", "- lora", "## Results", "## Training configuration", '"lora_r": 8', 'load_adapter("alice/tiny-lora")'):
         assert expected in card, expected
     assert json.loads(files["all_results.json"])["eval_accuracy"] >= 0
+    assert_token_never_leaks(result, out)
+
+
+def test_a_pushed_full_run_carries_its_code_pictures_and_loading_snippet(tmp_path, tiny_bert_dir, text_csv):
+    out = tmp_path / "out"
+    with FakeHub(token=TOKEN) as hub:
+        result = run_script(["recipes/full_finetune.py", "--model_name_or_path", tiny_bert_dir, "--pooling", "mean", "--train_file", str(text_csv),
+                             "--num_train_epochs", "1", "--output_dir", str(out), "--push_to_hub", "--hub_model_id", "alice/tiny-ft"], env=hub_env(hub, tmp_path))
+        assert result.returncode == 0, result.stderr[-2000:]
+        files = hub.files("alice/tiny-ft")
+    assert {"config.json", "model.safetensors", "transfer_classifier.py", "training_curves.png", "confusion_matrix.png", "tokenizer.json"} <= set(files)
+    assert files["transfer_classifier.py"] == (out / "transfer_classifier.py").read_bytes()
+    card = files["README.md"].decode()
+    assert 'pipeline("text-classification", model="alice/tiny-ft", trust_remote_code=True)' in card and "![Training curves](training_curves.png)" in card
     assert_token_never_leaks(result, out)
 
 
