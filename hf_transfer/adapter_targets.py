@@ -1,42 +1,27 @@
 """Where adapters go, asked of the model: which layers LoRA / IA3 / bottleneck adapters attach to,
 and which module is the new head that trains and saves with them.
 
-One table holds the architecture knowledge (the attention projections and feed-forward output of
-each family's blocks, found by the names the model's own modules carry); CNNs get their ungrouped
-convolutions. A user's `target_modules` is checked against the model, and a name that matches
-nothing is an error listing the names that would (never silently target nothing).
-Names match as in peft: a module's full name equals the target or ends with "." + target.
+The architecture registry (`architectures.py`) says where each family's attention projections and
+feed-forward output are; a model it does not list is matched by the names its modules carry, and
+CNNs get every Linear and ungrouped convolution of the body (ConvNeXt's pointwise layers hold most of
+its weights; peft cannot put LoRA on depthwise convolutions). A user's `target_modules` is checked
+against the model, and a name that matches nothing is an error listing the names that would (never
+silently target nothing). Names match as in peft: a module's full name equals the target or ends
+with "." + target.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 from torch import nn
 
+from .architectures import BERT_TARGETS, DISTILBERT_TARGETS, Q_PROJ_TARGETS, TIMM_VIT_TARGETS, Targets, lookup
 from .errors import TransferError
-from .layer_groups import _unwrap
+from .layer_groups import _unwrap, base_module
 
 METHODS = ("lora", "dora", "loha", "lokr", "ia3", "bottleneck")
-
-
-@dataclasses.dataclass(frozen=True)
-class Family:
-    name: str
-    marker: tuple[str, ...]  # leaf names whose presence identifies the family
-    low_rank: tuple[str, ...]  # LoRA / DoRA / LoHa / LoKr: attention query and value (plus MLP for timm ViTs)
-    ia3: tuple[str, ...]  # IA3: keys, values and the feed-forward output
-    feedforward: tuple[str, ...]  # IA3 scales these layers' inputs instead of their outputs
-    bottleneck: tuple[str, ...]  # the attention output and feed-forward output projections
-
-
-FAMILIES = (
-    Family("BERT-style (BERT, RoBERTa, ELECTRA)", ("query", "value"), ("query", "value"),
-           ("key", "value", "output.dense"), ("output.dense",), ("attention.output.dense", "output.dense")),
-    Family("ViT / q_proj-style", ("q_proj", "v_proj"), ("q_proj", "v_proj"), ("k_proj", "v_proj", "fc2"), ("fc2",), ("o_proj", "fc2")),
-    Family("DistilBERT", ("q_lin", "v_lin"), ("q_lin", "v_lin"), ("k_lin", "v_lin", "lin2"), ("lin2",), ("out_lin", "lin2")),
-    Family("timm ViT", ("qkv",), ("qkv", "fc1", "fc2"), ("qkv", "fc2"), ("fc2",), ("attn.proj", "fc2")),
-)
+# For models the registry does not list: (leaf names that identify the family, its targets).
+NAME_FAMILIES = ((("query", "value"), BERT_TARGETS), (("q_proj", "v_proj"), Q_PROJ_TARGETS), (("q_lin", "v_lin"), DISTILBERT_TARGETS),
+                 (("qkv",), TIMM_VIT_TARGETS))
 
 
 def matches(name: str, target: str) -> bool:
@@ -51,8 +36,8 @@ def within(name: str, modules: list[str]) -> bool:
 def head_modules(model: nn.Module) -> list[str]:
     """The newly initialised classification head(s): peft's `modules_to_save`, trained and saved with the adapter.
 
-    transformers classes: the children beside the base model (`classifier`, or our `head`); timm: the
-    classifier its pretrained_cfg names.
+    transformers classes: the children beside the backbone (`classifier`, or our `head`); timm: the
+    classifier its pretrained_cfg names; torchvision: the classifier attribute its models use.
     """
     model, _ = _unwrap(model)
     timm_model = getattr(model, "timm_model", None)
@@ -60,10 +45,10 @@ def head_modules(model: nn.Module) -> list[str]:
         return [f"timm_model.{timm_model.pretrained_cfg.get('classifier', 'classifier')}"]
     if hasattr(model, "pretrained_cfg") and hasattr(model, "group_matcher"):  # a bare timm model
         return [model.pretrained_cfg.get("classifier", "head")]
-    base = getattr(model, "base_model", None)
-    if base is None:  # torchvision: the classifier attribute its models use
+    if getattr(model, "base_model", None) is None:  # torchvision
         heads = [name for name in ("fc", "classifier", "heads", "head") if isinstance(getattr(model, name, None), nn.Module)][:1]
     else:
+        _, base = base_module(model)
         heads = [name for name, child in model.named_children() if child is not base and any(True for _ in child.parameters())]
     if not heads:
         raise TransferError(f"cannot find the classification head of a {type(model).__name__}: pass --modules_to_save")
@@ -79,9 +64,15 @@ def _adaptable_modules(model: nn.Module) -> dict[str, nn.Module]:
             and not within(name, heads)}
 
 
-def family(model: nn.Module) -> Family | None:
+def family(model: nn.Module) -> Targets | None:
+    """The model's adapter targets: the registry's entry, else a family recognised by its module names; None for CNNs."""
+    inner, _ = _unwrap(model)
+    backbone = getattr(inner, "backbone", inner)  # TransferClassifier: the backbone's architecture
+    entry = lookup(backbone)
+    if entry is not None:
+        return entry.targets
     leaves = {name.rsplit(".", 1)[-1] for name in _adaptable_modules(model)}
-    return next((f for f in FAMILIES if set(f.marker) <= leaves), None)
+    return next((targets for marker, targets in NAME_FAMILIES if set(marker) <= leaves), None)
 
 
 def candidate_names(model: nn.Module, limit: int = 12) -> str:
@@ -109,24 +100,24 @@ def default_targets(model: nn.Module, method: str) -> tuple[list[str], list[str]
     """(target_modules, feedforward_modules) for `method` on this model's architecture."""
     found = family(model)
     if found is None:
-        convs = [name for name, m in _adaptable_modules(model).items() if isinstance(m, nn.Conv2d)]
+        layers = list(_adaptable_modules(model))
         name = type(_unwrap(model)[0]).__name__
         if method == "bottleneck":
             raise TransferError(f"bottleneck adapters follow the attention and feed-forward projections of transformer blocks, and {name} has none "
                                 f"we recognise: pass --target_modules naming Linear layers (candidates: {candidate_names(model)}), or use --peft_method lora")
-        if not convs:
+        if not layers:
             raise TransferError(f"{name} has no layers we recognise for --peft_method {method}: pass --target_modules (candidates: {candidate_names(model)})")
-        return convs, []  # CNN: every ungrouped convolution (peft cannot put LoRA on depthwise ones)
+        return layers, []  # CNN: every Linear and ungrouped convolution of the body
     modules = _adaptable_modules(model)
 
     def present(names: tuple[str, ...]) -> list[str]:  # a family's names this model really has
         return [t for t in names if any(matches(n, t) for n in modules)]
 
-    if method == "ia3":
-        return present(found.ia3), present(found.feedforward)
-    if method == "bottleneck":
-        return present(found.bottleneck), []
-    return present(found.low_rank), []
+    chosen = {"ia3": found.ia3, "bottleneck": found.bottleneck}.get(method, found.low_rank)
+    if not present(chosen):
+        raise TransferError(f"{type(_unwrap(model)[0]).__name__} has none of its family's {method} targets ({', '.join(chosen)}): "
+                            f"pass --target_modules (candidates: {candidate_names(model)})")
+    return present(chosen), (present(found.feedforward) if method == "ia3" else [])
 
 
 def resolve_targets(model: nn.Module, method: str, targets: list[str] | None, feedforward: list[str] | None) -> tuple[list[str], list[str]]:

@@ -14,6 +14,7 @@ import dataclasses
 
 from torch import nn
 
+from .architectures import shared_blocks_note
 from .cli import split_list
 from .errors import TransferError
 from .freezing import freeze_batchnorm_statistics, release_batchnorm_statistics
@@ -47,13 +48,17 @@ def body_and_head_groups(model: nn.Module, options: dict, explicit: set) -> list
     """The model's layer groups, or None (one LR for everything, said in one line) for an architecture whose head
     we cannot find, unless the user asked for an LR that needs the groups: then the error says what to pass."""
     try:
-        return layer_groups(model, split_list(options.get("layer_group_patterns"), ";"))
+        groups = layer_groups(model, split_list(options.get("layer_group_patterns"), ";"))
     except TransferError as exc:
         asked = sorted({"head_learning_rate", "lowest_learning_rate", "layer_group_patterns"} & explicit)
         if asked:
             raise TransferError(f"--{asked[0]} needs the model's layer groups: {exc}") from None
         print(f"one learning rate for every layer: {exc}")
         return None
+    note = shared_blocks_note(model)
+    if note and options.get("lowest_learning_rate"):
+        print(note)
+    return groups
 
 
 def group_learning_rates(groups: list[LayerGroup], body_lr: float, options: dict, modality: str, factor: float | None = None,

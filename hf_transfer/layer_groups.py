@@ -96,7 +96,8 @@ def _groups_from_patterns(model: nn.Module, patterns: list[str]) -> list[LayerGr
 
 
 def _discover(model: nn.Module) -> list[LayerGroup]:
-    from .modeling import TransferClassifier
+    from .architectures import lookup
+    from .transfer_classifier import TransferClassifier
 
     if isinstance(model, TransferClassifier):
         # the backbone's own head-side layers (BERT's pooler, ViT's final norm) sit with our head
@@ -110,14 +111,9 @@ def _discover(model: nn.Module) -> list[LayerGroup]:
         return _timm_groups(model, "")
     if hasattr(model, "base_model") and hasattr(model, "config"):  # transformers
         return _transformers_groups(model)
-    if hasattr(model, "layer1") and hasattr(model, "fc"):  # torchvision ResNet
-        return _children_groups(model, stem=["conv1", "bn1"], stages=["layer1", "layer2", "layer3", "layer4"])
-    if isinstance(getattr(model, "features", None), nn.Sequential):  # torchvision EfficientNet / MobileNet / ConvNeXt / VGG
-        features = model.features
-        groups = [LayerGroup("stem" if i == 0 else f"stage.{i}", dict(child.named_parameters(prefix=f"features.{i}")))
-                  for i, child in enumerate(features)]
-        rest = {n: p for n, p in model.named_parameters() if not n.startswith("features.")}
-        return groups + [LayerGroup("head", rest)]
+    entry = lookup(model)
+    if entry is not None and entry.classes:  # torchvision
+        return _torchvision_groups(model, entry)
     raise TransferError(f"cannot find the layer groups of a {type(model).__name__}: pass layer_group_patterns "
                         f"(regexes, input to output); its top-level modules are {top_level_modules(model)}")
 
@@ -139,7 +135,7 @@ def _timm_groups(timm_model: nn.Module, prefix: str) -> list[LayerGroup]:
 
 
 def _block_list(module: nn.Module) -> tuple[str, nn.ModuleList] | None:
-    """The first ModuleList of same-typed blocks, in registration order (encoder.layer, encoder.layers, ...)."""
+    """For architectures the registry does not know: the first ModuleList of same-typed blocks, in registration order."""
     for name, child in module.named_modules():
         if isinstance(child, nn.ModuleList) and len(child) > 0 and len({type(c) for c in child}) == 1 and \
                 any(p.numel() for p in child.parameters()):
@@ -147,24 +143,42 @@ def _block_list(module: nn.Module) -> tuple[str, nn.ModuleList] | None:
     return None
 
 
-def _transformers_groups(model: nn.Module) -> list[LayerGroup]:
+def base_module(model: nn.Module) -> tuple[str, nn.Module]:
+    """(name, module) of a transformers classifier's backbone: the registry's, else the class's own base_model."""
+    from .architectures import lookup
+
+    entry = lookup(model)
+    if entry is not None and entry.base and hasattr(model, entry.base):
+        return entry.base, getattr(model, entry.base)
     base = model.base_model
-    base_prefix = next((n for n, m in model.named_modules() if m is base), "")
-    found = _block_list(base)
-    if found is None:
+    return next((n for n, m in model.named_modules() if m is base), ""), base
+
+
+def _transformers_groups(model: nn.Module) -> list[LayerGroup]:
+    from .architectures import block_path, lookup
+
+    base_prefix, base = base_module(model)
+    entry = lookup(model)
+    paths = [block_path(base, path) for path in entry.blocks] if entry is not None and entry.blocks else []
+    lists = [(path, base.get_submodule(path)) for path in paths] or [_block_list(base)]
+    if not lists or lists[0] is None:
         raise TransferError(f"cannot find the transformer blocks of a {type(model).__name__}: pass layer_group_patterns; "
                             f"its top-level modules are {top_level_modules(model)}")
-    list_name, blocks = found
-    full = (base_prefix + "." if base_prefix else "") + list_name
+    within_base = (base_prefix + ".") if base_prefix else ""
+    block_of = {f"{within_base}{path}.{i}": i for path, blocks in lists for i in range(len(blocks))}
+    input_side = [within_base + path for path in (entry.input_side if entry else ())]
     groups = {"embeddings": {}, "neck": {}, "head": {}}
-    block_groups = {i: {} for i in range(len(blocks))}
+    block_groups = {i: {} for i in range(max(len(blocks) for _, blocks in lists))}
     seen_block = False
     for name, parameter in model.named_parameters():
-        if name.startswith(full + "."):
-            block_groups[int(name[len(full) + 1 :].split(".")[0])][name] = parameter
+        block = next((i for prefix, i in block_of.items() if name.startswith(prefix + ".")), None)
+        if block is not None:
+            block_groups[block][name] = parameter
             seen_block = True
-        elif base_prefix and not name.startswith(base_prefix + "."):
+        elif base_prefix and not name.startswith(within_base):
             groups["head"][name] = parameter
+        elif any(name == p or name.startswith(p + ".") for p in input_side):
+            groups["embeddings"][name] = parameter
         else:
             groups["neck" if seen_block else "embeddings"][name] = parameter
     return [LayerGroup("embeddings", groups["embeddings"]),
@@ -172,12 +186,26 @@ def _transformers_groups(model: nn.Module) -> list[LayerGroup]:
             LayerGroup("neck", groups["neck"]), LayerGroup("head", groups["head"])]
 
 
-def _children_groups(model: nn.Module, stem: list[str], stages: list[str]) -> list[LayerGroup]:
+def _torchvision_groups(model: nn.Module, entry) -> list[LayerGroup]:
+    """stem, then one group per block (each element of a listed container, or each listed module), neck, head."""
+    def inside(name: str, prefixes) -> bool:
+        return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+    if len(entry.blocks) == 1:  # a container whose children are the stages
+        container = entry.blocks[0]
+        blocks = [f"{container}.{child}" for child, _ in model.get_submodule(container).named_children()]
+    else:
+        blocks = list(entry.blocks)
     named = dict(model.named_parameters())
-    stem_group = {n: p for n, p in named.items() if n.split(".")[0] in stem}
-    stage_groups = [LayerGroup(s, {n: p for n, p in named.items() if n.split(".")[0] == s}) for s in stages]
-    rest = {n: p for n, p in named.items() if n.split(".")[0] not in stem + stages}
-    return [LayerGroup("stem", stem_group), *stage_groups, LayerGroup("head", rest)]
+    groups = [LayerGroup("stem", {n: p for n, p in named.items() if inside(n, entry.stem)})]
+    groups += [LayerGroup(f"stage.{i}", {n: p for n, p in named.items() if inside(n, [b])}) for i, b in enumerate(blocks)]
+    if not entry.stem:  # the first child of the container is the stem (EfficientNet's features.0, RegNet's stem)
+        groups = groups[1:]
+        groups[0].name = "stem"
+    groups.append(LayerGroup("neck", {n: p for n, p in named.items() if inside(n, entry.neck)}))
+    taken = {n for g in groups for n in g.parameters}
+    groups.append(LayerGroup("head", {n: p for n, p in named.items() if n not in taken}))
+    return [g for g in groups if len(g)]
 
 
 def select_groups(groups: list[LayerGroup], selectors) -> list[LayerGroup]:

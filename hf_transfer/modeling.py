@@ -29,12 +29,11 @@ from transformers import (
 from . import assets
 from .errors import TransferError
 from .hub import hub_offline, unreachable_checkpoint
-from .transfer_classifier import TransferClassifier, TransferClassifierConfig, takes_pixels
+from .architectures import backbone_config, by_model_type, has_native_classifier, takes_images
+from .transfer_classifier import TransferClassifier, TransferClassifierConfig
 
 POOLINGS = ("auto", "cls", "mean", "pooler")
 HEADS = ("linear", "mlp")
-CLS_TOKEN_IMAGE_MODELS = {"vit", "deit", "beit", "dinov2", "data2vec-vision", "vit_msn", "vit_mae"}
-
 
 @dataclasses.dataclass
 class ModelArguments:
@@ -61,6 +60,7 @@ class Checkpoint:
     timm_weights: dict | None = None  # state dict for a timm model built from config
     load_kwargs: dict = dataclasses.field(default_factory=dict)
     from_run: bool = False  # a TransferClassifier saved by a recipe: its backbone is the starting point
+    backbone_config: PreTrainedConfig | None = None  # what AutoModel builds as the backbone, when it differs from `config`
 
     @property
     def is_timm(self) -> bool:
@@ -144,10 +144,12 @@ def _transformers_checkpoint(name: str, location: str, load_kwargs: dict) -> Che
         raise TransferError(f"model '{name}': {str(exc).splitlines()[0]}") from None
     if isinstance(config, TransferClassifierConfig):  # a run of ours: its fine-tuned backbone, pooled as it was trained, gets a new head
         backbone = config.backbone_config
-        return Checkpoint(name, location, backbone, "image" if takes_pixels(backbone) else "text", trained_pooling=config.pooling,
+        return Checkpoint(name, location, backbone, "image" if takes_images(backbone) else "text", trained_pooling=config.pooling,
                           load_kwargs=load_kwargs, from_run=True)
-    modality = "image" if takes_pixels(config) else "text"
-    return Checkpoint(name, location, config, modality, trained_pooling=_sentence_transformers_pooling(location), load_kwargs=load_kwargs)
+    modality = "image" if takes_images(config) else "text"
+    checkpoint = Checkpoint(name, location, config, modality, trained_pooling=_sentence_transformers_pooling(location), load_kwargs=load_kwargs)
+    checkpoint.backbone_config = backbone_config(config)  # CLIP / SigLIP: the vision tower
+    return checkpoint
 
 
 def _sentence_transformers_pooling(location: str) -> str | None:
@@ -181,13 +183,14 @@ def resolve_pooling(checkpoint: Checkpoint, pooling: str) -> str:
         return pooling
     if checkpoint.trained_pooling:
         return checkpoint.trained_pooling
-    if checkpoint.is_timm or (checkpoint.modality == "image" and checkpoint.config.model_type not in CLS_TOKEN_IMAGE_MODELS):
-        return "pooler"
-    return "cls"
+    entry = by_model_type((checkpoint.backbone_config or checkpoint.config).model_type)
+    if entry is not None and entry.pooling:
+        return entry.pooling
+    return "pooler" if checkpoint.modality == "image" else "cls"
 
 
 def uses_native_class(checkpoint: Checkpoint, args: ModelArguments) -> bool:
-    return args.head == "linear" and args.pooling == "auto" and checkpoint.trained_pooling is None
+    return args.head == "linear" and args.pooling == "auto" and checkpoint.trained_pooling is None and has_native_classifier(checkpoint.config)
 
 
 def build_classifier(checkpoint: Checkpoint, label_names: list[str], args: ModelArguments, native: bool | None = None) -> PreTrainedModel:
@@ -218,13 +221,15 @@ def build_classifier(checkpoint: Checkpoint, label_names: list[str], args: Model
             raise unreachable_checkpoint(checkpoint.name, exc) from None
     if checkpoint.from_run:
         backbone = TransferClassifier.from_pretrained(checkpoint.location, **checkpoint.load_kwargs).backbone
+    elif checkpoint.backbone_config is not None and checkpoint.backbone_config is not checkpoint.config:
+        backbone = AutoModel.from_pretrained(checkpoint.location, config=checkpoint.backbone_config, **checkpoint.load_kwargs)
     else:
         backbone = AutoModel.from_pretrained(checkpoint.location, **checkpoint.load_kwargs)
     return _transfer_classifier(checkpoint, args, labels, backbone)
 
 
 def _transfer_classifier(checkpoint: Checkpoint, args: ModelArguments, labels: dict, backbone) -> TransferClassifier:
-    config = TransferClassifierConfig(backbone_config=checkpoint.config.to_dict(), pooling=resolve_pooling(checkpoint, args.pooling),
+    config = TransferClassifierConfig(backbone_config=(checkpoint.backbone_config or checkpoint.config).to_dict(), pooling=resolve_pooling(checkpoint, args.pooling),
                                       head=args.head, head_hidden_size=args.head_hidden_size, head_dropout=args.head_dropout, **labels)
     try:
         model = TransferClassifier(config)

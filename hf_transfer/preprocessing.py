@@ -94,13 +94,22 @@ def image_config(checkpoint: Checkpoint, model: torch.nn.Module, processor, imag
 
 
 def _check_fixed_size(model: torch.nn.Module, image_size: int) -> None:
-    """ViT-style transformers models learn one position embedding per patch of their training size, and their
-    forward (and so pipeline()) refuses other sizes; DINOv2 interpolates them itself."""
-    config = getattr(model, "config", None)
-    trained = getattr(config, "image_size", None)
-    if isinstance(trained, int) and getattr(config, "patch_size", None) and trained != image_size and config.model_type != "dinov2":
-        raise TransferError(f"--image_size {image_size}: {config.model_type} checkpoints take {trained} px images "
-                            f"(one position embedding per patch): leave --image_size unset or pass {trained}")
+    """ViT-style models learn one position embedding per patch of their training size, and their forward (and so
+    pipeline()) refuses other sizes (the registry says which); timm ViTs say so with `patch_embed.strict_img_size`."""
+    from .architectures import lookup
+
+    inner = getattr(model, "backbone", model)
+    config = getattr(inner, "config", None)
+    entry = lookup(inner)
+    if entry is not None and entry.fixed_image_size:
+        trained = getattr(getattr(config, "vision_config", config), "image_size", None)
+        if isinstance(trained, int) and trained != image_size:
+            raise TransferError(f"--image_size {image_size}: {config.model_type} checkpoints take {trained} px images "
+                                f"(one position embedding per patch): leave --image_size unset or pass {trained}")
+    patch_embed = getattr(getattr(inner, "timm_model", None), "patch_embed", None)
+    if patch_embed is not None and getattr(patch_embed, "strict_img_size", False) and tuple(patch_embed.img_size) != (image_size, image_size):
+        raise TransferError(f"--image_size {image_size}: timm '{inner.config.architecture}' takes {patch_embed.img_size[0]} px images "
+                            f"(one position embedding per patch): leave --image_size unset or pass {patch_embed.img_size[0]}")
 
 
 def _side(size, key: str):

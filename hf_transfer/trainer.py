@@ -19,10 +19,7 @@ import torch
 from torch import nn
 from transformers import Trainer, get_scheduler
 
-
-def decays(name: str, parameter: nn.Parameter) -> bool:
-    """Weight decay only on weight matrices / kernels: never on biases, norm scales or other 1-D parameters."""
-    return parameter.ndim > 1 and not name.endswith(".bias")
+from .architectures import decays
 
 
 def base_schedule(trainer_args, num_training_steps: int, schedule: str | None = None):

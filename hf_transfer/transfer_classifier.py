@@ -16,7 +16,6 @@ from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedMode
 from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-IMAGE_MODEL_TYPES_WITHOUT_PIXELS = {"clip", "siglip"}  # their AutoModel takes text and images
 
 
 @strict
@@ -49,7 +48,7 @@ class ClassificationHead(nn.Module):
 
 def pool(outputs, pooling: str, attention_mask: torch.Tensor | None) -> torch.Tensor:
     if pooling == "pooler":
-        return outputs.pooler_output
+        return outputs.pooler_output.flatten(1)  # CNNs pool to (batch, channels, 1, 1)
     hidden = outputs.last_hidden_state
     if pooling == "cls":
         return hidden[:, 0]
@@ -64,14 +63,14 @@ def pool(outputs, pooling: str, attention_mask: torch.Tensor | None) -> torch.Te
 def takes_pixels(config: PreTrainedConfig) -> bool:
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
 
-    return config.model_type == "timm_wrapper" or (
-        config.model_type in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES and config.model_type not in IMAGE_MODEL_TYPES_WITHOUT_PIXELS)
+    # vision towers of dual encoders (clip_vision_model, siglip_vision_model) have no classification class of their own
+    return config.model_type in ("timm_wrapper", *MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES) or config.model_type.endswith("_vision_model")
 
 
 def feature_size(config: PreTrainedConfig, backbone: nn.Module) -> int:
     if config.model_type == "timm_wrapper":
         return backbone.timm_model.num_features
-    for attribute in ("hidden_size", "num_features"):
+    for attribute in ("hidden_size", "num_features", "hidden_dim"):  # hidden_dim: EfficientNet's pooled width
         if isinstance(getattr(config, attribute, None), int):
             return getattr(config, attribute)
     if getattr(config, "hidden_sizes", None):

@@ -23,6 +23,7 @@ import dataclasses
 import json
 
 from hf_transfer import training
+from hf_transfer.architectures import shared_blocks_note
 from hf_transfer.cli import parse_recipe_args, recipe_main, split_list
 from hf_transfer.finetuning import FineTuningArguments, group_learning_rates
 from hf_transfer.layer_groups import layer_groups
@@ -63,6 +64,8 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     options = args.extra
     job = training.prepare(args, learning_rates=LEARNING_RATES)
     groups = layer_groups(job.model, split_list(options["layer_group_patterns"], ";"))
+    if shared_blocks_note(job.model):
+        print(shared_blocks_note(job.model))
     if options["reinit_groups"]:
         changed = reinitialize_groups(job.model, groups[-1 - options["reinit_groups"]:-1])
         print(f"partial transfer: re-initialised {changed:,} parameters in {', '.join(g.name for g in groups[-1 - options['reinit_groups']:-1])}")
