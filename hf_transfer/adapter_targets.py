@@ -2,7 +2,8 @@
 and which module is the new head that trains and saves with them.
 
 The architecture registry (`architectures.py`) says where each family's attention projections and
-feed-forward output are; a model it does not list is matched by the names its modules carry, and
+feed-forward output are; a model it does not list gets peft's own table for its model type, else is
+matched by the names its modules carry, and
 CNNs get every Linear and ungrouped convolution of the body (ConvNeXt's pointwise layers hold most of
 its weights; peft cannot put LoRA on depthwise convolutions). A user's `target_modules` is checked
 against the model, and a name that matches nothing is an error listing the names that would (never
@@ -71,8 +72,24 @@ def family(model: nn.Module) -> Targets | None:
     entry = lookup(backbone)
     if entry is not None:
         return entry.targets
+    from_peft = _peft_table(getattr(getattr(backbone, "config", None), "model_type", None))
+    if from_peft is not None:
+        return from_peft
     leaves = {name.rsplit(".", 1)[-1] for name in _adaptable_modules(model)}
     return next((targets for marker, targets in NAME_FAMILIES if set(marker) <= leaves), None)
+
+
+def _peft_table(model_type: str | None) -> Targets | None:
+    """peft's own per-architecture defaults (LoRA / IA3), for model types our registry does not list."""
+    from peft.utils.constants import (
+        TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as IA3_FEEDFORWARD,
+        TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as IA3,
+        TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as LORA,
+    )
+
+    if not model_type or model_type not in LORA:
+        return None
+    return Targets(tuple(LORA[model_type]), tuple(IA3.get(model_type, LORA[model_type])), tuple(IA3_FEEDFORWARD.get(model_type, ())), ())
 
 
 def candidate_names(model: nn.Module, limit: int = 12) -> str:
@@ -107,6 +124,11 @@ def default_targets(model: nn.Module, method: str) -> tuple[list[str], list[str]
                                 f"we recognise: pass --target_modules naming Linear layers (candidates: {candidate_names(model)}), or use --peft_method lora")
         if not layers:
             raise TransferError(f"{name} has no layers we recognise for --peft_method {method}: pass --target_modules (candidates: {candidate_names(model)})")
+        inner, _ = _unwrap(model)
+        depthwise = sum(1 for m in inner.modules() if isinstance(m, nn.Conv2d) and m.groups != 1)
+        if depthwise:
+            print(f"{method} skips {depthwise} grouped (depthwise) convolutions, which peft cannot adapt: it goes on the {len(layers)} "
+                  "Linear and ungrouped convolutional layers of the body")
         return layers, []  # CNN: every Linear and ungrouped convolution of the body
     modules = _adaptable_modules(model)
 

@@ -36,7 +36,7 @@ TIMM_VIT_TARGETS = Targets(("qkv", "fc1", "fc2"), ("qkv", "fc2"), ("fc2",), ("at
 class Architecture:
     name: str
     model_types: tuple[str, ...] = ()  # transformers config.model_type values
-    classes: tuple[str, ...] = ()  # class names, for models without a config (torchvision)
+    classes: tuple[str, ...] = ()  # torchvision class names (models without a config)
     blocks: tuple[str, ...] = ()  # module lists inside the base model, zipped: group i holds element i of each ("a|b": a, else b)
     input_side: tuple[str, ...] = ()  # modules every block uses (relative position tables): grouped with the embeddings
     stem: tuple[str, ...] = ()  # torchvision: modules before the blocks
@@ -86,9 +86,10 @@ REGISTRY = (
     Architecture("torchvision EfficientNet / MobileNet / ConvNeXt", classes=("EfficientNet", "MobileNetV2", "MobileNetV3", "ConvNeXt"), blocks=("features",)),
 )
 TIMM_VIT = Architecture("timm ViT", targets=TIMM_VIT_TARGETS)  # found by its `qkv` layers; timm says the rest
-# Parameters that are positions or tokens, not weights: no weight decay (timm's no_weight_decay() lists the same).
-NO_WEIGHT_DECAY = re.compile(r"(^|\.)(pos_embed|position_embeddings?|pos_embedding|cls_token|class_token|class_embedding|dist_token|"
-                             r"distillation_token|mask_token|register_tokens|relative_position_bias_table|rel_embeddings|relative_attention_bias)(\.|$)")
+# Raw parameters that are positions or tokens, not weights: no weight decay (what timm's no_weight_decay() lists).
+# Embedding tables (`....position_embeddings.weight`, BERT's) keep the usual decay, as in Hugging Face's examples.
+NO_WEIGHT_DECAY = re.compile(r"(^|\.)(pos_embed|position_embeddings|pos_embedding|cls_token|class_token|class_embedding|dist_token|"
+                             r"distillation_token|mask_token|register_tokens|relative_position_bias_table)$")
 
 
 def block_path(module: nn.Module, path: str) -> str:
@@ -107,11 +108,13 @@ def by_model_type(model_type: str | None) -> Architecture | None:
 
 
 def lookup(model: nn.Module) -> Architecture | None:
-    """The entry for a model (transformers by config.model_type, others by class name)."""
+    """The entry for a model (transformers by config.model_type, torchvision by class name)."""
     config = getattr(model, "config", None)
     found = by_model_type(getattr(config, "model_type", None))
     if found is not None:
         return found
+    if not type(model).__module__.startswith("torchvision."):
+        return None
     return next((a for a in REGISTRY if type(model).__name__ in a.classes), None)
 
 

@@ -260,7 +260,10 @@ def test_the_gradient_check_waits_for_the_first_finite_step():
     weight.grad = torch.tensor([0.5, 0.0])
     check.on_pre_optimizer_step(None, None, None)
     assert check.checked
-    empty = adapters.AdapterGradientCheck({"lora_B": torch.nn.Parameter(torch.zeros(2))})
-    empty.parameters["lora_B"].grad = torch.zeros(2)
+    zero_head = adapters.AdapterGradientCheck({"lora_B": torch.nn.Parameter(torch.zeros(2))})
+    zero_head.parameters["lora_B"].grad = torch.zeros(2)  # reached, but a zero-initialised head passes back zeros: fine
+    zero_head.on_pre_optimizer_step(None, None, None)
+    assert zero_head.checked
+    cut_off = adapters.AdapterGradientCheck({"lora_B": torch.nn.Parameter(torch.zeros(2))})  # grad None: not in the backward pass
     with pytest.raises(TransferError, match="no gradient reached the 1 adapter tensors"):
-        empty.on_pre_optimizer_step(None, None, None)
+        cut_off.on_pre_optimizer_step(None, None, None)

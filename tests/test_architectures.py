@@ -104,6 +104,7 @@ def test_position_embeddings_and_tokens_get_no_weight_decay():
     assert decays("conv_proj.weight", named["conv_proj.weight"]) and not decays("conv_proj.bias", named["conv_proj.bias"])
     assert not decays("vit.embeddings.position_embeddings", torch.nn.Parameter(torch.zeros(1, 5, 8)))
     assert not decays("cls_token", torch.nn.Parameter(torch.zeros(1, 1, 8)))
+    assert decays("bert.embeddings.position_embeddings.weight", torch.nn.Parameter(torch.zeros(5, 8))), "embedding tables decay as in HF's examples"
 
 
 def test_deberta_shares_its_relative_positions_with_the_input_side_and_albert_says_it_shares_layers(checkpoints, capsys, tmp_path, text_csv):
