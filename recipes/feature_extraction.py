@@ -1,7 +1,9 @@
 """Feature extraction: the pretrained backbone frozen (BatchNorm statistics included), a new head trained.
 
-The backbone's pooled features are computed once and cached, so the head trains for many epochs in
-seconds; with `--augment` (features change every epoch) the frozen backbone runs in every step.
+The backbone's pooled features are computed once and kept on disk under a fingerprint of the weights, the
+preprocessed inputs and the labels, so the head trains for many epochs in seconds and a second run (another seed,
+another head) skips extraction; `--no_feature_cache` opts out. With `--augment` (features change every epoch)
+the frozen backbone runs in every step.
 Text features are pooled as the checkpoint was trained (mean pooling for sentence-transformers
 checkpoints such as the bundled MiniLM); `--head linear|mlp`, `--head_hidden_size`, `--head_dropout`.
 
@@ -13,10 +15,12 @@ checkpoints such as the bundled MiniLM); `--head linear|mlp`, `--head_hidden_siz
 """
 
 import dataclasses
+import pathlib
 
 from hf_transfer import training
 from hf_transfer.cli import parse_recipe_args, recipe_main
-from hf_transfer.features import HeadOnly, collate_features, extract_features
+from hf_transfer.feature_cache import cached_features
+from hf_transfer.features import HeadOnly, collate_features
 from hf_transfer.freezing import freeze
 
 DEFAULTS = {
@@ -32,6 +36,9 @@ DEFAULTS = {
 @dataclasses.dataclass
 class FeatureExtractionArguments:
     cache_features: bool = dataclasses.field(default=True, metadata={"help": "run the frozen backbone once (ignored with --augment)"})
+    no_feature_cache: bool = dataclasses.field(default=False, metadata={"help": "do not read or write features on disk (extract them again)"})
+    feature_cache_dir: str | None = dataclasses.field(default=None, metadata={"help": "where features are kept (default ~/.cache/hf_transfer/features, "
+                                                                                   "or $HF_TRANSFER_CACHE/features)"})
 
 
 def run(argv: list[str] | None = None, **overrides) -> dict:
@@ -41,10 +48,14 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     freeze(job.model.backbone)
     if args.extra["cache_features"] and not args.data.augment:
         job.model.to(args.training.device)
-        cached = {split: extract_features(job.model, dataset, job.collator, args.training.per_device_eval_batch_size)
-                  for split, dataset in job.datasets.items()}
+        cache_dir = pathlib.Path(args.extra["feature_cache_dir"]) if args.extra["feature_cache_dir"] else None
+        cached, status = cached_features(job.model, job.datasets, job.collator, args.training.per_device_eval_batch_size,
+                                         cache_dir=cache_dir, enabled=not args.extra["no_feature_cache"])
+        if "hit" in status.values():
+            print(f"features from the cache for {', '.join(s for s, v in status.items() if v == 'hit')} (--no_feature_cache to extract again)")
         trainer = training.make_trainer(job, model=HeadOnly(job.model.head), datasets=cached, collator=collate_features)
         results = training.train_and_evaluate(job, trainer, datasets=cached)
+        results["feature_cache"] = status
     else:
         trainer = training.make_trainer(job)
         results = training.train_and_evaluate(job, trainer)

@@ -2,10 +2,12 @@
 real from_pretrained path), small text tables and image folders. Nothing here touches the network."""
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("HF_TRANSFER_CACHE", tempfile.mkdtemp(prefix="hf_transfer-cache-"))  # never the user's own cache
 
 import numpy as np
 import pandas as pd

@@ -1,0 +1,114 @@
+"""Frozen-backbone features on disk, reused across runs, seeds and recipes, and never stale.
+
+A split's features are stored under a fingerprint of everything they depend on: the backbone's weights
+(its tensors, hashed), the pooling, the model inputs after preprocessing (token ids, or image files with
+size and modification time plus the processor's settings) and the labels. Change any of them and the key
+changes, so the features are extracted again. Under `accelerate launch` every rank extracts its own shard
+and all ranks then read the whole split. `--no_feature_cache` turns it off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+
+import numpy as np
+import torch
+
+from .features import extract_features
+
+VERSION = "1"  # bump when the stored format or the pooling code changes
+
+
+def default_cache_dir() -> pathlib.Path:
+    root = os.environ.get("HF_TRANSFER_CACHE") or pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "hf_transfer"
+    return pathlib.Path(root) / "features"
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """The backbone's weights and buffers, hashed, with its pooling (what features() computes)."""
+    digest = hashlib.sha256(VERSION.encode())
+    for name, tensor in sorted(model.backbone.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    digest.update(str(getattr(model.config, "pooling", "")).encode())
+    return digest.hexdigest()
+
+
+def data_fingerprint(dataset) -> str:
+    """The model inputs of one split after preprocessing, and its labels."""
+    digest = hashlib.sha256()
+    if hasattr(dataset, "encodings"):  # tokenised text: the ids are what the backbone sees
+        for key in sorted(dataset.encodings.keys()):
+            digest.update(key.encode())
+            digest.update(json.dumps(dataset.encodings[key]).encode())
+    else:  # images: the files (or in-memory images) and the processor's settings
+        transform = getattr(dataset.transform, "processor", dataset.transform)
+        digest.update(json.dumps(transform.to_dict() if hasattr(transform, "to_dict") else repr(transform), sort_keys=True, default=str).encode())
+        for image in dataset.images:
+            digest.update(_image_identity(image))
+    digest.update(np.asarray(dataset.labels, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def _image_identity(image) -> bytes:
+    if isinstance(image, str):
+        stat = pathlib.Path(image).stat()
+        return f"{image}|{stat.st_size}|{stat.st_mtime_ns}".encode()
+    if isinstance(image, dict):
+        return image.get("bytes") or str(image.get("path")).encode()
+    if isinstance(image, np.ndarray):
+        return image.tobytes()
+    return repr(image).encode()
+
+
+def cached_features(model, datasets: dict, collator, batch_size: int, *, cache_dir: pathlib.Path | None = None,
+                    enabled: bool = True) -> tuple[dict, dict[str, str]]:
+    """({split: TensorDataset(features, labels)}, {split: "hit" | "extracted" | "off"})."""
+    from safetensors.torch import load_file, save_file
+
+    folder = cache_dir or default_cache_dir()
+    model_key = model_fingerprint(model) if enabled else None
+    features, status = {}, {}
+    for split, dataset in datasets.items():
+        if not enabled:
+            features[split], status[split] = extract_features(model, dataset, collator, batch_size), "off"
+            continue
+        path = folder / f"{hashlib.sha256((model_key + data_fingerprint(dataset)).encode()).hexdigest()[:32]}.safetensors"
+        if path.is_file():
+            stored = load_file(str(path))
+            features[split], status[split] = torch.utils.data.TensorDataset(stored["features"], stored["labels"]), "hit"
+            continue
+        extracted = _extract_sharded(model, dataset, collator, batch_size)
+        if _is_main_process():
+            folder.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f".{path.name}.{os.getpid()}.partial")  # written whole or not at all
+            save_file({"features": extracted.tensors[0].contiguous(), "labels": extracted.tensors[1].contiguous()}, str(partial))
+            partial.replace(path)
+        features[split], status[split] = extracted, "extracted"
+    return features, status
+
+
+def _is_main_process() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _extract_sharded(model, dataset, collator, batch_size: int) -> torch.utils.data.TensorDataset:
+    """Under DDP each rank extracts every world_size-th example; the shards are gathered back into order."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return extract_features(model, dataset, collator, batch_size)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    shard = extract_features(model, torch.utils.data.Subset(dataset, range(rank, len(dataset), world)), collator, batch_size)
+    gathered = [None] * world
+    dist.all_gather_object(gathered, (shard.tensors[0], shard.tensors[1]))
+    features = torch.empty((len(dataset), gathered[0][0].shape[1]), dtype=gathered[0][0].dtype)
+    labels = torch.empty(len(dataset), dtype=gathered[0][1].dtype)
+    for r, (f, y) in enumerate(gathered):
+        features[r::world], labels[r::world] = f, y
+    return torch.utils.data.TensorDataset(features, labels)

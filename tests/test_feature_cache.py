@@ -1,0 +1,82 @@
+"""The on-disk feature cache: a second run on the same backbone and data skips extraction and trains the same head;
+changing the data, the weights or the preprocessing rebuilds it; --no_feature_cache opts out."""
+
+import json
+
+import pytest
+import torch
+
+import recipes.feature_extraction as feature_extraction
+from conftest import write_text_table
+from hf_transfer import feature_cache
+
+
+def run(tmp_path, name, **options):
+    defaults = {"num_train_epochs": 3, "output_dir": str(tmp_path / name), "feature_cache_dir": str(tmp_path / "cache")}
+    return feature_extraction.run(**{**defaults, **options})
+
+
+def test_a_second_run_reads_features_from_disk_and_matches(tmp_path, tiny_bert_dir, text_csv, monkeypatch):
+    first = run(tmp_path, "first", model_name_or_path=tiny_bert_dir, train_file=str(text_csv))
+    assert set(first["feature_cache"].values()) == {"extracted"} and len(list((tmp_path / "cache").glob("*.safetensors"))) == 2
+
+    def no_backbone(*args, **kwargs):
+        raise AssertionError("the backbone ran although every split was cached")
+
+    monkeypatch.setattr(feature_cache, "extract_features", no_backbone)
+    second = run(tmp_path, "second", model_name_or_path=tiny_bert_dir, train_file=str(text_csv))
+    assert set(second["feature_cache"].values()) == {"hit"}
+    assert second["eval_accuracy"] == first["eval_accuracy"] and second["train_loss"] == pytest.approx(first["train_loss"])
+
+
+def test_changed_data_weights_or_preprocessing_rebuild_the_cache(tmp_path, tiny_bert_dir, text_csv):
+    run(tmp_path, "base", model_name_or_path=tiny_bert_dir, train_file=str(text_csv))
+    other_data = write_text_table(tmp_path / "other", rows_per_class=14)
+    assert "extracted" in run(tmp_path, "data", model_name_or_path=tiny_bert_dir, train_file=str(other_data))["feature_cache"].values()
+    assert set(run(tmp_path, "length", model_name_or_path=tiny_bert_dir, train_file=str(text_csv), max_seq_length=4)["feature_cache"].values()) == {"extracted"}
+    from transformers import AutoModel
+
+    changed = tmp_path / "changed-weights"
+    model = AutoModel.from_pretrained(tiny_bert_dir)
+    with torch.no_grad():
+        model.encoder.layer[0].output.dense.weight.add_(0.01)
+    model.save_pretrained(changed)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (changed / name).write_bytes((__import__("pathlib").Path(tiny_bert_dir) / name).read_bytes())
+    assert set(run(tmp_path, "weights", model_name_or_path=str(changed), train_file=str(text_csv))["feature_cache"].values()) == {"extracted"}
+    off = run(tmp_path, "off", model_name_or_path=tiny_bert_dir, train_file=str(text_csv), no_feature_cache=True)
+    assert set(off["feature_cache"].values()) == {"off"}
+    assert json.loads((tmp_path / "off" / "all_results.json").read_text())["feature_cache"]["train"] == "off"
+
+
+def test_image_features_key_on_the_files_and_the_processor(tmp_path, tiny_vit_dir, image_dir):
+    first = run(tmp_path, "a", model_name_or_path=tiny_vit_dir, train_dir=str(image_dir))
+    again = run(tmp_path, "b", model_name_or_path=tiny_vit_dir, train_dir=str(image_dir))
+    assert set(first["feature_cache"].values()) == {"extracted"} and set(again["feature_cache"].values()) == {"hit"}
+    touched = next(image_dir.rglob("*.png"))
+    touched.write_bytes(touched.read_bytes())  # same bytes, new modification time: the split is read again
+    assert "extracted" in run(tmp_path, "c", model_name_or_path=tiny_vit_dir, train_dir=str(image_dir))["feature_cache"].values()
+
+
+def test_two_processes_extract_shards_that_gather_into_the_single_process_features(tmp_path, tiny_bert_dir, text_csv):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    result = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "recipes/feature_extraction.py", "--use_cpu",
+                             "--model_name_or_path", tiny_bert_dir, "--train_file", str(text_csv), "--num_train_epochs", "2",
+                             "--output_dir", str(tmp_path / "ddp"), "--feature_cache_dir", str(tmp_path / "ddp-cache")],
+                            capture_output=True, text=True, timeout=600)
+    reasons = [line for line in result.stderr.splitlines() if any(w in line for w in ("Error", "error", "terminate", "Abort"))]
+    assert result.returncode == 0, "\n".join(reasons[-30:])
+    run(tmp_path, "single", model_name_or_path=tiny_bert_dir, train_file=str(text_csv), feature_cache_dir=str(tmp_path / "single-cache"))
+    sharded = {p.name: load_file(str(p)) for p in (tmp_path / "ddp-cache").glob("*.safetensors")}
+    single = {p.name: load_file(str(p)) for p in (tmp_path / "single-cache").glob("*.safetensors")}
+    assert sharded.keys() == single.keys() and len(single) == 2, "the same keys: ranks agree on the fingerprint"
+    for name in single:
+        assert torch.equal(sharded[name]["labels"], single[name]["labels"])
+        assert torch.allclose(sharded[name]["features"], single[name]["features"], atol=1e-5), "shards gathered back in order"
