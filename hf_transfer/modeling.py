@@ -82,6 +82,9 @@ def resolve_checkpoint(args: ModelArguments) -> Checkpoint:
         return _transformers_checkpoint(name, location, {**load_kwargs, "local_files_only": True})
     path = pathlib.Path(name)
     if path.exists():
+        if (path / "base_model.json").is_file() and not (path / "config.json").is_file():
+            raise TransferError(f"'{name}' is an adapter run (adapter and head only): fold it into its base with scripts/merge_adapter.py "
+                                "and pass the merged folder, or load it with hf_transfer.load_adapter")
         if not path.is_dir() or not (path / "config.json").is_file():
             raise TransferError(f"local checkpoint '{name}' has no config.json: point --model_name_or_path at a folder written by save_pretrained")
         return _transformers_checkpoint(name, str(path), {**load_kwargs, "local_files_only": True})
