@@ -62,7 +62,7 @@ def local_folder(path_or_repo: str, revision: str | None = None) -> pathlib.Path
         return pathlib.Path(snapshot_download(path_or_repo, revision=revision, local_files_only=hub_offline()))
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line naming the repo
         if hub_offline():
-            raise TransferError(f"adapter '{path_or_repo}' is not a local folder and not in the Hugging Face cache (HF_HUB_OFFLINE=1)") from None
+            raise TransferError(f"'{path_or_repo}' is not a local folder and not in the Hugging Face cache (HF_HUB_OFFLINE=1)") from None
         raise hub_error(exc, path_or_repo) from None
 
 

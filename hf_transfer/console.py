@@ -2,7 +2,7 @@
 
 Trainer's own output (a dict per log, a nested bar per evaluation) and dependency chatter that does
 not concern the user (load reports for the new head we add on purpose, deprecation notices) are
-replaced or silenced; warnings and errors about the user's run still show.
+replaced or silenced on the command line; our own one-line notes about the run and every error still show.
 """
 
 from __future__ import annotations

@@ -19,7 +19,14 @@ import sys
 import numpy as np
 
 from . import plots
-from .data import DataArguments, label_key, normalise_columns, read_image_folder, read_table
+from .console import quiet_dependencies
+from .data import (
+    DataArguments,
+    label_key,
+    normalise_columns,
+    read_image_folder,
+    read_table,
+)
 from .errors import TransferError
 from .inference import class_probabilities, load_run, read_images
 from .metrics import classification_report, confusion_matrix
@@ -76,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image_column_name", default="image")
     parser.add_argument("--batch_size", type=int, default=64)
     args = parser.parse_args(argv)
+    quiet_dependencies()
     try:
         report = evaluate(args.model, test_file=args.test_file, test_dir=args.test_dir, output_dir=args.output_dir, text_column_name=args.text_column_name,
                           label_column_name=args.label_column_name, image_column_name=args.image_column_name, batch_size=args.batch_size)

@@ -30,7 +30,7 @@ class LoadedRun:
 def load_run(model: str, *, device: str | None = None) -> LoadedRun:
     """A run folder (or Hub repo) written by a recipe, or any sequence / image classification checkpoint."""
     from . import adapter_files
-    from .transfer_classifier import takes_pixels
+    from .architectures import takes_images
 
     folder = adapter_files.local_folder(model)
     if not folder.is_dir() or not any((folder / f).is_file() for f in ("config.json", adapter_files.BASE_MODEL_FILE)):
@@ -47,7 +47,7 @@ def load_run(model: str, *, device: str | None = None) -> LoadedRun:
 
         config = AutoConfig.from_pretrained(folder)
         inner = getattr(config, "backbone_config", None) or config
-        modality = "image" if takes_pixels(inner) else "text"
+        modality = "image" if takes_images(inner) else "text"
         auto, loader = (AutoModelForImageClassification, AutoImageProcessor) if modality == "image" else (AutoModelForSequenceClassification, AutoTokenizer)
         try:
             network = auto.from_pretrained(folder)

@@ -17,6 +17,7 @@ import sys
 
 import pandas as pd
 
+from .console import quiet_dependencies
 from .data import IMAGE_EXTENSIONS, read_table
 from .errors import TransferError
 from .inference import class_probabilities, load_run, read_images
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image_column_name", default="image")
     parser.add_argument("--batch_size", type=int, default=64)
     args = parser.parse_args(argv)
+    quiet_dependencies()
     try:
         frame = predict(args.model, input_file=args.input_file, input_dir=args.input_dir, output_file=args.output_file, all_scores=args.all_scores,
                         text_column_name=args.text_column_name, image_column_name=args.image_column_name, batch_size=args.batch_size)

@@ -70,7 +70,3 @@ def save_model(model, output_dir: pathlib.Path) -> None:
                                  "AutoModelForImageClassification": f"{module}.TransferClassifier"}
         shutil.copyfile(transfer_classifier.__file__, output_dir / CUSTOM_CODE)
     model.save_pretrained(output_dir)
-
-
-def needs_remote_code(model_dir: pathlib.Path) -> bool:
-    return (model_dir / CUSTOM_CODE).is_file()
