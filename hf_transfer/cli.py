@@ -172,10 +172,15 @@ def _check_report_to(training: TrainingArguments) -> None:
 
 
 def _device_defaults() -> dict:
-    """Without an accelerator, train on the CPU outright: --bf16 then means CPU autocast rather than an error."""
+    """On an accelerator, DataLoader workers (kept alive between epochs) feed it; without one, train on the CPU
+    outright: --bf16 then means CPU autocast rather than an error. The user's own settings win over both."""
+    import os
+
     import torch
 
-    return {} if torch.accelerator.is_available() else {"use_cpu": True}
+    if not torch.accelerator.is_available():
+        return {"use_cpu": True}
+    return {"dataloader_num_workers": min(8, max(1, (os.cpu_count() or 2) - 1)), "dataloader_persistent_workers": True}
 
 
 def _check_precision(training: TrainingArguments) -> None:

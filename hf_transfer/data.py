@@ -42,6 +42,8 @@ class DataArguments:
     max_seq_length: int = 128
     image_size: int | None = dataclasses.field(default=None, metadata={"help": "override the checkpoint's input size"})
     augment: bool = dataclasses.field(default=False, metadata={"help": "random resized crop, flip and colour jitter on training images"})
+    cache_images: bool = dataclasses.field(default=True, metadata={"help": "keep preprocessed images in memory after their first epoch "
+                                                                           "(splits that are not augmented, when they fit)"})
     strict: bool = dataclasses.field(default=False, metadata={"help": "an unreadable image is an error instead of being skipped"})
 
 

@@ -175,18 +175,42 @@ class TokenizedDataset(torch.utils.data.Dataset):
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Images decoded and transformed lazily, one per item."""
+    """Images decoded and transformed lazily, one per item; with `cache_side`, each preprocessed image is kept (in
+    shared memory, so DataLoader workers fill it too) after its first pass, and later epochs skip decoding."""
 
-    def __init__(self, frame: pd.DataFrame, transform):
+    def __init__(self, frame: pd.DataFrame, transform, cache_side: int | None = None):
         self.images = frame["image"].tolist()
         self.labels = frame["label"].tolist()
         self.transform = transform
+        self.cache = self.filled = None
+        if cache_side:
+            self.cache = torch.empty((len(self.labels), 3, cache_side, cache_side)).share_memory_()
+            self.filled = torch.zeros(len(self.labels), dtype=torch.bool).share_memory_()
 
     def __len__(self):
         return len(self.labels)
 
     def __getitem__(self, index):
-        return {"pixel_values": self.transform(open_image(self.images[index])), "labels": self.labels[index]}
+        if self.filled is not None and self.filled[index]:
+            return {"pixel_values": self.cache[index].clone(), "labels": self.labels[index]}
+        pixels = self.transform(open_image(self.images[index]))
+        if self.cache is not None and pixels.shape == self.cache.shape[1:]:
+            self.cache[index] = pixels
+            self.filled[index] = True
+        return {"pixel_values": pixels, "labels": self.labels[index]}
+
+
+def image_cache_budget() -> int:
+    """Bytes of decoded images to keep: a quarter of the machine's memory and half of free shared memory, at most 8 GiB."""
+    import os
+
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        stat = os.statvfs("/dev/shm")
+        shared = stat.f_bavail * stat.f_frsize
+    except OSError:
+        shared = 0
+    return int(min(8 * 2**30, memory / 4, shared / 2))
 
 
 class _ProcessorTransform:
@@ -203,15 +227,22 @@ def collate_images(batch: list[dict]) -> dict:
     return {"pixel_values": torch.stack([b["pixel_values"] for b in batch]), "labels": torch.tensor([b["labels"] for b in batch])}
 
 
-def build_datasets(data: LabelledData, processor, image_cfg: ImageConfig | None, max_seq_length: int, augment: bool):
+def build_datasets(data: LabelledData, processor, image_cfg: ImageConfig | None, max_seq_length: int, augment: bool, cache_images: bool = True):
     """{split: torch Dataset} and the collator that batches it. `processor`: the tokenizer, or for images the
-    processor the run evaluates with and saves."""
+    processor the run evaluates with and saves. Splits that are not augmented keep their preprocessed images
+    after the first pass when they fit the memory budget (said in one line when they do not)."""
     if data.modality == "text":
         from transformers import DataCollatorWithPadding
 
         datasets = {split: TokenizedDataset(frame, processor, max_seq_length) for split, frame in data.splits.items()}
         return datasets, DataCollatorWithPadding(processor)
     evaluate = _ProcessorTransform(processor)
-    datasets = {split: ImageDataset(frame, image_cfg.train_transform() if (augment and split == "train") else evaluate)
+    fixed = {split for split in data.splits if not (augment and split == "train")}
+    needed = sum(len(data.splits[split]) for split in fixed) * 3 * image_cfg.size**2 * 4
+    cache_side = image_cfg.size if cache_images and needed <= image_cache_budget() else None
+    if cache_images and cache_side is None:
+        print(f"decoded images are not kept in memory: {needed / 2**30:.1f} GiB exceed the budget of {image_cache_budget() / 2**30:.1f} GiB; "
+              "every epoch decodes them again")
+    datasets = {split: ImageDataset(frame, evaluate if split in fixed else image_cfg.train_transform(), cache_side if split in fixed else None)
                 for split, frame in data.splits.items()}
     return datasets, collate_images

@@ -63,7 +63,7 @@ def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dic
     if data.modality == "image":  # evaluate with the processor the run will save
         img_cfg = image_config(checkpoint, model, processor, args.data.image_size)
         processor = img_cfg.processor(timm_architecture(model))
-    datasets, collator = build_datasets(data, processor, img_cfg, args.data.max_seq_length, args.data.augment)
+    datasets, collator = build_datasets(data, processor, img_cfg, args.data.max_seq_length, args.data.augment, args.data.cache_images)
     if learning_rates and "learning_rate" not in args.explicit:
         args.training.learning_rate = learning_rates[data.modality]
     return Job(args, data, checkpoint, model, processor, img_cfg, datasets, collator, hub_target)

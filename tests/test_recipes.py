@@ -132,3 +132,25 @@ def test_demo_data_and_its_caps_give_way_to_data_the_user_names(text_csv):
     assert own.data.dataset_name is None and own.data.max_train_samples_per_class is None and own.data.max_eval_samples is None
     capped = parse_recipe_args(full_finetune.DEFAULTS, ["--dataset_name", "bundled:mnist", "--max_train_samples_per_class", "5"])
     assert capped.data.max_train_samples_per_class == 5 and capped.data.max_eval_samples is None
+
+
+def test_preprocessed_images_are_kept_after_their_first_pass(tmp_path, monkeypatch):
+    from conftest import write_image_folder
+    from hf_transfer import preprocessing
+    from hf_transfer.data import DataArguments, load_labelled_data
+
+    data = load_labelled_data(DataArguments(train_dir=str(write_image_folder(tmp_path / "images"))), seed=0)
+    config = ImageConfig(size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
+    decoded = []
+    real_open = preprocessing.open_image
+    monkeypatch.setattr(preprocessing, "open_image", lambda value: decoded.append(value) or real_open(value))
+    kept, _ = preprocessing.build_datasets(data, config.processor(), config, 128, augment=True, cache_images=True)
+    first = [kept["validation"][i]["pixel_values"] for i in range(len(kept["validation"]))]
+    count = len(decoded)
+    again = [kept["validation"][i]["pixel_values"] for i in range(len(kept["validation"]))]
+    assert len(decoded) == count and all(torch.equal(a, b) for a, b in zip(first, again)), "the second pass reads the kept tensors"
+    kept["train"][0], kept["train"][0]
+    assert len(decoded) == count + 2, "an augmented split is decoded every time (its crops differ)"
+    plain, _ = preprocessing.build_datasets(data, config.processor(), config, 128, augment=False, cache_images=False)
+    plain["validation"][0], plain["validation"][0]
+    assert len(decoded) == count + 4, "--cache_images false decodes every time"
