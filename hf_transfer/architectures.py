@@ -29,7 +29,7 @@ BERT_TARGETS = Targets(("query", "value"), ("key", "value", "output.dense"), ("o
 Q_PROJ_TARGETS = Targets(("q_proj", "v_proj"), ("k_proj", "v_proj", "fc2"), ("fc2",), ("o_proj", "fc2"))
 CLIP_TARGETS = Targets(("q_proj", "v_proj"), ("k_proj", "v_proj", "fc2"), ("fc2",), ("out_proj", "fc2"))
 DISTILBERT_TARGETS = Targets(("q_lin", "v_lin"), ("k_lin", "v_lin", "lin2"), ("lin2",), ("out_lin", "lin2"))
-TIMM_VIT_TARGETS = Targets(("qkv", "fc1", "fc2"), ("qkv", "fc2"), ("fc2",), ("attn.proj", "fc2"))
+TIMM_VIT_TARGETS = Targets(("qkv", "fc1", "fc2"), ("qkv", "fc2"), ("fc2",), ("attn.proj", "fc2"))  # timm ViTs, found by their `qkv` layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Architecture:
 
 
 REGISTRY = (
-    Architecture("BERT-style", ("bert", "roberta", "xlm-roberta", "electra", "camembert", "xlm", "ernie", "data2vec-text"), blocks=("encoder.layer",),
+    Architecture("BERT-style", ("bert", "roberta", "xlm-roberta", "electra", "camembert", "ernie", "data2vec-text"), blocks=("encoder.layer",),
                  targets=BERT_TARGETS),
     Architecture("DeBERTa", ("deberta", "deberta-v2"), blocks=("encoder.layer",), input_side=("encoder.rel_embeddings", "encoder.LayerNorm"),
                  targets=Targets(("query_proj", "value_proj"), ("key_proj", "value_proj", "output.dense"), ("output.dense",),
@@ -85,7 +85,6 @@ REGISTRY = (
     Architecture("torchvision RegNet", classes=("RegNet",), stem=("stem",), blocks=("trunk_output",)),
     Architecture("torchvision EfficientNet / MobileNet / ConvNeXt", classes=("EfficientNet", "MobileNetV2", "MobileNetV3", "ConvNeXt"), blocks=("features",)),
 )
-TIMM_VIT = Architecture("timm ViT", targets=TIMM_VIT_TARGETS)  # found by its `qkv` layers; timm says the rest
 # Raw parameters that are positions or tokens, not weights: no weight decay (what timm's no_weight_decay() lists).
 # Embedding tables (`....position_embeddings.weight`, BERT's) keep the usual decay, as in Hugging Face's examples.
 NO_WEIGHT_DECAY = re.compile(r"(^|\.)(pos_embed|position_embeddings|pos_embedding|cls_token|class_token|class_embedding|dist_token|"

@@ -210,14 +210,10 @@ def split_list(value, separator: str = ",") -> list[str] | None:
 
 def recipe_main(run_function) -> None:
     """Entry point for `python recipes/x.py` / `accelerate launch recipes/x.py`: one clear line on bad input."""
-    from .console import quiet_dependencies
+    from .console import command_line
 
-    quiet_dependencies()
     try:
-        run_function(argv=sys.argv[1:])
-    except TransferError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        command_line(run_function, argv=sys.argv[1:])
     finally:
         _close_process_group()
 

@@ -76,3 +76,17 @@ def quiet_dependencies() -> None:
         warnings.filterwarnings("ignore", category=category)
     for message in ("None of the inputs have requires_grad", "torch.utils.checkpoint", "find_unused_parameters=True"):
         warnings.filterwarnings("ignore", message=f".*{message}.*")
+
+
+def command_line(function, **kwargs):
+    """Run a command-line tool's function quietly; bad input ends in one line `error: ...` and exit code 2."""
+    import sys
+
+    from .errors import TransferError
+
+    quiet_dependencies()
+    try:
+        return function(**kwargs)
+    except TransferError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import sys
 
 import numpy as np
 
 from . import plots
-from .console import quiet_dependencies
+from .console import command_line
 from .data import (
     DataArguments,
     label_key,
@@ -82,14 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--label_column_name", default="label")
     parser.add_argument("--image_column_name", default="image")
     parser.add_argument("--batch_size", type=int, default=64)
-    args = parser.parse_args(argv)
-    quiet_dependencies()
-    try:
-        report = evaluate(args.model, test_file=args.test_file, test_dir=args.test_dir, output_dir=args.output_dir, text_column_name=args.text_column_name,
-                          label_column_name=args.label_column_name, image_column_name=args.image_column_name, batch_size=args.batch_size)
-    except TransferError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    report = command_line(evaluate, **vars(parser.parse_args(argv)))
     print(f"{report['examples']} examples: accuracy {100 * report['accuracy']:.2f}%, macro-F1 {100 * report['f1_macro']:.2f}%")
     for name, row in report["per_class"].items():
         print(f"  {name[:24]:<24} precision {row['precision']:.3f}  recall {row['recall']:.3f}  f1 {row['f1']:.3f}  n={row['support']}")

@@ -2,9 +2,10 @@
 
 embeddings / stem, each transformer block or CNN stage, pooler / neck, head. Everything that
 freezes, unfreezes or spreads learning rates works on these groups. The model is asked for its
-structure (timm's `group_matcher`, transformers' `base_model` and its block list) rather than
-guessing names; users override with regex patterns, and a pattern that matches nothing, or an
-architecture we cannot read, is an error that lists the model's top-level modules.
+structure (timm's `group_matcher`, transformers' `base_model`), and the architecture registry
+(`architectures.py`) names the block lists models do not declare; users override with regex
+patterns, and a pattern that matches nothing, or an architecture we cannot read, is an error
+that lists the model's top-level modules.
 """
 
 from __future__ import annotations

@@ -27,9 +27,9 @@ from transformers import (
 )
 
 from . import assets
+from .architectures import backbone_config, by_model_type, has_native_classifier, takes_images
 from .errors import TransferError
 from .hub import hub_offline, unreachable_checkpoint
-from .architectures import backbone_config, by_model_type, has_native_classifier, takes_images
 from .transfer_classifier import TransferClassifier, TransferClassifierConfig
 
 POOLINGS = ("auto", "cls", "mean", "pooler")

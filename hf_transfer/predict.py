@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import sys
 
 import pandas as pd
 
-from .console import quiet_dependencies
+from .console import command_line
 from .data import IMAGE_EXTENSIONS, read_table
 from .errors import TransferError
 from .inference import class_probabilities, load_run, read_images
@@ -89,13 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image_column_name", default="image")
     parser.add_argument("--batch_size", type=int, default=64)
     args = parser.parse_args(argv)
-    quiet_dependencies()
-    try:
-        frame = predict(args.model, input_file=args.input_file, input_dir=args.input_dir, output_file=args.output_file, all_scores=args.all_scores,
-                        text_column_name=args.text_column_name, image_column_name=args.image_column_name, batch_size=args.batch_size)
-    except TransferError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    frame = command_line(predict, **vars(args))
     counts = frame["predicted_label"].value_counts()
     print(f"{len(frame)} predictions written to {args.output_file} ({', '.join(f'{k}: {v}' for k, v in counts.items())})")
 
