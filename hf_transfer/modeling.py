@@ -48,6 +48,7 @@ class ModelArguments:
     cache_dir: str | None = None
     model_revision: str = "main"
     trust_remote_code: bool = dataclasses.field(default=False, metadata={"help": "run code from the checkpoint's repo (only if you trust it)"})
+    random_init: bool = dataclasses.field(default=False, metadata={"help": "the architecture with fresh random weights: a no-transfer baseline"})
 
 
 @dataclasses.dataclass
@@ -200,8 +201,25 @@ def build_classifier(checkpoint: Checkpoint, label_names: list[str], args: Model
     """The checkpoint with a new, randomly initialised head for `label_names`.
 
     native=None picks the checkpoint's own classification class when it fits; False forces
-    `TransferClassifier` (whose `features()` feature extraction relies on).
+    `TransferClassifier` (whose `features()` feature extraction relies on). `args.random_init` re-draws every
+    weight: the same architecture without transfer, the baseline that shows whether transfer helps.
     """
+    model = _with_new_head(checkpoint, label_names, args, native)
+    if args.random_init:
+        from .freezing import is_batchnorm
+        from .layer_groups import LayerGroup
+        from .partial_transfer import reinitialize_groups
+
+        changed = reinitialize_groups(model, [LayerGroup("all", dict(model.named_parameters()))])
+        for module in model.modules():
+            if is_batchnorm(module):
+                module.reset_running_stats()
+        print(f"random initialisation: {changed:,} of {sum(p.numel() for p in model.parameters()):,} parameters re-drawn "
+              "(the architecture without its pretrained weights)")
+    return model
+
+
+def _with_new_head(checkpoint: Checkpoint, label_names: list[str], args: ModelArguments, native: bool | None) -> PreTrainedModel:
     if args.head not in HEADS:
         raise TransferError(f"--head '{args.head}' is not one of {', '.join(HEADS)}")
     labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),

@@ -47,6 +47,9 @@ def run_with_defaults(defaults: dict, recipe: str, argv: list[str] | None, overr
             why = "the Hub is offline (HF_HUB_OFFLINE=1) and it is not cached" if hub_offline() else "it could not be loaded from the Hub"
             raise TransferError(f"the default checkpoint {default_model} needs the Hub and {why}: "
                                 "pass --model_name_or_path (a local folder, or bundled:minilm-l6 / bundled:efficientnet-lite0)") from None
+    if args.model.random_init:
+        raise TransferError("--random_init puts the adapter on a random base that is not saved, so the run could not be reloaded: "
+                            "use recipes/full_finetune.py --random_init for a no-transfer baseline")
     options = adapters.AdapterArguments(**{f.name: args.extra[f.name] for f in dataclasses.fields(adapters.AdapterArguments)})
     if "learning_rate" not in args.explicit:
         args.training.learning_rate = adapters.LEARNING_RATES.get(options.peft_method, args.training.learning_rate)
