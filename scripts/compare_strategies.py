@@ -26,6 +26,7 @@ import recipes.feature_extraction as feature_extraction
 import recipes.full_finetune as full_finetune
 import recipes.gradual_unfreeze as gradual_unfreeze
 import recipes.peft_finetune as peft_finetune
+from hf_transfer.console import quiet_dependencies
 
 TASKS = {
     "text": {"model_name_or_path": "bundled:minilm-l6", "dataset_name": "bundled:rotten_tomatoes", "max_eval_samples": 500},
@@ -150,6 +151,7 @@ def main() -> None:
     parser.add_argument("--output", default=None, help="JSON-lines file of every run's figures; finished runs in it are not redone")
     parser.add_argument("--report_dir", default=None, help="where results.csv, comparison.md and the plots go (default: beside --output, else .)")
     args = parser.parse_args()
+    quiet_dependencies()
 
     output = pathlib.Path(args.output) if args.output else None
     mine = {k: getattr(args, k) for k in DATA_OPTIONS if getattr(args, k)}
