@@ -212,8 +212,9 @@ def build_classifier(checkpoint: Checkpoint, label_names: list[str], args: Model
 
         changed = reinitialize_groups(model, [LayerGroup("all", dict(model.named_parameters()))])
         for module in model.modules():
-            if is_batchnorm(module):
+            if is_batchnorm(module):  # no pretrained estimate to keep: average every training batch from the start
                 module.reset_running_stats()
+                module.momentum = None
         print(f"random initialisation: {changed:,} of {sum(p.numel() for p in model.parameters()):,} parameters re-drawn "
               "(the architecture without its pretrained weights)")
     return model

@@ -154,6 +154,8 @@ def main() -> None:
     quiet_dependencies()
 
     output = pathlib.Path(args.output) if args.output else None
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)  # before the first run, not after it
     mine = {k: getattr(args, k) for k in DATA_OPTIONS if getattr(args, k)}
     task = "custom" if mine else args.task
     runs = [r for r in _done(output) if r["task"] == task and (r.get("image_size"), r.get("epochs")) == (args.image_size, args.epochs)]
