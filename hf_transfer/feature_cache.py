@@ -9,6 +9,7 @@ and all ranks then read the whole split. `--no_feature_cache` turns it off.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -20,6 +21,20 @@ import torch
 from .features import extract_features
 
 VERSION = "1"  # bump when the stored format or the pooling code changes
+
+
+@dataclasses.dataclass
+class FeatureCacheArguments:
+    cache_features: bool = dataclasses.field(default=True, metadata={"help": "run the frozen backbone once (ignored with --augment)"})
+    no_feature_cache: bool = dataclasses.field(default=False, metadata={"help": "do not read or write features on disk (extract them again)"})
+    feature_cache_dir: str | None = dataclasses.field(default=None, metadata={"help": "where features are kept (default ~/.cache/hf_transfer/features, "
+                                                                                   "or $HF_TRANSFER_CACHE/features)"})
+
+
+def cache_options(extra: dict) -> dict:
+    """cached_features() keywords from parsed FeatureCacheArguments."""
+    return {"cache_dir": pathlib.Path(extra["feature_cache_dir"]) if extra.get("feature_cache_dir") else None,
+            "enabled": not extra.get("no_feature_cache", False)}
 
 
 def default_cache_dir() -> pathlib.Path:

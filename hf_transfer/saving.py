@@ -20,7 +20,8 @@ CUSTOM_CODE = "transfer_classifier.py"
 # What a run writes at the top of its folder; only these are removed by --overwrite_output_dir.
 RUN_FILE_PATTERNS = ("all_results.json", "README.md", "config.json", "*.safetensors", "adapter_config.json", "bottleneck_config.json",
                      "base_model.json", "preprocessor_config.json", "tokenizer*.json", "special_tokens_map.json", "vocab.txt",
-                     "training_args.bin", CUSTOM_CODE, "*.png", "evaluation", "checkpoint-*", "runs")
+                     "training_args.bin", CUSTOM_CODE, "*.png", "evaluation", "checkpoint-*", "runs",
+                     "advice.json")
 RUN_MARKERS = ("all_results.json", "config.json", "adapter_config.json", "bottleneck_config.json", "checkpoint-*")
 
 

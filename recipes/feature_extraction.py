@@ -14,12 +14,9 @@ checkpoints such as the bundled MiniLM); `--head linear|mlp`, `--head_hidden_siz
     from recipes.feature_extraction import run; metrics = run(head="mlp")
 """
 
-import dataclasses
-import pathlib
-
 from hf_transfer import training
 from hf_transfer.cli import parse_recipe_args, recipe_main
-from hf_transfer.feature_cache import cached_features
+from hf_transfer.feature_cache import FeatureCacheArguments, cache_options, cached_features
 from hf_transfer.features import HeadOnly, collate_features
 from hf_transfer.freezing import freeze
 
@@ -33,24 +30,15 @@ DEFAULTS = {
 }
 
 
-@dataclasses.dataclass
-class FeatureExtractionArguments:
-    cache_features: bool = dataclasses.field(default=True, metadata={"help": "run the frozen backbone once (ignored with --augment)"})
-    no_feature_cache: bool = dataclasses.field(default=False, metadata={"help": "do not read or write features on disk (extract them again)"})
-    feature_cache_dir: str | None = dataclasses.field(default=None, metadata={"help": "where features are kept (default ~/.cache/hf_transfer/features, "
-                                                                                   "or $HF_TRANSFER_CACHE/features)"})
-
-
 def run(argv: list[str] | None = None, **overrides) -> dict:
     """Train a new head on the frozen backbone; returns the results also written to all_results.json."""
-    args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(FeatureExtractionArguments,))
+    args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(FeatureCacheArguments,))
     job = training.prepare(args, native=False)
     freeze(job.model.backbone)
     if args.extra["cache_features"] and not args.data.augment:
         job.model.to(args.training.device)
-        cache_dir = pathlib.Path(args.extra["feature_cache_dir"]) if args.extra["feature_cache_dir"] else None
         cached, status = cached_features(job.model, job.datasets, job.collator, args.training.per_device_eval_batch_size,
-                                         cache_dir=cache_dir, enabled=not args.extra["no_feature_cache"])
+                                         **cache_options(args.extra))
         if "hit" in status.values():
             print(f"features from the cache for {', '.join(s for s, v in status.items() if v == 'hit')} (--no_feature_cache to extract again)")
         trainer = training.make_trainer(job, model=HeadOnly(job.model.head), datasets=cached, collator=collate_features)
