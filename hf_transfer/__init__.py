@@ -12,7 +12,18 @@ from .optim import build_optimizer, discriminative_lrs, slanted_triangular
 from .unfreezing import GradualUnfreezing, Phase
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """`hf_transfer.advise(...)` is the advisor function, imported on first use so that `python -m hf_transfer.advise`
+    runs its module without the package having imported it first."""
+    if name == "advise":
+        from .advise import advise
+
+        globals()["advise"] = advise  # the import set the attribute to the module; the function is what users call
+        return advise
+    raise AttributeError(f"module 'hf_transfer' has no attribute '{name}'")
 __all__ = ["AdapterArguments", "load_adapter", "merge_adapter", "TransferError", "freeze", "unfreeze", "count_parameters", "classification_report", "make_compute_metrics",
            "ModelArguments", "TransferClassifier", "TransferClassifierConfig", "build_classifier", "resolve_checkpoint",
            "DataArguments", "load_labelled_data", "LayerGroup", "layer_groups", "build_optimizer", "discriminative_lrs",
-           "slanted_triangular", "GradualUnfreezing", "Phase"]
+           "slanted_triangular", "GradualUnfreezing", "Phase", "advise"]

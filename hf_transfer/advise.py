@@ -25,12 +25,12 @@ import numpy as np
 import torch
 
 from . import training
+from .adapters import AdapterArguments
 from .cli import parse_recipe_args
 from .console import command_line
 from .errors import TransferError
 from .feature_cache import FeatureCacheArguments, cache_options, cached_features
 from .finetuning import FineTuningArguments
-from .adapters import AdapterArguments
 from .strategy_rules import Measurements, recommend
 from .transferability import batchnorm_shift, knn_accuracy, linear_probe_accuracy, logme
 
@@ -156,8 +156,9 @@ def _report(ranking: list[Measurements], score: str, advice, command: str) -> st
     best = ranking[0]
     lines.append(f"{best.checkpoint}: {advice.reasons[0]}")
     lines.append(f"→ {advice.strategy}: {advice.reasons[1]}")
-    rates = f"learning rate {advice.options['learning_rate']:g}" + (f", head {advice.options['head_learning_rate']:g}" if "head_learning_rate" in advice.options else "")
-    lines.append(f"  {rates}, {advice.options['num_train_epochs']} epochs (best epoch on validation kept)")
+    options = advice.options
+    rates = f"learning rate {options['learning_rate']:g}" + (f", head {options['head_learning_rate']:g}" if "head_learning_rate" in options else "")
+    lines.append(f"  {rates}, {options['num_train_epochs']} epochs (best epoch on validation kept)")
     lines.append(f"  measured in {sum(m.seconds for m in ranking):.0f} s; run it with:")
     lines.append(f"  {command}")
     return "\n".join(lines)

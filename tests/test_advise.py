@@ -139,6 +139,8 @@ def test_advice_errors_are_one_line(tmp_path):
                                 "--output_dir", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
     assert completed.returncode == 2 and completed.stderr.strip().startswith("error:") and len(completed.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+    callable_ = subprocess.run([sys.executable, "-c", "import hf_transfer; print(callable(hf_transfer.advise))"], capture_output=True, text=True)
+    assert callable_.stdout.strip() == "True", callable_.stderr[-500:]
 
 
 def test_auto_runs_the_pick_with_the_advised_options_and_the_users_overrides(tmp_path):
