@@ -2,7 +2,8 @@
 
 Each checkpoint's frozen features for the train and validation splits (never the test split) come from the
 on-disk feature cache, so advice costs one forward pass and later feature-extraction runs reuse it. Checkpoints
-are ranked by LogME; the strategy comes from `strategy_rules`.
+are ranked by LogME (by the linear probe when training examples are fewer than feature dimensions); the
+strategy comes from `strategy_rules`. Options for the recipe (e.g. --num_train_epochs) go into the advised command.
 
     python -m hf_transfer.advise --train_dir photos/ --model_name_or_path bundled:efficientnet-lite0 ./my-vit
     python -m hf_transfer.advise --dataset_name bundled:fashion_mnist --model_name_or_path bundled:efficientnet-lite0 --image_size 64
@@ -36,10 +37,8 @@ from .transferability import batchnorm_shift, knn_accuracy, linear_probe_accurac
 
 DEFAULTS = {"output_dir": "outputs/advice"}
 SHIFT_EXAMPLES = 256  # training examples whose activations are compared with the stored BatchNorm statistics
-# Options that describe the data and the checkpoint: they go into the advised command as the user gave them.
-DATA_FLAGS = ("dataset_name", "dataset_config_name", "train_file", "validation_file", "test_file", "train_dir", "validation_dir", "test_dir",
-              "text_column_name", "label_column_name", "image_column_name", "max_train_samples_per_class", "max_eval_samples",
-              "max_test_samples", "image_size", "max_seq_length", "validation_split_percentage")
+# Options that steer the advice itself; every other option the user gives goes into the advised command.
+ADVICE_ONLY = ("output_dir", "no_feature_cache", "feature_cache_dir", "cache_features", "model_name_or_path")
 EXTRA_DATACLASSES = (FeatureCacheArguments, FineTuningArguments, AdapterArguments)
 
 
@@ -71,7 +70,7 @@ def measure(argv: list[str], overrides: dict) -> Measurements:
 def advise(argv: list[str] | None = None, **overrides) -> dict:
     """Measure every checkpoint given (`model_name_or_path`: one name or a list), rank them, recommend a strategy.
 
-    Returns {"advice", "ranking", "command", "report"}; the report is what the command line prints.
+    Returns {"advice", "ranking", "ranked_by", "command", "report"}; the report is what the command line prints.
     """
     argv = list(argv or [])
     names, argv = _checkpoints(argv, overrides.pop("model_name_or_path", None))
@@ -128,14 +127,25 @@ def _value(argv: list[str], overrides: dict, key: str):
 
 
 def _command(advice, best: Measurements, argv: list[str], overrides: dict) -> str:
-    """The command that runs the advice on the same data: the user's data flags, then the advised options."""
+    """The command that runs the advice: the user's own options (data, and any recipe option, which win), then the
+    advised ones. Options the pick's recipe does not take then fail there in one line rather than vanish here."""
+    user: dict[str, list[str]] = {}
+    key = None
+    for token in argv:
+        if token.startswith("--"):
+            key, _, value = token[2:].partition("=")
+            user[key] = [value] if value else []
+        elif key is not None:
+            user[key].append(token)
+    for key, value in overrides.items():
+        user[key] = [] if value is True else [str(value).lower() if isinstance(value, bool) else str(value)]
     parts = ["python", advice.recipe, "--model_name_or_path", best.checkpoint]
-    for key in DATA_FLAGS:
-        value = _value(argv, overrides, key)
-        if value is not None:
-            parts += [f"--{key}", str(value)]
+    for key, values in user.items():
+        if key not in ADVICE_ONLY:
+            parts += [f"--{key}", *values]
     for key, value in advice.options.items():
-        parts += [f"--{key}"] + ([] if value is True else [f"{value:g}" if isinstance(value, float) else str(value)])
+        if key not in user:
+            parts += [f"--{key}"] + ([] if value is True else [f"{value:g}" if isinstance(value, float) else str(value)])
     return " ".join(shlex.quote(p) for p in parts)
 
 

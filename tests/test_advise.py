@@ -126,6 +126,12 @@ def test_advisor_ranks_pretrained_weights_above_random_ones_on_real_data(random_
     assert pretrained["train_examples"] == 80 and pretrained["smallest_class"] == 40 and pretrained["batchnorm_shift"] is None
     assert outcome["advice"]["strategy"] == "full_finetune"
     assert outcome["command"].startswith("python recipes/full_finetune.py --model_name_or_path bundled:minilm-l6 --dataset_name bundled:rotten_tomatoes")
+    from hf_transfer.advise import _command
+    from hf_transfer.strategy_rules import Advice
+
+    advice = Advice("full_finetune", "recipes/full_finetune.py", {"num_train_epochs": 10, "learning_rate": 5e-5}, ["", ""])
+    command = _command(advice, measured(checkpoint="ckpt"), ["--train_file", "t.csv", "--num_train_epochs", "3", "--output_dir", "x"], {"bf16": True})
+    assert command == "python recipes/full_finetune.py --model_name_or_path ckpt --train_file t.csv --num_train_epochs 3 --bf16 --learning_rate 5e-05"
     assert "1. bundled:minilm-l6" in completed.stdout and "fewer than" in completed.stdout and outcome["command"] in completed.stdout
 
 
