@@ -32,6 +32,7 @@ from .console import command_line
 from .errors import TransferError
 from .feature_cache import FeatureCacheArguments, cache_options, cached_features
 from .finetuning import FineTuningArguments
+from .freezing import is_batchnorm
 from .strategy_rules import Measurements, recommend
 from .transferability import batchnorm_shift, knn_accuracy, linear_probe_accuracy, logme
 
@@ -53,7 +54,7 @@ def measure(argv: list[str], overrides: dict) -> Measurements:
     (train_x, train_y), (val_x, val_y) = (cached["train"].tensors, cached["validation"].tensors)
     counts = np.bincount(train_y.numpy(), minlength=len(job.data.label_names))
     shift = None
-    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.backbone.modules()):
+    if any(is_batchnorm(m) for m in model.backbone.modules()):
         sample = torch.utils.data.Subset(splits["train"], range(min(SHIFT_EXAMPLES, len(splits["train"]))))
         loader = torch.utils.data.DataLoader(sample, batch_size=args.training.per_device_eval_batch_size, collate_fn=job.collator)
         batches = ({k: v.to(args.training.device) for k, v in b.items() if k != "labels"} for b in loader)
@@ -83,7 +84,7 @@ def advise(argv: list[str] | None = None, **overrides) -> dict:
     report = _report(ranking, score, advice, command)
     outcome = {"advice": dataclasses.asdict(advice), "ranking": [dataclasses.asdict(m) for m in ranking], "ranked_by": score,
                "command": command, "report": report}
-    output_dir = pathlib.Path(_value(argv, overrides, "output_dir") or DEFAULTS["output_dir"])
+    output_dir = pathlib.Path(option_value(argv, overrides, "output_dir") or DEFAULTS["output_dir"])
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "advice.json").write_text(json.dumps(outcome, indent=2))
     return outcome
@@ -117,7 +118,8 @@ def _checkpoints(argv: list[str], given) -> tuple[list[str | None], list[str]]:
     return names or [None], rest  # None: the recipes' default checkpoint
 
 
-def _value(argv: list[str], overrides: dict, key: str):
+def option_value(argv: list[str], overrides: dict, key: str):
+    """An option's value from a command line (`--key v` or `--key=v`), else from keyword arguments."""
     for i, token in enumerate(argv):
         if token == f"--{key}" and i + 1 < len(argv):
             return argv[i + 1]

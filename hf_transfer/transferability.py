@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .freezing import is_batchnorm
+
 
 def logme(features: np.ndarray, labels: np.ndarray) -> float:
     """Mean over classes of the per-example log evidence of a one-vs-rest target (You et al., 2021, Algorithm 1)."""
@@ -86,7 +88,7 @@ def batchnorm_shift(model: torch.nn.Module, batches) -> float | None:
     The stored running statistics summarise the pretraining data at every layer; 0 means the new data looks
     like it, values near or above 1 mean a shift as large as the pretraining spread itself.
     """
-    layers = [m for m in model.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+    layers = [m for m in model.backbone.modules() if is_batchnorm(m) and m.running_mean is not None]
     if not layers:
         return None
     sums = {id(m): [0.0, 0] for m in layers}

@@ -17,7 +17,7 @@ import pathlib
 import recipes.feature_extraction as feature_extraction
 import recipes.full_finetune as full_finetune
 import recipes.peft_finetune as peft_finetune
-from hf_transfer.advise import advise
+from hf_transfer.advise import advise, option_value
 from hf_transfer.cli import recipe_main
 from hf_transfer.saving import check_output_dir
 
@@ -28,7 +28,7 @@ DEFAULT_OUTPUT_DIR = "outputs/auto"
 def run(argv: list[str] | None = None, **overrides) -> dict:
     """Advise, then run the advised recipe; returns its results with the advice under "advice"."""
     argv = list(argv or [])
-    output_dir = _output_dir(argv, overrides)
+    output_dir = option_value(argv, overrides, "output_dir") or DEFAULT_OUTPUT_DIR
     overwrite = "--overwrite_output_dir" in argv or bool(overrides.get("overwrite_output_dir"))
     check_output_dir(pathlib.Path(output_dir), overwrite=overwrite, resuming=False)  # before the measuring, not after it
     with _scratch() as scratch:  # advice.json goes into the run folder once the run has written it
@@ -41,15 +41,6 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
                                           **{**overrides, **options, "model_name_or_path": checkpoint, "output_dir": output_dir})
     (pathlib.Path(output_dir) / "advice.json").write_text(json.dumps(outcome, indent=2))
     return {**results, "advice": advice}
-
-
-def _output_dir(argv: list[str], overrides: dict) -> str:
-    for i, token in enumerate(argv):
-        if token == "--output_dir" and i + 1 < len(argv):
-            return argv[i + 1]
-        if token.startswith("--output_dir="):
-            return token.split("=", 1)[1]
-    return overrides.get("output_dir", DEFAULT_OUTPUT_DIR)
 
 
 def _without(argv: list[str], flag: str) -> list[str]:
