@@ -24,6 +24,7 @@ from .freezing import count_parameters
 from .metrics import classification_report, confusion_matrix, make_compute_metrics
 from .modeling import Checkpoint, build_classifier, resolve_checkpoint
 from .preprocessing import ImageConfig, build_datasets, image_config, load_processor, save_image_processor, timm_architecture
+from .throughput import TrainingThroughput, throughput_of
 from .trainer import TransferTrainer
 
 
@@ -78,7 +79,7 @@ def make_trainer(job: Job, *, model=None, datasets=None, collator=None, callback
         eval_dataset=datasets["validation"],
         data_collator=collator or job.collator,
         compute_metrics=make_compute_metrics(job.data.label_names),
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, TrainingThroughput()],
         **kwargs,
     )
     calm(trainer)
@@ -93,6 +94,7 @@ def train_and_evaluate(job: Job, trainer, *, datasets=None) -> dict:
     train_result = trainer.train(resume_from_checkpoint=job.args.training.resume_from_checkpoint)
     results = {k: v for k, v in train_result.metrics.items() if k in ("train_runtime", "train_samples_per_second", "train_loss")}
     results.update(kept_epoch(trainer))
+    results.update(throughput_of(trainer))
     for split, prefix in (("validation", "eval"), ("test", "test")):
         if split not in datasets:
             continue
