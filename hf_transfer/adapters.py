@@ -19,7 +19,7 @@ from .adapter_targets import head_modules, resolve_targets, within
 from .cli import split_list
 from .errors import TransferError
 from .freezing import count_parameters, freeze, is_batchnorm
-from .layer_groups import _unwrap, top_level_modules
+from .layer_groups import _unwrap, canonical_name, live_parameters, top_level_modules
 
 LEARNING_RATES = {"lora": 5e-4, "dora": 5e-4, "loha": 1e-3, "lokr": 1e-3, "ia3": 3e-3, "bottleneck": 1e-3}  # unless --learning_rate
 
@@ -142,6 +142,11 @@ class AdapterGradientCheck(TrainerCallback):
     def __init__(self, parameters: dict[str, nn.Parameter]):
         self.parameters = parameters
         self.checked = False
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if model is not None:  # the wrapped model's own tensors (FSDP2 replaces every parameter), matched by name
+            live = live_parameters(model)
+            self.parameters = {name: live.get(canonical_name(name), parameter) for name, parameter in self.parameters.items()}
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         if self.checked or not self.parameters:

@@ -88,19 +88,20 @@ def batchnorm_parameter_ids(model: nn.Module) -> set[int]:
 
 
 def set_group_trainable(group, trainable: bool, train_bn: bool = False, update_bn_statistics: bool = False,
-                        batchnorms: Iterable[nn.Module] = (), eligible: set[int] | None = None) -> None:
+                        batchnorms: Iterable[nn.Module] = (), eligible: set[str] | None = None) -> None:
     """Freeze or thaw one LayerGroup: its parameters, and those of `batchnorms` (the model's BatchNorm layers) it owns.
 
-    `eligible` (parameter ids) limits what may ever be thawed: on a peft-wrapped model only the adapter
-    and the head, never the base peft froze.
+    `eligible` (parameter names in the group) limits what may ever be thawed: on a peft-wrapped model only the
+    adapter and the head, never the base peft froze. Names, not objects: engines such as FSDP replace the objects.
     """
+    may_thaw = {id(p) for name, p in group.parameters.items() if eligible is None or name in eligible}
     for parameter in group.parameters.values():
-        if eligible is None or id(parameter) in eligible:
+        if id(parameter) in may_thaw:
             parameter.requires_grad_(trainable)
     owned = {id(p) for p in group.parameters.values()}
     for module in batchnorms:
         if any(id(p) in owned for p in module.parameters(recurse=False)):
-            may_train = eligible is None or all(id(p) in eligible for p in module.parameters(recurse=False))
+            may_train = eligible is None or all(id(p) in may_thaw for p in module.parameters(recurse=False))
             if trainable and may_train:
                 unfreeze(module, update_bn_statistics=update_bn_statistics)
             elif not trainable:

@@ -42,6 +42,47 @@ def _unwrap(model: nn.Module) -> tuple[nn.Module, str]:
             return model, prefix
 
 
+# Name parts that engines insert between a model and its parameters: DDP / DataParallel ("module."), FSDP1 with
+# use_orig_params, activation checkpointing, torch.compile. Peft's "base_model.model." is part of the model itself.
+WRAPPER_NAME_PARTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+
+
+def canonical_name(name: str) -> str:
+    """A parameter's name with wrapper parts removed: the same for a model before and after DDP / FSDP / compile."""
+    for part in WRAPPER_NAME_PARTS:
+        name = name.replace(part, "")
+    while name.startswith("module."):
+        name = name[len("module."):]
+    return name
+
+
+def live_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """{canonical name: parameter} of the model as it is now (wrapped or not)."""
+    return {canonical_name(name): parameter for name, parameter in model.named_parameters()}
+
+
+def bind(groups: list[LayerGroup], model: nn.Module) -> list[LayerGroup]:
+    """The same groups over the live parameters of `model`, matched by name.
+
+    Engines replace parameters: FSDP2's `fully_shard` swaps every one for a DTensor, so groups that hold the
+    objects captured before wrapping would freeze, thaw and optimise nothing. Groups are made on the model as
+    loaded and bound again to the model training actually runs (the optimizer's and the callbacks' model).
+    """
+    live = live_parameters(model)
+    bound = []
+    for group in groups:
+        parameters = {}
+        for name in group.parameters:
+            parameter = live.get(canonical_name(name))
+            if parameter is None:
+                hint = (" (FSDP1 flattens parameters: set fsdp_use_orig_params: true, or use fsdp_version: 2)"
+                        if any("_flat_param" in n for n in live) else "")
+                raise TransferError(f"layer group '{group.name}': parameter '{name}' is not in the model being trained{hint}")
+            parameters[name] = parameter
+        bound.append(LayerGroup(group.name, parameters))
+    return bound
+
+
 def top_level_modules(model: nn.Module) -> str:
     inner, _ = _unwrap(model)
     return ", ".join(f"{n} ({type(m).__name__})" for n, m in inner.named_children())

@@ -2,7 +2,8 @@
 
 - No weight decay on biases or any norm (BatchNorm included).
 - Optional layer groups with absolute per-group LRs (discriminative / layer-wise), the optimizer
-  built once over all of them.
+  built once over all of them, from the model Trainer hands over (groups bound to it by parameter name,
+  so DDP / FSDP wrappers are seen through) with Trainer's `--optim` / `--optim_args`.
 - Optional gradual unfreezing: each group's LR multiplier is 0 until its phase, then Trainer's own
   schedule (linear, cosine, ... with warmup) or ULMFiT's slanted triangular one.
 - Best-checkpoint selection that breaks ties on the selection metric by validation loss: on a small
@@ -53,12 +54,16 @@ class TransferTrainer(Trainer):
         if self.layer_groups is None or self.optimizer is not None:
             return super().create_optimizer(model)
         from .freezing import batchnorm_parameter_ids
+        from .layer_groups import bind
         from .optim import build_optimizer
 
-        model = self.model if model is None else model
+        model = self.model if model is None else model  # under FSDP1, the wrapped model: groups are bound to it by name
+        self.layer_groups = bind(self.layer_groups, model)
+        if self.unfreezing is not None:
+            self.unfreezing.bind(model)
         lrs = self.unfreezing.group_lrs(self.group_lrs) if self.unfreezing is not None else self.group_lrs
         train_bn = self.unfreezing is not None and self.unfreezing.train_bn
-        trains_while_frozen = batchnorm_parameter_ids(model) & self.unfreezing.eligible if train_bn else set()
+        trains_while_frozen = batchnorm_parameter_ids(model) & self.unfreezing.eligible_ids() if train_bn else set()
         optimizer_class, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)  # honours --optim / --optim_args
         self.optimizer = build_optimizer(self.layer_groups, lrs, self.args.weight_decay, optimizer_class, trains_while_frozen, **optimizer_kwargs)
         return self.optimizer

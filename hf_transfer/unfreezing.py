@@ -9,6 +9,8 @@
   which `find_unused_parameters=True` allows. Unfrozen later, their gradients are all-reduced.
 - Only parameters that were trainable when the callback was made ever thaw: on a peft-wrapped model
   that is the adapter and the head, never the base peft froze.
+- Groups are bound by parameter name to the model training runs (`on_train_begin`): under FSDP2 every
+  parameter is a new object after wrapping, and flipping the old ones would freeze nothing.
 - BatchNorm statistics stay frozen in thawed groups too unless `update_bn_statistics` (see freezing).
 """
 
@@ -21,7 +23,7 @@ from transformers import TrainerCallback
 
 from .errors import TransferError
 from .freezing import batchnorm_layers, freeze_batchnorm_statistics, set_group_trainable
-from .layer_groups import LayerGroup, select_groups
+from .layer_groups import LayerGroup, bind, select_groups
 
 
 @dataclasses.dataclass
@@ -53,10 +55,9 @@ class GradualUnfreezing(TrainerCallback):
         self.train_bn = train_bn
         self.update_bn_statistics = update_bn_statistics
         self.rewarm_steps = rewarm_steps
-        all_ids = {id(p) for g in groups for p in g.parameters.values()}
-        self.eligible = {id(p) for g in groups for p in g.parameters.values() if p.requires_grad}
-        if self.eligible != all_ids:
-            frozen = sum(p.numel() for g in groups for p in g.parameters.values() if id(p) not in self.eligible)
+        self.eligible = {name for g in groups for name, p in g.parameters.items() if p.requires_grad}  # names: see bind()
+        if len(self.eligible) != sum(len(g) for g in groups):
+            frozen = sum(p.numel() for g in groups for name, p in g.parameters.items() if name not in self.eligible)
             print(f"gradual unfreezing: {frozen:,} parameters were frozen before it started (e.g. a peft base) and stay frozen; "
                   "only the adapter / trainable parameters of each group thaw")
         index = {id(g): i for i, g in enumerate(groups)}
@@ -66,6 +67,13 @@ class GradualUnfreezing(TrainerCallback):
         self._batchnorms: list = []  # the model's BatchNorm layers, found in on_train_begin
         for group in groups:  # everything eligible trainable until training starts (DDP must see every parameter)
             set_group_trainable(group, True, eligible=self.eligible)
+
+    def bind(self, model) -> None:
+        """Act on `model`'s live parameters (the wrapped model training runs), matched by name."""
+        self.groups = bind(self.groups, model)
+
+    def eligible_ids(self) -> set[int]:
+        return {id(p) for g in self.groups for name, p in g.parameters.items() if name in self.eligible}
 
     # -------------------------------------------------------------- the schedule
 
@@ -123,6 +131,8 @@ class GradualUnfreezing(TrainerCallback):
             self.resolve(state.max_steps, max(1, steps_per_epoch))
         if args.world_size > 1 and args.ddp_find_unused_parameters is False:
             raise TransferError("gradual unfreezing under DDP needs ddp_find_unused_parameters=True (frozen layers get no gradient)")
+        if model is not None:
+            self.bind(model)
         self._batchnorms = batchnorm_layers(model) if model is not None else []
         if model is not None and not self.update_bn_statistics:
             freeze_batchnorm_statistics(self._batchnorms)

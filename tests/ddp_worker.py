@@ -1,11 +1,12 @@
-"""Run by `accelerate launch` in test_unfreezing: the gradual_unfreeze recipe, then each rank saves its own weights."""
+"""Run by `accelerate launch` in the DDP tests: `ddp_worker.py RECIPE ARGS...` runs the recipe, and each rank saves its own
+weights to OUTPUT_DIR-ranks/rankN.safetensors before the run is written."""
 
+import importlib
 import os
 import sys
 
 from safetensors.torch import save_file
 
-import recipes.gradual_unfreeze as recipe
 from hf_transfer import training
 
 finish = training.finish
@@ -19,4 +20,4 @@ def finish_and_save_rank(job, trainer, results, **kwargs):
 
 training.finish = finish_and_save_rank
 if __name__ == "__main__":
-    recipe.run(argv=sys.argv[1:])
+    importlib.import_module(f"recipes.{sys.argv[1]}").run(argv=sys.argv[2:])

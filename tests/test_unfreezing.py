@@ -133,7 +133,7 @@ def test_two_process_ddp_ranks_agree_and_thawed_layers_change(tmp_path, tiny_ber
     arguments = ["--model_name_or_path", tiny_bert_dir, "--train_file", str(text_csv), "--output_dir", str(out), "--num_train_epochs", "3",
                  "--per_device_train_batch_size", "2", "--learning_rate", "0.01", "--lr_factor", "2", "--save_strategy", "no",
                  "--load_best_model_at_end", "false", "--phases", json.dumps(HEAD_THEN_BLOCK1)]
-    result = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "tests/ddp_worker.py", "--use_cpu", *arguments],
+    result = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "tests/ddp_worker.py", "gradual_unfreeze", "--use_cpu", *arguments],
                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (load_file(tmp_path / "out-ranks" / f"rank{r}.safetensors") for r in (0, 1))

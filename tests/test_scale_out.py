@@ -1,0 +1,92 @@
+"""Gradual unfreezing, discriminative LRs and LoRA on a model sharded by FSDP2 (two CPU processes, gloo).
+
+`fully_shard` replaces every parameter with a DTensor after the layer groups were made from the model as
+loaded; groups bound by name keep working: frozen groups do not change, thawed ones do, ranks agree.
+Under DDP (accelerate launch, two CPU processes): discriminative LRs and LoRA here, gradual unfreezing in
+test_unfreezing.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+pytest.importorskip("torch.distributed.fsdp", reason="FSDP2 (fully_shard) needs torch >= 2.6")
+
+
+@pytest.fixture(scope="module")
+def sharded_runs(tmp_path_factory, tiny_bert_dir):
+    out = tmp_path_factory.mktemp("fsdp")
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    result = subprocess.run([torchrun, "--nproc_per_node", "2", "tests/fsdp_worker.py", tiny_bert_dir, str(out)], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [json.loads((out / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+
+
+def test_ranks_agree_on_every_sharded_parameter(sharded_runs):
+    for scenario in sharded_runs[0]:
+        assert sharded_runs[0][scenario]["checksum"] == sharded_runs[1][scenario]["checksum"], scenario
+
+
+def test_gradual_unfreezing_freezes_the_sharded_parameters(sharded_runs):
+    moved = set(sharded_runs[0]["gradual_unfreezing"]["moved"])
+    assert any(n.startswith("bert.encoder.layer.1.") for n in moved), "the block thawed at step 3 trains"
+    assert any(n.startswith("classifier.") for n in moved), "the head trains from step 0"
+    assert not any(n.startswith(("bert.encoder.layer.0.", "bert.embeddings.")) for n in moved), "groups never thawed stay as loaded"
+
+
+def test_discriminative_lrs_reach_every_sharded_parameter(sharded_runs):
+    report = sharded_runs[0]["discriminative_lrs"]
+    assert report["lrs_match"], "each live parameter is optimised at its layer group's LR"
+    assert report["live_in_optimizer"] == report["live"]
+    assert len(report["moved"]) == report["live"]
+
+
+def test_lora_trains_only_the_adapter_and_head_when_sharded(sharded_runs):
+    report = sharded_runs[0]["lora"]
+    assert report["gradient_checked"], "the adapter gradient check saw the sharded adapter's gradients"
+    moved = report["moved"]
+    assert any("lora_" in n for n in moved) and any("modules_to_save" in n for n in moved)
+    assert all("lora_" in n or "modules_to_save" in n for n in moved), "the frozen base stays as loaded"
+
+
+@pytest.mark.parametrize("recipe, options", [("full_finetune", ["--lowest_learning_rate", "1e-6", "--head_learning_rate", "0.01"]),
+                                             ("peft_finetune", ["--peft_method", "lora", "--learning_rate", "0.01"])])
+def test_two_process_ddp_ranks_agree_and_train_what_they_should(tmp_path, tiny_bert_dir, text_csv, recipe, options):
+    out = tmp_path / "out"
+    (tmp_path / "out-ranks").mkdir()
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    arguments = ["--model_name_or_path", tiny_bert_dir, "--train_file", str(text_csv), "--output_dir", str(out), "--num_train_epochs", "2",
+                 "--per_device_train_batch_size", "2", "--save_strategy", "no", "--load_best_model_at_end", "false", *options]
+    result = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "tests/ddp_worker.py", recipe, "--use_cpu", *arguments],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (load_file(tmp_path / "out-ranks" / f"rank{r}.safetensors") for r in (0, 1))
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), "ranks diverged"
+    loaded = load_file(f"{tiny_bert_dir}/model.safetensors")
+    base = {k: rank0[k] for k in rank0 if "lora_" not in k and "classifier" not in k and "head" not in k}
+    moved = {k for k in base if not torch.equal(base[k], loaded[_checkpoint_key(k, loaded)])}
+    if recipe == "peft_finetune":
+        assert not moved, f"LoRA leaves the base as loaded, but {sorted(moved)[:2]} changed"
+        assert any("lora_B" in k and rank0[k].abs().sum() > 0 for k in rank0), "the adapter trained (lora_B starts at zero)"
+    else:
+        blocks = {k.split("layer.")[1].split(".")[0] for k in moved if "layer." in k}
+        assert blocks == {"0", "1"} and any("embeddings" in k for k in moved), "every group trains at its own LR"
+        all_results = json.loads((out / "all_results.json").read_text())
+        lrs = [group["lr"] for group in all_results["layer_groups"]]
+        assert lrs[0] == pytest.approx(1e-6) and lrs[-1] == pytest.approx(0.01) and lrs == sorted(lrs)
+
+
+def _checkpoint_key(key: str, checkpoint: dict) -> str:
+    """The classifier's name for a backbone tensor -> the checkpoint's (bare BertModel) name."""
+    key = key.replace(".base_layer.", ".")  # peft's wrapped Linear
+    for prefix in ("backbone.", "bert.", "base_model.model.backbone.", "base_model.model.bert."):
+        if key.startswith(prefix) and key[len(prefix):] in checkpoint:
+            return key[len(prefix):]
+    return key
