@@ -25,8 +25,9 @@ BASE_MODEL_FILE = "base_model.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 
 
-def save(model: nn.Module, folder: pathlib.Path, base: dict) -> pathlib.Path:
-    """Adapter + head weights (safetensors) and `base_model.json`; returns the weights file."""
+def save(model: nn.Module, folder: pathlib.Path, base: dict, state_dict: dict | None = None) -> pathlib.Path:
+    """Adapter + head weights (safetensors) and `base_model.json`; returns the weights file.
+    `state_dict`: the gathered weights of a sharded model (saving.full_state_dict)."""
     kind = method(model)
     inner = _undistributed(model)
     if kind == "peft":
@@ -38,7 +39,7 @@ def save(model: nn.Module, folder: pathlib.Path, base: dict) -> pathlib.Path:
             config.base_model_name_or_path = HUB_IDS.get(base["model_name_or_path"], base["model_name_or_path"]) if native else None
         # adapter_config.json + adapter_model.safetensors (head included); adapters only go on Linear / Conv2d
         # layers, so embeddings never need saving (and peft would otherwise fetch the base's config to check)
-        inner.save_pretrained(str(folder), save_embedding_layers=False)
+        inner.save_pretrained(str(folder), save_embedding_layers=False, state_dict=state_dict)
         weights = folder / PEFT_WEIGHTS
     elif kind == "bottleneck":
         bottleneck.save_bottleneck(inner, folder, inner._hf_transfer_bottleneck)

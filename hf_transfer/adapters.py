@@ -19,7 +19,7 @@ from .adapter_targets import head_modules, resolve_targets, within
 from .cli import split_list
 from .errors import TransferError
 from .freezing import count_parameters, freeze, is_batchnorm
-from .layer_groups import _unwrap, canonical_name, live_parameters, top_level_modules
+from .layer_groups import _unwrap, canonical_name, is_peft_model, live_parameters, top_level_modules
 
 LEARNING_RATES = {"lora": 5e-4, "dora": 5e-4, "loha": 1e-3, "lokr": 1e-3, "ia3": 3e-3, "bottleneck": 1e-3}  # unless --learning_rate
 
@@ -103,7 +103,7 @@ def _undistributed(model: nn.Module) -> nn.Module:
 def method(model: nn.Module) -> str | None:
     """'peft', 'bottleneck', or None for a model without an adapter."""
     inner = _undistributed(model)
-    if type(inner).__name__.startswith("Peft"):
+    if is_peft_model(inner):
         return "peft"
     return "bottleneck" if hasattr(inner, "_hf_transfer_bottleneck") else None
 

@@ -30,13 +30,22 @@ class LayerGroup:
         return sum(p.numel() for p in self.parameters.values())
 
 
+def is_peft_model(model: nn.Module) -> bool:
+    """By class, not name: FSDP2's fully_shard renames the class (FSDPPeftModel...)."""
+    try:
+        from peft import PeftModel
+    except ImportError:
+        return False
+    return isinstance(model, PeftModel)
+
+
 def _unwrap(model: nn.Module) -> tuple[nn.Module, str]:
     """Look through DDP / peft wrappers; return the inner model and its name prefix."""
     prefix = ""
     while True:
         if hasattr(model, "module") and type(model).__name__ in {"DistributedDataParallel", "DataParallel"}:
             model, prefix = model.module, prefix + "module."
-        elif type(model).__name__.startswith("Peft") and hasattr(model, "base_model"):
+        elif is_peft_model(model) and hasattr(model, "base_model"):
             model, prefix = model.base_model.model, prefix + "base_model.model."
         else:
             return model, prefix

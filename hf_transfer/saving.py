@@ -62,12 +62,27 @@ def remove_checkpoints(output_dir: pathlib.Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def save_model(model, output_dir: pathlib.Path) -> None:
-    """save_pretrained, plus the code of our own class so it loads without hf_transfer (trust_remote_code=True)."""
+def full_state_dict(model) -> dict | None:
+    """The whole state dict of a model FSDP sharded (FSDP2's DTensor parameters, or FSDP1 modules), gathered
+    to the CPU of rank 0 (other ranks get an empty dict). A collective: every rank calls it. None when nothing
+    is sharded, and save_pretrained reads the model itself."""
+    from torch.distributed.tensor import DTensor
+
+    sharded = any(isinstance(p, DTensor) for p in model.parameters()) or any(type(m).__name__ == "FullyShardedDataParallel" for m in model.modules())
+    if not sharded:
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def save_model(model, output_dir: pathlib.Path, state_dict: dict | None = None) -> None:
+    """save_pretrained, plus the code of our own class so it loads without hf_transfer (trust_remote_code=True).
+    `state_dict`: the gathered weights of a sharded model (full_state_dict)."""
     if isinstance(model, transfer_classifier.TransferClassifier):
         module = pathlib.Path(CUSTOM_CODE).stem
         model.config.auto_map = {"AutoConfig": f"{module}.TransferClassifierConfig",
                                  "AutoModelForSequenceClassification": f"{module}.TransferClassifier",
                                  "AutoModelForImageClassification": f"{module}.TransferClassifier"}
         shutil.copyfile(transfer_classifier.__file__, output_dir / CUSTOM_CODE)
-    model.save_pretrained(output_dir)
+    model.save_pretrained(output_dir, state_dict=state_dict)

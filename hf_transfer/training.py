@@ -142,6 +142,9 @@ def finish(job: Job, trainer, results: dict, *, recipe: str, model=None) -> dict
         "mixed_precision": str(trainer.accelerator.mixed_precision),
         "training_config": training_config(job),
     }
+    state_dict = saving.full_state_dict(model)  # under FSDP every rank takes part in gathering the weights
+    if state_dict is not None and adapters.method(model) == "bottleneck":
+        raise TransferError("bottleneck adapters cannot be saved from an FSDP-sharded model: train them with DDP, or use --peft_method lora")
     if trainer.is_world_process_zero():
         out = job.output_dir
         out.mkdir(parents=True, exist_ok=True)
@@ -150,10 +153,10 @@ def finish(job: Job, trainer, results: dict, *, recipe: str, model=None) -> dict
         else:
             job.processor.save_pretrained(out)
         if adapters.method(model):
-            weights = adapter_files.save(model, out, _base_model_info(job))
+            weights = adapter_files.save(model, out, _base_model_info(job), state_dict=state_dict)
             results.update(adapter=adapters.method(model), saved_weights_bytes=weights.stat().st_size)
         else:
-            saving.save_model(model, out)
+            saving.save_model(model, out, state_dict=state_dict)
             results["saved_weights_bytes"] = sum(p.stat().st_size for p in out.glob("*.safetensors"))
         if not job.args.output.keep_checkpoints:
             saving.remove_checkpoints(out)

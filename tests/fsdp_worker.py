@@ -6,6 +6,7 @@ Usage: fsdp_worker.py CHECKPOINT OUTPUT_DIR
 """
 
 import json
+import pathlib
 import sys
 import types
 
@@ -15,6 +16,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from transformers import AutoModelForSequenceClassification
 
+from hf_transfer import adapter_files, saving
 from hf_transfer.adapters import AdapterGradientCheck, adapter_parameters
 from hf_transfer.layer_groups import bind, layer_groups
 from hf_transfer.optim import build_optimizer, discriminative_lrs
@@ -75,6 +77,9 @@ def main(checkpoint: str, out: str) -> None:
     optimizer = build_optimizer(bind(groups, model), [0.01] * len(groups))
     train(model, optimizer, [unfreezing])
     report["gradual_unfreezing"] = summary(before, model)
+    state_dict = saving.full_state_dict(model)  # every rank gathers; rank 0 writes, as training.finish does
+    if dist.get_rank() == 0:
+        saving.save_model(model, pathlib.Path(out) / "saved_model", state_dict=state_dict)
 
     # discriminative LRs: every live parameter in the optimizer once, at its group's LR
     model = AutoModelForSequenceClassification.from_pretrained(checkpoint, num_labels=2)
@@ -101,6 +106,9 @@ def main(checkpoint: str, out: str) -> None:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.01)
     train(model, optimizer, [check])
     report["lora"] = {**summary(before, model), "gradient_checked": check.checked}
+    state_dict = saving.full_state_dict(model)
+    if dist.get_rank() == 0:
+        adapter_files.save(model, pathlib.Path(out) / "saved_adapter", {"model_name_or_path": checkpoint}, state_dict=state_dict)
 
     with open(f"{out}/rank{dist.get_rank()}.json", "w") as f:
         json.dump(report, f)

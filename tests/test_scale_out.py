@@ -8,6 +8,7 @@ test_unfreezing.
 
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification
 
 pytest.importorskip("torch.distributed.fsdp", reason="FSDP2 (fully_shard) needs torch >= 2.6")
 
@@ -26,11 +28,11 @@ def sharded_runs(tmp_path_factory, tiny_bert_dir):
     result = subprocess.run([torchrun, "--nproc_per_node", "2", "tests/fsdp_worker.py", tiny_bert_dir, str(out)], capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    return [json.loads((out / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    return [{**json.loads((out / f"rank{rank}.json").read_text()), "folder": str(out)} for rank in (0, 1)]
 
 
 def test_ranks_agree_on_every_sharded_parameter(sharded_runs):
-    for scenario in sharded_runs[0]:
+    for scenario in ("gradual_unfreezing", "discriminative_lrs", "lora"):
         assert sharded_runs[0][scenario]["checksum"] == sharded_runs[1][scenario]["checksum"], scenario
 
 
@@ -39,6 +41,17 @@ def test_gradual_unfreezing_freezes_the_sharded_parameters(sharded_runs):
     assert any(n.startswith("bert.encoder.layer.1.") for n in moved), "the block thawed at step 3 trains"
     assert any(n.startswith("classifier.") for n in moved), "the head trains from step 0"
     assert not any(n.startswith(("bert.encoder.layer.0.", "bert.embeddings.")) for n in moved), "groups never thawed stay as loaded"
+
+
+def test_a_sharded_model_saves_whole_and_reloads(sharded_runs, tmp_path_factory):
+    """training.finish gathers FSDP shards before save_pretrained (safetensors cannot write DTensor shards)."""
+    folder = pathlib.Path(sharded_runs[0]["folder"])
+    model = AutoModelForSequenceClassification.from_pretrained(folder / "saved_model")
+    expected = sharded_runs[0]["gradual_unfreezing"]["checksum"]
+    assert {n: pytest.approx(float(p.double().abs().sum())) for n, p in model.named_parameters()} == expected
+    adapter = load_file(folder / "saved_adapter" / "adapter_model.safetensors")
+    lora = {k: v for k, v in adapter.items() if "lora_B" in k}
+    assert lora and all(v.abs().sum() > 0 for v in lora.values()), "the trained adapter (lora_B starts at zero) is saved whole"
 
 
 def test_discriminative_lrs_reach_every_sharded_parameter(sharded_runs):
