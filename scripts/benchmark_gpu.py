@@ -11,6 +11,7 @@ baseline, and the recipes (full fine-tuning, LoRA, gradual unfreezing, feature e
   where the decoded-image cache serves the inputs. Feature extraction is timed end to end (extraction of
   every split plus the head's training and evaluation) against one forward pass over the same images at the limit.
 
+Ratios to the plain `Trainer` use its fastest epoch after the first; "of the limit" uses each run's later epochs.
 Each run gets its own process, so peak GPU memory is its own.
 
     python scripts/benchmark_gpu.py --model_name_or_path random:vit-base --train_dir fmnist/train --test_dir fmnist/test
