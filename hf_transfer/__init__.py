@@ -23,6 +23,8 @@ def __getattr__(name: str):
         globals()["advise"] = advise  # the import set the attribute to the module; the function is what users call
         return advise
     raise AttributeError(f"module 'hf_transfer' has no attribute '{name}'")
+
+
 __all__ = ["AdapterArguments", "load_adapter", "merge_adapter", "TransferError", "freeze", "unfreeze", "count_parameters", "classification_report", "make_compute_metrics",
            "ModelArguments", "TransferClassifier", "TransferClassifierConfig", "build_classifier", "resolve_checkpoint",
            "DataArguments", "load_labelled_data", "LayerGroup", "layer_groups", "build_optimizer", "discriminative_lrs",

@@ -114,8 +114,7 @@ def lookup(model: nn.Module) -> Architecture | None:
         return found
     if not type(model).__module__.startswith("torchvision."):
         return None
-    names = [cls.__name__ for cls in type(model).__mro__]  # FSDP2 subclasses the model's class as FSDP<name>
-    return next((a for a in REGISTRY if any(name in a.classes for name in names)), None)
+    return next((a for a in REGISTRY if type(model).__name__ in a.classes), None)
 
 
 def shared_blocks_note(model: nn.Module) -> str | None:

@@ -16,8 +16,9 @@ from transformers import TrainerCallback
 
 
 def _synchronize() -> None:
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
+    """Wait for queued accelerator work, so a timestamp covers it (nothing to wait for on the CPU)."""
+    if torch.accelerator.is_available():
+        torch.accelerator.synchronize()
 
 
 class TrainingThroughput(TrainerCallback):

@@ -44,19 +44,21 @@ def _precision(options) -> dict:
 def measure_limit(options) -> dict:
     """Images/s of training steps and of forward passes on tensors already on the GPU, in the run's precision."""
     import torch
+    from accelerate import PartialState
     from transformers import AutoConfig, AutoModelForImageClassification
 
+    device = PartialState().device  # the device Accelerate (and so Trainer) would train on
     config = AutoConfig.from_pretrained(options.model_name_or_path, num_labels=10)
-    model = AutoModelForImageClassification.from_pretrained(options.model_name_or_path, config=config, ignore_mismatched_sizes=True).cuda()
+    model = AutoModelForImageClassification.from_pretrained(options.model_name_or_path, config=config, ignore_mismatched_sizes=True).to(device)
     size = options.image_size or getattr(config, "image_size", 224)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(options.precision)
-    x = torch.randn(options.batch_size, 3, size, size, device="cuda")
-    y = torch.randint(0, 10, (options.batch_size,), device="cuda")
+    x = torch.randn(options.batch_size, 3, size, size, device=device)
+    y = torch.randint(0, 10, (options.batch_size,), device=device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(enabled=options.precision == "fp16")
 
     def train_step():
-        with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             loss = model(pixel_values=x, labels=y).loss
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -65,17 +67,17 @@ def measure_limit(options) -> dict:
 
     @torch.inference_mode()
     def forward():
-        with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             model(pixel_values=x)
 
     def rate(step, repeats=30) -> float:
         for _ in range(5):
             step()
-        torch.cuda.synchronize()
+        torch.accelerator.synchronize()
         started = time.perf_counter()
         for _ in range(repeats):
             step()
-        torch.cuda.synchronize()
+        torch.accelerator.synchronize()
         return options.batch_size * repeats / (time.perf_counter() - started)
 
     model.train()
@@ -88,11 +90,11 @@ def measure_limit(options) -> dict:
 
 def measure_plain(options) -> dict:
     """Plain transformers + datasets, default arguments (HF's image-classification example, no workers)."""
-    import torch
     from datasets import load_dataset
     from torchvision import transforms as T
     from transformers import AutoImageProcessor, AutoModelForImageClassification, Trainer, TrainingArguments
 
+    from hf_transfer.preprocessing import collate_images
     from hf_transfer.throughput import TrainingThroughput
 
     data = load_dataset("imagefolder", data_dir=options.train_dir, split="train")
@@ -106,11 +108,7 @@ def measure_plain(options) -> dict:
         args = TrainingArguments(out, per_device_train_batch_size=options.batch_size, num_train_epochs=options.epochs, learning_rate=1e-4,
                                  report_to="none", save_strategy="no", remove_unused_columns=False, disable_tqdm=True, **_precision(options))
         throughput = TrainingThroughput()
-
-        def collate(batch):
-            return {"pixel_values": torch.stack([b["pixel_values"] for b in batch]), "labels": torch.tensor([b["labels"] for b in batch])}
-
-        Trainer(model=model, args=args, train_dataset=data, data_collator=collate, callbacks=[throughput]).train()
+        Trainer(model=model, args=args, train_dataset=data, data_collator=collate_images, callbacks=[throughput]).train()
     figures = throughput.results()
     return {"run": "plain", "epoch_images_per_s": figures["train_loop_samples_per_second"], "peak_gib": figures.get("peak_accelerator_memory_gib")}
 
