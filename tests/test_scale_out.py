@@ -54,6 +54,19 @@ def test_a_sharded_model_saves_whole_and_reloads(sharded_runs, tmp_path_factory)
     assert lora and all(v.abs().sum() > 0 for v in lora.values()), "the trained adapter (lora_B starts at zero) is saved whole"
 
 
+def test_the_model_saved_from_shards_loads_with_pipeline_in_a_fresh_process(sharded_runs, tiny_bert_dir):
+    from transformers import AutoTokenizer
+
+    folder = pathlib.Path(sharded_runs[0]["folder"]) / "saved_model"
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(folder)  # a run saves its tokenizer beside the model
+    code = (f"from transformers import pipeline; import json, sys; p = pipeline('text-classification', model={str(folder)!r}, device='cpu'); "
+            "print(json.dumps(p(['a joy to watch', 'a dull mess'])), 'hf_transfer' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    predictions, imported = result.stdout.strip().splitlines()[-1].rsplit(" ", 1)
+    assert imported == "False" and len(json.loads(predictions)) == 2
+
+
 def test_discriminative_lrs_reach_every_sharded_parameter(sharded_runs):
     report = sharded_runs[0]["discriminative_lrs"]
     assert report["lrs_match"], "each live parameter is optimised at its layer group's LR"
