@@ -218,6 +218,61 @@ def normalise_columns(frame: pd.DataFrame, modality: str, args: DataArguments) -
     return out
 
 
+UNLABELED = -100  # the label of an example without one: cross-entropy ignores it
+
+
+def read_unlabeled(args: DataArguments, *, file: str | None, folder: str | None, modality: str, option: str,
+                   max_samples: int | None = None, seed: int = 42) -> pd.DataFrame | None:
+    """Extra inputs without labels (a table of texts or image paths, or a folder of images, searched recursively):
+    a frame with `text` / `image` and `label` = -100. A label column, if present, is kept as `known_label` for
+    reporting only. None when neither is given."""
+    if file and folder:
+        raise TransferError(f"--{option}_file and --{option}_dir both name {option} data: give only one")
+    if folder:
+        root = pathlib.Path(folder)
+        if not root.is_dir():
+            raise TransferError(f"--{option}_dir '{root}' is not a folder of images")
+        paths = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not paths:
+            raise TransferError(f"--{option}_dir '{root}' holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        frame = pd.DataFrame({"image": paths})
+        if modality != "image":
+            raise TransferError(f"--{option}_dir '{root}' holds images but the model takes text: give --{option}_file with a text column")
+        frame.attrs["source"] = str(root)
+    elif file:
+        raw = read_table(file, f"{option}_file")
+        column = args.text_column_name.split(",")[0].strip() if modality == "text" else args.image_column_name
+        if column not in raw.columns:
+            raise TransferError(f"--{option}_file '{file}' has no column '{column}' (columns: {', '.join(map(str, raw.columns))}): "
+                                f"set --{'text' if modality == 'text' else 'image'}_column_name")
+        key = "text" if modality == "text" else "image"
+        frame = pd.DataFrame({key: raw[column].fillna("").astype(str) if modality == "text" else raw[column]})
+        if modality == "text" and "," in args.text_column_name:
+            second = args.text_column_name.split(",")[1].strip()
+            if second not in raw.columns:
+                raise TransferError(f"--{option}_file '{file}' has no column '{second}' for the second text of each pair")
+            frame["text_pair"] = raw[second].fillna("").astype(str)
+        if modality == "image":
+            base = pathlib.Path(file).parent
+            frame["image"] = [str(base / p) if isinstance(p, str) and not pathlib.Path(p).is_absolute() else p for p in frame["image"]]
+        if args.label_column_name in raw.columns and raw[args.label_column_name].notna().all():
+            frame["known_label"] = raw[args.label_column_name].to_numpy()
+        frame.attrs["source"] = str(file)
+    else:
+        return None
+    if max_samples and len(frame) > max_samples:
+        frame = _keep_attrs(frame.sample(n=max_samples, random_state=seed), frame)
+    if modality == "image":
+        frame, dropped = _drop_unreadable(frame, args.strict)
+        if dropped:
+            print(f"skipped {len(dropped)} unreadable {option} image{'s' if len(dropped) > 1 else ''} (e.g. {', '.join(dropped[:3])})")
+    if len(frame) == 0:
+        raise TransferError(f"{frame.attrs['source']} ({option} data) is empty: give at least one example")
+    frame["label"] = UNLABELED
+    frame.attrs["source"] = frame.attrs.get("source", option)
+    return frame
+
+
 # ---------------------------------------------------------------- stratified sampling
 
 

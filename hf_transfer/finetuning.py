@@ -69,9 +69,10 @@ def group_learning_rates(groups: list[LayerGroup], body_lr: float, options: dict
                               lowest_lr=options.get("lowest_learning_rate"))
 
 
-def apply_batchnorm_policy(model: nn.Module, options: dict) -> None:
-    """Keep every BatchNorm's pretrained statistics unless --update_bn_statistics; says what it did when there is BatchNorm."""
-    if options.get("update_bn_statistics"):
+def apply_batchnorm_policy(model: nn.Module, options: dict, random_init: bool = False) -> None:
+    """Keep every BatchNorm's pretrained statistics unless --update_bn_statistics; says what it did when there is BatchNorm.
+    A randomly initialised model has no statistics worth keeping: its BatchNorm always learns them from the batches."""
+    if options.get("update_bn_statistics") or random_init:
         release_batchnorm_statistics(model)
         return
     count = freeze_batchnorm_statistics(model)

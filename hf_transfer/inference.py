@@ -63,21 +63,31 @@ def _read_json(path: pathlib.Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-@torch.inference_mode()
-def class_probabilities(run: LoadedRun, inputs: list, *, text_pairs: list | None = None, batch_size: int = 64) -> np.ndarray:
-    """(n, num_labels) softmax probabilities; `inputs` are texts or PIL images."""
-    chunks = []
+def encoded_batches(run: LoadedRun, inputs: list, *, text_pairs: list | None = None, batch_size: int = 64):
+    """The model's inputs, batch by batch, preprocessed by the run's own tokenizer or image processor.
+    `inputs` are texts, or images (PIL, paths or anything `data.open_image` reads)."""
+    from .data import open_image
+
     for start in range(0, len(inputs), batch_size):
         batch = inputs[start : start + batch_size]
         if run.modality == "text":
             pairs = text_pairs[start : start + batch_size] if text_pairs is not None else None
             encoded = run.processor(batch, pairs, truncation=True, max_length=run.max_length, padding=True, return_tensors="pt")
         else:
-            encoded = run.processor(batch, return_tensors="pt")
-        encoded = {k: v.to(run.device) for k, v in encoded.items()}
-        logits = run.model(**encoded).logits
-        chunks.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
-    return np.concatenate(chunks) if chunks else np.zeros((0, len(run.label_names)))
+            encoded = run.processor([open_image(image) for image in batch], return_tensors="pt")
+        yield {k: v.to(run.device) for k, v in encoded.items()}
+
+
+@torch.inference_mode()
+def class_logits(run: LoadedRun, inputs: list, *, text_pairs: list | None = None, batch_size: int = 64) -> torch.Tensor:
+    """(n, num_labels) float32 logits on the CPU."""
+    chunks = [run.model(**encoded).logits.float().cpu() for encoded in encoded_batches(run, inputs, text_pairs=text_pairs, batch_size=batch_size)]
+    return torch.cat(chunks) if chunks else torch.zeros((0, len(run.label_names)))
+
+
+def class_probabilities(run: LoadedRun, inputs: list, *, text_pairs: list | None = None, batch_size: int = 64) -> np.ndarray:
+    """(n, num_labels) softmax probabilities; `inputs` are texts or PIL images."""
+    return torch.softmax(class_logits(run, inputs, text_pairs=text_pairs, batch_size=batch_size), dim=-1).numpy()
 
 
 def read_images(paths: list[str]) -> list:

@@ -108,6 +108,8 @@ def _timm_checkpoint(name: str, args: ModelArguments, load_kwargs: dict) -> Chec
     architecture = name.removeprefix("timm/").split(".")[0]
     if not timm.list_models(architecture):
         raise TransferError(f"'{architecture}' is not a timm architecture (see timm.list_models()): check --model_name_or_path")
+    if not args.weights and args.random_init:  # the architecture alone: nothing to download
+        return Checkpoint(name, None, TimmWrapperConfig(architecture=architecture), "image", timm_weights={})
     if not args.weights:  # an architecture name: its default pretrained weights on the Hub
         hub_id = timm.models.get_pretrained_cfg(architecture).hf_hub_id if timm.models.get_pretrained_cfg(architecture) else None
         if not hub_id:
@@ -233,7 +235,8 @@ def _with_new_head(checkpoint: Checkpoint, label_names: list[str], args: ModelAr
             model = TimmWrapperForImageClassification(TimmWrapperConfig(architecture=checkpoint.config.architecture, **labels))
         else:
             model = _transfer_classifier(checkpoint, args, labels, backbone=None)
-        _load_timm_backbone(model.timm_model if native else model.backbone.timm_model, checkpoint)
+        if checkpoint.timm_weights:
+            _load_timm_backbone(model.timm_model if native else model.backbone.timm_model, checkpoint)
         return model
     if native:
         auto = AutoModelForImageClassification if checkpoint.modality == "image" else AutoModelForSequenceClassification

@@ -72,3 +72,25 @@ class TrainingThroughput(TrainerCallback):
 def throughput_of(trainer) -> dict:
     callback = next((c for c in trainer.callback_handler.callbacks if isinstance(c, TrainingThroughput)), None)
     return callback.results() if callback is not None else {}
+
+
+@torch.inference_mode()
+def inference_rate(model: torch.nn.Module, batches: list[dict], repeats: int = 2) -> float:
+    """Examples per second of `model`'s forward pass over `batches` (already on the model's device): one warm-up
+    batch, then the best of `repeats` timed passes, the accelerator synchronised at the ends."""
+    was_training = model.training
+    model.eval()
+    try:
+        model(**batches[0])
+        examples = sum(len(next(iter(b.values()))) for b in batches)
+        best = float("inf")
+        for _ in range(repeats):
+            _synchronize()
+            start = time.perf_counter()
+            for batch in batches:
+                model(**batch)
+            _synchronize()
+            best = min(best, time.perf_counter() - start)
+    finally:
+        model.train(was_training)
+    return examples / best

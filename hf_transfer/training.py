@@ -70,6 +70,14 @@ def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dic
     return Job(args, data, checkpoint, model, processor, img_cfg, datasets, collator, hub_target)
 
 
+def dataset_for(job: Job, frame, split: str = "train"):
+    """A torch dataset of extra rows (e.g. unlabelled inputs) preprocessed exactly as the job's `split`."""
+    args = job.args.data
+    extra = LabelledData({split: frame}, job.data.label_names, job.data.modality, frame.attrs.get("source", "extra data"))
+    datasets, _ = build_datasets(extra, job.processor, job.image_config, args.max_seq_length, args.augment, args.cache_images)
+    return datasets[split]
+
+
 def make_trainer(job: Job, *, model=None, datasets=None, collator=None, callbacks=(), trainer_class=TransferTrainer, **kwargs):
     datasets = datasets or job.datasets
     trainer = trainer_class(

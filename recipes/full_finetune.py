@@ -33,7 +33,7 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     """Fine-tune every layer; returns the results also written to all_results.json."""
     args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(FineTuningArguments,))
     job = training.prepare(args, learning_rates=LEARNING_RATES)
-    apply_batchnorm_policy(job.model, args.extra)
+    apply_batchnorm_policy(job.model, args.extra, random_init=args.model.random_init)
     groups = body_and_head_groups(job.model, args.extra, args.explicit)
     lrs = group_learning_rates(groups, args.training.learning_rate, args.extra, job.data.modality) if groups else None
     trainer = training.make_trainer(job, layer_groups=groups, group_lrs=lrs)
