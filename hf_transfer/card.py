@@ -47,6 +47,12 @@ def model_card(results: dict, *, recipe: str, model_class: str, repo_id: str | N
             lines.append(f"| {split} | {_percent(results[f'{split}_accuracy'])} | {_percent(results.get(f'{split}_f1_macro'))} | {results.get(f'{split}_samples', '?')} |")
     lines += ["", f"Trainable parameters: {results.get('trainable_params', 0):,} of {results.get('total_params', 0):,} "
               f"({results.get('trainable_percent', 0)}%)."]
+    if results.get("teacher"):
+        lines += ["", f"Distilled from the teacher `{results['teacher']}` (temperature {config.get('temperature')}, alpha {config.get('alpha')}"
+                  + (f", blocks {results['student_layers']} of the teacher kept" if results.get("student_layers") else "")
+                  + (f", {results['unlabeled_samples']} unlabelled examples" if results.get("unlabeled_samples") else "") + "): "
+                  f"teacher test accuracy {_percent(results.get('teacher_test_accuracy'))} with {results.get('teacher_params', 0):,} parameters; "
+                  f"this student runs x{results.get('inference_speedup', 0):.2f} faster ({results.get('speed_measured_on', '')})."]
     if "kept_epoch" in results:
         lines += ["", f"Weights kept: epoch {results['kept_epoch']:g} of {results['epochs_trained']:g} ({results['kept_because']})."]
     if results.get("saved_weights_bytes"):

@@ -236,6 +236,9 @@ def read_unlabeled(args: DataArguments, *, file: str | None, folder: str | None,
         if not paths:
             raise TransferError(f"--{option}_dir '{root}' holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         frame = pd.DataFrame({"image": paths})
+        parents = {pathlib.Path(p).parent for p in paths}
+        if all(parent.parent == root for parent in parents):  # class subfolders: labels for reporting only
+            frame["known_label"] = [pathlib.Path(p).parent.name for p in paths]
         if modality != "image":
             raise TransferError(f"--{option}_dir '{root}' holds images but the model takes text: give --{option}_file with a text column")
         frame.attrs["source"] = str(root)

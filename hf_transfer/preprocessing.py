@@ -51,6 +51,13 @@ class ImageConfig:
         return T.Compose([T.RandomResizedCrop(self.size, interpolation=INTERPOLATIONS[self.interpolation]), T.RandomHorizontalFlip(),
                           T.ColorJitter(0.2, 0.2, 0.2), T.ToTensor(), T.Normalize(self.mean, self.std)])
 
+    def strong_transform(self) -> T.Compose:
+        """Augmentation that changes what a new domain changes: colour, contrast, polarity, sharpness and framing
+        (no flips: they change what digits and text in images mean)."""
+        return T.Compose([T.RandomResizedCrop(self.size, scale=(0.6, 1.0), ratio=(0.85, 1.15), interpolation=INTERPOLATIONS[self.interpolation]),
+                          T.RandomInvert(0.3), T.ColorJitter(0.5, 0.5, 0.8, 0.5), T.RandomGrayscale(0.2),
+                          T.RandomApply([T.GaussianBlur(3, (0.1, 1.5))], p=0.3), T.ToTensor(), _RandomChannelGain(), T.Normalize(self.mean, self.std)])
+
     def timm_pretrained_cfg(self) -> dict:
         """timm's own description of the same preprocessing (config.json's `pretrained_cfg` for timm models)."""
         return {"input_size": [3, self.size, self.size], "mean": list(self.mean), "std": list(self.std),
@@ -211,6 +218,14 @@ def image_cache_budget() -> int:
     except OSError:
         shared = 0
     return int(min(8 * 2**30, memory / 4, shared / 2))
+
+
+class _RandomChannelGain:
+    """Scales each colour channel by its own random factor: grey images become coloured (ColorJitter's hue cannot)."""
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        gains = torch.empty(pixels.shape[0], 1, 1).uniform_(0.4, 1.0)
+        return pixels * gains
 
 
 class _ProcessorTransform:

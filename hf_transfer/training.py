@@ -78,11 +78,11 @@ def dataset_for(job: Job, frame, split: str = "train"):
     return datasets[split]
 
 
-def make_trainer(job: Job, *, model=None, datasets=None, collator=None, callbacks=(), trainer_class=TransferTrainer, **kwargs):
+def make_trainer(job: Job, *, model=None, datasets=None, collator=None, callbacks=(), trainer_class=TransferTrainer, training_args=None, **kwargs):
     datasets = datasets or job.datasets
     trainer = trainer_class(
         model=model or job.model,
-        args=job.args.training,
+        args=training_args or job.args.training,
         train_dataset=datasets["train"],
         eval_dataset=datasets["validation"],
         data_collator=collator or job.collator,

@@ -1,0 +1,186 @@
+"""Distillation: the loss, students cut from teachers, the recipe's outputs and options, bad input; a real MiniLM
+teacher distilled into a 3-block student on Rotten Tomatoes."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+
+import recipes.distill as distill
+import recipes.full_finetune as full_finetune
+from hf_transfer.distillation import distillation_loss
+from hf_transfer.errors import TransferError
+from hf_transfer.student import default_layers, parse_layers, student_from_teacher, transformer_blocks
+
+from tests.conftest import NEGATIVE, POSITIVE, write_text_table
+
+QUICK = {"num_train_epochs": 2, "save_strategy": "no", "load_best_model_at_end": False}
+
+
+# ---------------------------------------------------------------- the loss
+
+
+def test_loss_is_cross_entropy_at_alpha_zero_and_soft_only_on_unlabelled_rows():
+    torch.manual_seed(0)
+    student, teacher = torch.randn(6, 3), torch.randn(6, 3)
+    labels = torch.tensor([0, 1, 2, 0, -100, -100])
+    assert torch.allclose(distillation_loss(student, teacher, labels, 4.0, 0.0), F.cross_entropy(student[:4], labels[:4]))
+    soft = F.kl_div(F.log_softmax(student / 4, -1), F.softmax(teacher / 4, -1), reduction="batchmean") * 16
+    expected = 0.7 * soft + 0.3 * F.cross_entropy(student[:4], labels[:4])
+    assert torch.allclose(distillation_loss(student, teacher, labels, 4.0, 0.7), expected, atol=1e-6)
+    unlabelled = torch.full((6,), -100)
+    assert torch.allclose(distillation_loss(student, teacher, unlabelled, 4.0, 0.7), 0.7 * soft, atol=1e-6)
+
+
+def test_soft_term_vanishes_when_the_student_matches_the_teacher_and_its_gradient_points_at_the_teacher():
+    teacher = torch.tensor([[2.0, -1.0, 0.5]])
+    unlabelled = torch.tensor([-100])
+    assert distillation_loss(teacher.clone(), teacher, unlabelled, 4.0, 1.0).item() == pytest.approx(0.0, abs=1e-7)
+    student = torch.zeros(1, 3, requires_grad=True)
+    distillation_loss(student, teacher, unlabelled, 2.0, 1.0).backward()
+    assert student.grad.argmin().item() == teacher.argmax().item()  # gradient descent raises the teacher's top class
+
+
+# ---------------------------------------------------------------- students cut from teachers
+
+
+def test_default_layers_are_distilberts_choice_and_bad_indices_are_one_line():
+    assert default_layers(12) == [0, 2, 4, 7, 9, 11]  # Sanh et al. 2019 keep every other block of BERT-base
+    assert default_layers(6, 3) == [0, 2, 5]
+    assert parse_layers("0,2,4", 6) == [0, 2, 4]
+    for bad in ("0,6", "2,1", "a,b", ""):
+        with pytest.raises(TransferError, match="student_layers"):
+            parse_layers(bad, 6)
+    with pytest.raises(TransferError, match="out of range"):
+        default_layers(6, 7)
+
+
+def test_student_keeps_the_teachers_blocks_and_reloads_at_its_new_depth(tmp_path, tiny_bert_dir):
+    config = BertConfig.from_pretrained(tiny_bert_dir, num_hidden_layers=4, num_labels=2)
+    BertForSequenceClassification(config).save_pretrained(tmp_path / "teacher")
+    teacher = AutoModelForSequenceClassification.from_pretrained(tmp_path / "teacher").eval()
+    student = student_from_teacher(teacher, [0, 3]).eval()
+    assert len(teacher.bert.encoder.layer) == 4 and len(student.bert.encoder.layer) == 2
+    for kept, original in ((0, 0), (1, 3)):
+        for (name, a), (_, b) in zip(student.bert.encoder.layer[kept].named_parameters(), teacher.bert.encoder.layer[original].named_parameters()):
+            assert torch.equal(a, b), name
+    assert torch.equal(student.classifier.weight, teacher.classifier.weight)
+    assert student.bert.encoder.layer[0].attention.self.query.weight is not teacher.bert.encoder.layer[0].attention.self.query.weight
+    student.save_pretrained(tmp_path / "student")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student").eval()
+    assert reloaded.config.num_hidden_layers == 2
+    inputs = {"input_ids": torch.tensor([[101, 2307, 2143, 102]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**inputs).logits, student(**inputs).logits, atol=1e-6)
+
+
+def test_a_cnn_cannot_be_cut_and_says_what_to_do():
+    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
+
+    cnn = TimmWrapperForImageClassification(TimmWrapperConfig(architecture="tf_efficientnet_lite0", num_labels=2))
+    with pytest.raises(TransferError, match="--model_name_or_path"):
+        transformer_blocks(cnn)
+
+
+# ---------------------------------------------------------------- the recipe on tiny checkpoints
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory, tiny_bert_dir):
+    root = tmp_path_factory.mktemp("distill")
+    data = write_text_table(root / "train", rows_per_class=16)
+    full_finetune.run(model_name_or_path=tiny_bert_dir, train_file=str(data), output_dir=str(root / "teacher"), learning_rate=1e-3, **QUICK)
+    return root / "teacher", data
+
+
+def unlabeled_csv(path, n=10):
+    texts = [(POSITIVE + NEGATIVE)[i % 10] + f" again {i}" for i in range(n)]
+    pd.DataFrame({"text": texts}).to_csv(path, index=False)
+    return path
+
+
+def test_distill_writes_a_run_that_pipeline_loads_in_a_fresh_process(tmp_path, tiny_teacher):
+    teacher, data = tiny_teacher
+    out = tmp_path / "student"
+    results = distill.run(teacher=str(teacher), train_file=str(data), output_dir=str(out), student_layers="1",
+                          unlabeled_file=str(unlabeled_csv(tmp_path / "more.csv")), **QUICK)
+    for key in ("eval_accuracy", "teacher_eval_accuracy", "teacher_params", "student_params", "inference_speedup"):
+        assert key in results, key
+    assert results["student_layers"] == [1] and results["unlabeled_samples"] == 10
+    assert results["student_params"] < results["teacher_params"]
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 1
+    assert "Distilled from the teacher" in (out / "README.md").read_text()
+    code = ("from transformers import pipeline; import sys; "
+            f"p = pipeline('text-classification', model=r'{out}'); print(p('a wonderful moving film')[0]['label'])")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert shown.stdout.strip().splitlines()[-1] in ("neg", "pos")
+
+
+def test_alpha_temperature_and_unlabelled_inputs_change_the_student(tmp_path, tiny_teacher):
+    teacher, data = tiny_teacher
+
+    def weights(name, **options):
+        distill.run(teacher=str(teacher), train_file=str(data), output_dir=str(tmp_path / name), student_layers="1", seed=3, **QUICK, **options)
+        return load_file(str(tmp_path / name / "model.safetensors"))
+
+    hard = weights("hard", alpha=0.0)
+    soft = weights("soft", alpha=0.7)
+    hotter = weights("hotter", alpha=0.7, temperature=1.0)
+    more = weights("more", alpha=0.7, unlabeled_file=str(unlabeled_csv(tmp_path / "more.csv")))
+    key = "bert.encoder.layer.0.attention.self.query.weight"
+    for name, other in (("alpha", soft), ("temperature", hotter), ("unlabeled_file", more)):
+        reference = hard if name == "alpha" else soft
+        assert not torch.equal(reference[key], other[key]), f"--{name} did not change the student"
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, tiny_teacher, tiny_bert_dir):
+    teacher, data = tiny_teacher
+    out = tmp_path / "never"
+    other_labels = tmp_path / "other.csv"
+    pd.DataFrame({"text": ["a", "b", "c", "d"] * 3, "label": ["x", "y", "z", "x"] * 3}).to_csv(other_labels, index=False)
+    empty = tmp_path / "empty.csv"
+    pd.DataFrame({"text": []}).to_csv(empty, index=False)
+    cases = [({"train_file": str(other_labels)}, "predicts"),
+             ({"student_layers": "0,5"}, "out of range"),
+             ({"alpha": 1.5}, "--alpha"),
+             ({"teacher": str(tmp_path / "nowhere")}, "--teacher"),
+             ({"unlabeled_file": str(empty)}, "empty"),
+             ({"model_name_or_path": tiny_bert_dir, "augment": True}, "--augment")]
+    for options, message in cases:
+        with pytest.raises(TransferError, match=message):
+            distill.run(**{"teacher": str(teacher), "train_file": str(data), "output_dir": str(out), **options})
+        assert not out.exists(), options
+    with pytest.raises(TransferError, match="--teacher is required"):
+        distill.run(train_file=str(data), output_dir=str(out))
+
+
+def test_image_student_with_augmentation_learns_from_the_teacher_on_each_batch(tmp_path, tiny_vit_dir, image_dir):
+    teacher = tmp_path / "teacher"
+    full_finetune.run(model_name_or_path=tiny_vit_dir, train_dir=str(image_dir), output_dir=str(teacher), **QUICK)
+    common = {"teacher": str(teacher), "train_dir": str(image_dir), "student_layers": "1", "augment": True, "seed": 5, **QUICK}
+    live = distill.run(output_dir=str(tmp_path / "live"), **common)
+    hard = distill.run(output_dir=str(tmp_path / "hard"), alpha=0.0, **common)
+    assert live["train_loss"] != hard["train_loss"]
+    assert json.loads((tmp_path / "live" / "config.json").read_text())["num_hidden_layers"] == 1
+
+
+# ---------------------------------------------------------------- real weights, real data
+
+
+@pytest.mark.slow
+def test_minilm_student_of_three_blocks_beats_chance_and_the_teacher_is_scored_on_the_same_test_set(tmp_path):
+    data = {"dataset_name": "bundled:rotten_tomatoes", "max_seq_length": 64, "max_train_samples_per_class": 100,
+            "max_eval_samples": 200, "max_test_samples": 500}
+    teacher = full_finetune.run(model_name_or_path="bundled:minilm-l6", num_train_epochs=4, output_dir=str(tmp_path / "teacher"), **data)
+    student = distill.run(teacher=str(tmp_path / "teacher"), student_num_layers=3, num_train_epochs=4, output_dir=str(tmp_path / "student"), **data)
+    assert student["teacher_test_accuracy"] == pytest.approx(teacher["test_accuracy"], abs=0.005)
+    assert student["test_accuracy"] > 0.62, student["test_accuracy"]  # chance: 0.5
+    assert student["student_layers"] == [0, 2, 5]
+    assert student["inference_speedup"] > 1.2, student["inference_speedup"]
