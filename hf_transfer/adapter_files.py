@@ -80,7 +80,8 @@ def load_adapter(path_or_repo: str, *, model_name_or_path: str | None = None, re
         raise TransferError(f"'{folder}' has no {BASE_MODEL_FILE}: it was not written by hf_transfer; load it with peft's PeftModel.from_pretrained(base, folder)")
     info = json.loads(info_path.read_text())
     model_args = ModelArguments(**{**info["model_args"], **({"model_name_or_path": model_name_or_path} if model_name_or_path else {})})
-    base = build_classifier(resolve_checkpoint(model_args), info["label_names"], model_args)
+    native = False if info.get("model_class") == "TransferClassifier" else None  # the class the adapter was trained on
+    base = build_classifier(resolve_checkpoint(model_args), info["label_names"], model_args, native=native)
     if info["adapter"] == "peft":
         model = _load_peft(base, folder)
     else:

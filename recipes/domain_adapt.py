@@ -5,6 +5,7 @@ Methods (`--method`, combine with commas, e.g. `dann,pseudo_label`):
   dann          a domain classifier behind a gradient-reversal layer, its weight ramped as in Ganin et al. 2016
   coral / mmd   align the pooled features' covariances (Sun & Saenko 2016) / kernel means (Long et al. 2015)
   augment       strong colour / contrast / polarity / framing augmentation of the source images
+With --peft_method lora (or another adapter), the adapter and the head are what trains, in both models.
 The same model is also trained on the source alone with the same seed and epochs, and both are scored on the
 target test set (`--target_test_file/dir`, else the target set's own labels when it has them) and on the
 source test set: adaptation that wrecks the source task shows.
@@ -17,12 +18,13 @@ source test set: adaptation that wrecks the source task shows.
 """
 
 import copy
+import dataclasses
 import tempfile
 
 import numpy as np
 import torch
 
-from hf_transfer import training
+from hf_transfer import adapters, training
 from hf_transfer.cli import parse_recipe_args, recipe_main
 from hf_transfer.data import read_unlabeled
 from hf_transfer.domain_adaptation import (ALIGNMENT, AdaptationModel, DomainAdaptationArguments, PairedCollator, PairedDataset, TrainingProgress,
@@ -44,7 +46,8 @@ LEARNING_RATES = {"text": 5e-5, "image": 3e-4}  # as full fine-tuning
 
 def run(argv: list[str] | None = None, **overrides) -> dict:
     """Adapt to the target domain; returns the results also written to all_results.json."""
-    args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(DomainAdaptationArguments, FineTuningArguments))
+    args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(DomainAdaptationArguments, FineTuningArguments,
+                                                                                   adapters.AdapterArguments))
     options = args.extra
     check_options(options)
     job = training.prepare(args, native=False, learning_rates=LEARNING_RATES)  # TransferClassifier: pooled features to align
@@ -56,11 +59,13 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     target_fixed = training.dataset_for(job, target, "target")
     scored = {"target_test": training.dataset_for(job, target_test, "target_test")} if target_test is not None else {}
 
+    trainable = trainable_part(args)
     source_only = None
     if methods != ["pseudo_label"]:  # with pseudo_label alone, its first round is the source-only model
-        source_only = train_source_only(job, copy.deepcopy(job.model), scored)
-    apply_batchnorm_policy(job.model, options)
-    model = AdaptationModel(job.model, methods, options["alignment_weight"])
+        source_only = train_source_only(job, trainable(copy.deepcopy(job.model)), scored)
+    classifier = trainable(job.model)  # job.model stays the base: what an adapter run records it was trained on
+    apply_batchnorm_policy(classifier, options)
+    model = AdaptationModel(classifier, methods, options["alignment_weight"])
     aligning = any(m in ALIGNMENT for m in methods)
 
     def train(labelled):
@@ -74,7 +79,7 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
         source_only = {k: v for k, v in results.items() if k in ("test_accuracy", "eval_accuracy", "target_test_accuracy")}
     rounds = []
     for number in range(1, options["pseudo_label_rounds"] + 1 if "pseudo_label" in methods else 1):
-        probabilities = class_probabilities(job.model, target_fixed, job.collator, args.training.per_device_eval_batch_size, args.training.device)
+        probabilities = class_probabilities(classifier, target_fixed, job.collator, args.training.per_device_eval_batch_size, args.training.device)
         rows, labels = select(probabilities, options["pseudo_label_threshold"], options["class_balance"])
         report = round_report(number, rows, labels, len(target), len(job.data.label_names), target_label_ids(target, job.data.label_names, "target"))
         if len(rows) == 0:
@@ -91,10 +96,20 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
               + (f", {100 * report['pseudo_label_accuracy']:.1f}% of them right" if "pseudo_label_accuracy" in report else ""))
     results.update(methods=methods, target_samples=len(target), target_test_samples=0 if target_test is None else len(target_test),
                    pseudo_label_rounds=rounds or None, **{f"source_only_{k}": v for k, v in source_only.items()})
-    results = training.finish(job, trainer, results, recipe="domain_adapt", model=job.model)
+    results = training.finish(job, trainer, results, recipe="domain_adapt", model=classifier)
     if trainer.is_world_process_zero():
         print(summary(results))
     return results
+
+
+def trainable_part(args):
+    """With --peft_method (e.g. lora), an adapter and the head train instead of every weight, in both models."""
+    if "peft_method" not in args.explicit:
+        return lambda classifier: classifier
+    options = adapters.AdapterArguments(**{f.name: args.extra[f.name] for f in dataclasses.fields(adapters.AdapterArguments)})
+    if "learning_rate" not in args.explicit:
+        args.training.learning_rate = adapters.LEARNING_RATES.get(options.peft_method, args.training.learning_rate)
+    return lambda classifier: adapters.attach(classifier, options)
 
 
 def read_target(job, options):

@@ -21,13 +21,13 @@ import recipes.domain_adapt as domain_adapt
 
 MNIST_TO_MNIST_M = ["--model_name_or_path", "bundled:efficientnet-lite0", "--dataset_name", "bundled:mnist", "--max_train_samples_per_class", "100",
                     "--max_eval_samples", "500", "--target_dataset_name", "bundled:mnist_m", "--max_target_samples", "1000",
-                    "--max_test_samples", "1000", "--image_size", "64", "--disable_tqdm", "true"]
+                    "--max_test_samples", "1000", "--image_size", "32", "--num_train_epochs", "3", "--disable_tqdm", "true"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43])
-    parser.add_argument("--methods", nargs="+", default=["dann", "coral", "mmd", "augment", "pseudo_label", "dann,pseudo_label"])
+    parser.add_argument("--methods", nargs="+", default=["dann", "coral", "mmd", "augment", "pseudo_label"])
     parser.add_argument("--output", default=None, help="JSON lines file for the rows")
     parser.add_argument("recipe_args", nargs="*", help="recipe arguments after --, replacing the MNIST -> MNIST-M set-up")
     options = parser.parse_args()

@@ -163,3 +163,17 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, tiny_bert_dir):
         with pytest.raises(TransferError, match=message):
             domain_adapt.run(model_name_or_path=tiny_bert_dir, train_file=str(data), output_dir=str(out), **options)
         assert not out.exists(), options
+
+
+def test_lora_is_the_trainable_part_when_asked(tmp_path, tiny_bert_dir):
+    data = write_text_table(tmp_path / "train")
+    target = write_text_table(tmp_path / "target", rows_per_class=4)
+    out = tmp_path / "out"
+    results = domain_adapt.run(model_name_or_path=tiny_bert_dir, train_file=str(data), target_file=str(target), method="coral",
+                               peft_method="lora", output_dir=str(out), **QUICK)
+    assert results["adapter"] == "peft" and results["trainable_params"] < results["total_params"] / 5
+    assert (out / "adapter_model.safetensors").is_file() and not (out / "model.safetensors").exists()
+    from hf_transfer import load_adapter
+
+    model, _ = load_adapter(str(out))
+    assert any("lora_B" in name and p.abs().sum() > 0 for name, p in model.named_parameters()), "the adapter trained"
