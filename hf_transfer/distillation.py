@@ -111,7 +111,7 @@ class Teacher:
             network = network.merge_and_unload()
         return network.cpu().train()
 
-    def require_same_inputs(self, cut_from_teacher: bool) -> "Teacher":
+    def require_same_inputs(self, cut_from_teacher: bool) -> Teacher:
         if not cut_from_teacher:
             raise TransferError("--augment runs the teacher on the student's augmented inputs, which need the teacher's preprocessing: "
                                 "drop --model_name_or_path (cut the student from the teacher) or drop --augment")

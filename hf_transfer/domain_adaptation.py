@@ -15,7 +15,13 @@ from torch import nn
 from transformers import TrainerCallback
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .domain_alignment import DomainClassifier, coral_loss, dann_loss, dann_weight, mmd_loss
+from .domain_alignment import (
+    DomainClassifier,
+    coral_loss,
+    dann_loss,
+    dann_weight,
+    mmd_loss,
+)
 from .errors import TransferError
 from .transfer_classifier import feature_size
 

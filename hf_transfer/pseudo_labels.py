@@ -27,7 +27,7 @@ def select(probabilities: np.ndarray, threshold: float, balance: bool = True, ba
 
 def round_report(round_number: int, rows: np.ndarray, labels: np.ndarray, total: int, num_labels: int, true_labels: np.ndarray | None) -> dict:
     """What a round kept: how many, per class, and (when the target's labels are known) how many were right."""
-    report = {"round": round_number, "kept": int(len(rows)), "of": int(total), "per_class": np.bincount(labels, minlength=num_labels).tolist()}
+    report = {"round": round_number, "kept": len(rows), "of": int(total), "per_class": np.bincount(labels, minlength=num_labels).tolist()}
     if true_labels is not None and len(rows):
         report["pseudo_label_accuracy"] = float((true_labels[rows] == labels).mean())
     return report

@@ -24,9 +24,9 @@ from hf_transfer.cli import parse_recipe_args, recipe_main
 from hf_transfer.data import read_unlabeled
 from hf_transfer.distillation import (DistillationArguments, DistillationTrainer, TeacherLogitsCollator, WithTeacherLogits, check_options,
                                       label_order, load_teacher, reorder_outputs, teacher_logits)
+from hf_transfer.distillation_report import speed_comparison, summary_lines, teacher_scores
 from hf_transfer.finetuning import FineTuningArguments, apply_batchnorm_policy, body_and_head_groups, group_learning_rates
 from hf_transfer.student import default_layers, parse_layers, student_from_teacher, transformer_blocks
-from hf_transfer.distillation_report import speed_comparison, summary_lines, teacher_scores
 
 DEFAULTS = {
     "num_train_epochs": 10,

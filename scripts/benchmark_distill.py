@@ -22,10 +22,9 @@ import tempfile
 import numpy as np
 import pandas as pd
 
-import recipes.distill as distill
-import recipes.full_finetune as full_finetune
 from hf_transfer.assets import bundled_dataset
 from hf_transfer.data import DataArguments, load_labelled_data
+from recipes import distill, full_finetune
 
 TASKS = {
     "text": {"data": {"dataset_name": "bundled:rotten_tomatoes", "max_train_samples_per_class": 100, "max_eval_samples": 500,

@@ -17,7 +17,7 @@ import pathlib
 import statistics
 import tempfile
 
-import recipes.domain_adapt as domain_adapt
+from recipes import domain_adapt
 
 MNIST_TO_MNIST_M = ["--model_name_or_path", "bundled:efficientnet-lite0", "--dataset_name", "bundled:mnist", "--max_train_samples_per_class", "100",
                     "--max_eval_samples", "500", "--target_dataset_name", "bundled:mnist_m", "--max_target_samples", "1000",

@@ -10,14 +10,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForSequenceClassification,
+)
 
-import recipes.distill as distill
-import recipes.full_finetune as full_finetune
 from hf_transfer.distillation import distillation_loss
 from hf_transfer.errors import TransferError
-from hf_transfer.student import default_layers, parse_layers, student_from_teacher, transformer_blocks
-
+from hf_transfer.student import (
+    default_layers,
+    parse_layers,
+    student_from_teacher,
+    transformer_blocks,
+)
+from recipes import distill, full_finetune
 from tests.conftest import NEGATIVE, POSITIVE, write_text_table
 
 QUICK = {"num_train_epochs": 2, "save_strategy": "no", "load_best_model_at_end": False}
@@ -184,3 +191,25 @@ def test_minilm_student_of_three_blocks_beats_chance_and_the_teacher_is_scored_o
     assert student["test_accuracy"] > 0.62, student["test_accuracy"]  # chance: 0.5
     assert student["student_layers"] == [0, 2, 5]
     assert student["inference_speedup"] > 1.2, student["inference_speedup"]
+
+
+def test_a_teacher_with_its_labels_in_another_order_is_read_by_name(tmp_path, tiny_teacher):
+    teacher, data = tiny_teacher
+    model = AutoModelForSequenceClassification.from_pretrained(teacher)
+    with torch.no_grad():
+        model.classifier.weight.copy_(model.classifier.weight.flip(0))
+        model.classifier.bias.copy_(model.classifier.bias.flip(0))
+    model.config.id2label = {0: "pos", 1: "neg"}
+    model.config.label2id = {"pos": 0, "neg": 1}
+    model.save_pretrained(tmp_path / "swapped")
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(teacher).save_pretrained(tmp_path / "swapped")
+    common = {"train_file": str(data), "student_layers": "0,1", "max_steps": 1, "eval_strategy": "no", "save_strategy": "no",
+              "load_best_model_at_end": False}
+    original = distill.run(teacher=str(teacher), output_dir=str(tmp_path / "a"), **common)
+    swapped = distill.run(teacher=str(tmp_path / "swapped"), output_dir=str(tmp_path / "b"), **common)
+    assert swapped["teacher_eval_accuracy"] == original["teacher_eval_accuracy"]
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["id2label"] == {"0": "neg", "1": "pos"}
+    saved_a, saved_b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert torch.allclose(saved_a["classifier.weight"], saved_b["classifier.weight"], atol=1e-6), "the cut student's head follows the data's order"

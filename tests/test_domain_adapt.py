@@ -10,10 +10,17 @@ import pandas as pd
 import pytest
 import torch
 
-import recipes.domain_adapt as domain_adapt
-from hf_transfer.domain_alignment import DomainClassifier, coral_loss, dann_loss, dann_weight, mmd_loss, reverse_gradient
+from hf_transfer.domain_alignment import (
+    DomainClassifier,
+    coral_loss,
+    dann_loss,
+    dann_weight,
+    mmd_loss,
+    reverse_gradient,
+)
 from hf_transfer.errors import TransferError
 from hf_transfer.pseudo_labels import select
+from recipes import domain_adapt
 from tests.conftest import write_image_folder, write_text_table
 
 QUICK = {"num_train_epochs": 1, "save_strategy": "no", "load_best_model_at_end": False}
@@ -68,7 +75,7 @@ def test_a_pseudo_label_round_never_keeps_a_prediction_below_the_threshold_and_b
     logits[:, 0] += 2  # a bias toward class 0
     probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     for threshold in (0.5, 0.8, 0.95):
-        rows, labels = select(probabilities, threshold, balance=False)
+        rows, _ = select(probabilities, threshold, balance=False)
         assert (probabilities[rows].max(1) >= threshold).all()
         assert len(rows) == (probabilities.max(1) >= threshold).sum()
         balanced, balanced_labels = select(probabilities, threshold, balance=True)
