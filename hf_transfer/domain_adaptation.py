@@ -126,13 +126,14 @@ class AdaptationModel(nn.Module):
         has_target = target_input_ids is not None or target_pixel_values is not None
         if self.training and has_target and self.methods and loss is not None:
             target = self.classifier.features(target_input_ids, target_attention_mask, target_token_type_ids, target_pixel_values)
+            ramp = dann_weight(self.progress)  # every alignment loss ramps in, so the features first learn the source task
             for method in self.methods:
                 if method == "dann":
-                    loss = loss + self.weight * dann_loss(self.domain_classifier, features, target, dann_weight(self.progress))
+                    loss = loss + self.weight * dann_loss(self.domain_classifier, features, target, ramp)
                 elif method == "coral":
-                    loss = loss + self.weight * coral_loss(features, target)
+                    loss = loss + self.weight * ramp * coral_loss(features, target)
                 else:
-                    loss = loss + self.weight * mmd_loss(features, target)
+                    loss = loss + self.weight * ramp * mmd_loss(features, target)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 

@@ -68,12 +68,23 @@ def coral_loss(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def mmd_loss(source: torch.Tensor, target: torch.Tensor, scales: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)) -> torch.Tensor:
-    """Squared MMD (biased estimate) under a sum of Gaussian kernels; bandwidths are `scales` times the median
-    squared distance between all the features (held constant for the gradient)."""
+    """Squared MMD under a sum of Gaussian kernels, bandwidths `scales` times the median squared distance (held
+    constant for the gradient). The unbiased U-statistic (Gretton et al. 2012) leaves out every pair of an example
+    with itself: the biased estimate is smallest when all features collapse to one point, which drags training there."""
     source, target = source.float(), target.float()
     both = torch.cat([source, target])
-    distances = torch.cdist(both, both).pow(2)
-    median = distances.detach()[distances.detach() > 0].median() if (distances.detach() > 0).any() else distances.new_tensor(1.0)
+    squares = both.pow(2).sum(dim=1)
+    distances = (squares[:, None] + squares[None, :] - 2 * both @ both.T).clamp_min(0)
+    positive = distances.detach()[distances.detach() > 0]
+    median = positive.median() if len(positive) else distances.new_tensor(1.0)
     kernel = sum(torch.exp(-distances / (scale * median)) for scale in scales)
-    n = len(source)
-    return kernel[:n, :n].mean() + kernel[n:, n:].mean() - 2 * kernel[:n, n:].mean()
+    n, m = len(source), len(target)
+    if n < 2 or m < 2:
+        return kernel.new_zeros(())
+    within_source, within_target, across = kernel[:n, :n], kernel[n:, n:], kernel[:n, n:]
+
+    def off_diagonal_mean(block):
+        return (block.sum() - block.diagonal().sum()) / (len(block) * (len(block) - 1))
+
+    cross = off_diagonal_mean(across) if n == m else across.mean()  # paired batches: the i != j U-statistic
+    return off_diagonal_mean(within_source) + off_diagonal_mean(within_target) - 2 * cross

@@ -53,6 +53,7 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     job = training.prepare(args, native=False, learning_rates=LEARNING_RATES)  # TransferClassifier: pooled features to align
     methods = parse_methods(options["method"], job.data.modality)
     target, target_test = read_target(job, options)
+    source_alone = job.datasets["train"]  # the baseline's training set: never augmented toward the target
     if "augment" in methods:
         job.datasets["train"] = ImageDataset(job.data.splits["train"], job.image_config.strong_transform())
     target_train = training.dataset_for(job, target, "train")
@@ -62,7 +63,7 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     trainable = trainable_part(args)
     source_only = None
     if methods != ["pseudo_label"]:  # with pseudo_label alone, its first round is the source-only model
-        source_only = train_source_only(job, trainable(copy.deepcopy(job.model)), scored)
+        source_only = train_source_only(job, trainable(copy.deepcopy(job.model)), source_alone, scored)
     classifier = trainable(job.model)  # job.model stays the base: what an adapter run records it was trained on
     apply_batchnorm_policy(classifier, options)
     model = AdaptationModel(classifier, methods, options["alignment_weight"])
@@ -163,13 +164,13 @@ def make_trainer(job, model: AdaptationModel, train_dataset, training_args=None)
                                  callbacks=[TrainingProgress(model)], layer_groups=groups, group_lrs=lrs, training_args=training_args)
 
 
-def train_source_only(job, classifier, scored: dict) -> dict:
+def train_source_only(job, classifier, source_train, scored: dict) -> dict:
     """The same classifier, seed and epochs on the source alone (checkpoints in a temporary folder): the baseline."""
     apply_batchnorm_policy(classifier, job.args.extra)
     with tempfile.TemporaryDirectory() as folder:
         training_args = copy.deepcopy(job.args.training)
         training_args.output_dir = folder
-        trainer = make_trainer(job, AdaptationModel(classifier, [], 1.0), job.datasets["train"], training_args)
+        trainer = make_trainer(job, AdaptationModel(classifier, [], 1.0), source_train, training_args)
         trainer.train()
         splits = {"eval": job.datasets["validation"], **({"test": job.datasets["test"]} if "test" in job.datasets else {}), **scored}
         return {k: v for k, v in score(trainer, splits).items() if k.endswith("accuracy")}

@@ -62,6 +62,9 @@ def test_alignment_losses_are_zero_for_identical_batches_and_grow_with_the_shift
     torch.manual_seed(0)
     features = torch.randn(64, 16)
     assert loss(features, features.clone()).item() == pytest.approx(0.0, abs=1e-6)
+    moving = features.clone().requires_grad_()
+    loss(moving, features).backward()
+    assert torch.isfinite(moving.grad).all(), "finite gradients where the batches meet (distance 0)"
     values = []
     for shift in (0.5, 1.0, 2.0):  # a widening (covariance) and moving (mean) target
         target = torch.randn(64, 16) * (1 + shift) + shift
