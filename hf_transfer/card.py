@@ -53,6 +53,12 @@ def model_card(results: dict, *, recipe: str, model_class: str, repo_id: str | N
                   + (f", {results['unlabeled_samples']} unlabelled examples" if results.get("unlabeled_samples") else "") + "): "
                   f"teacher test accuracy {_percent(results.get('teacher_test_accuracy'))} with {results.get('teacher_params', 0):,} parameters; "
                   f"this student runs x{results.get('inference_speedup', 0):.2f} faster ({results.get('speed_measured_on', '')})."]
+    if results.get("methods"):
+        lines += ["", f"Adapted to the target domain `{config.get('target_dataset_name') or config.get('target_file') or config.get('target_dir')}` "
+                  f"({results.get('target_samples', '?')} unlabelled examples) with {' + '.join(results['methods'])}: target test accuracy "
+                  f"{_percent(results.get('target_test_accuracy'))} (the same model trained on the source alone: "
+                  f"{_percent(results.get('source_only_target_test_accuracy'))}); source test accuracy {_percent(results.get('test_accuracy'))} "
+                  f"(source alone: {_percent(results.get('source_only_test_accuracy'))})."]
     if "kept_epoch" in results:
         lines += ["", f"Weights kept: epoch {results['kept_epoch']:g} of {results['epochs_trained']:g} ({results['kept_because']})."]
     if results.get("saved_weights_bytes"):

@@ -116,6 +116,7 @@ def test_each_method_runs_reports_both_models_and_saves_a_loadable_classifier(tm
     assert results["target_samples"] == 16 and results["methods"] == method.split(",")
     saved = json.loads((out / "all_results.json").read_text())
     assert saved["target_test_accuracy"] == results["target_test_accuracy"]
+    assert "Adapted to the target domain" in (out / "README.md").read_text()
     keys = set(__import__("safetensors.torch", fromlist=["load_file"]).load_file(str(out / "model.safetensors")))
     assert not any(k.startswith("domain_classifier") for k in keys), "only the classifier is saved"
     if "pseudo_label" in method:
