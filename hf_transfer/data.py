@@ -177,12 +177,16 @@ def _raw_splits(args: DataArguments, modality: str | None) -> tuple[dict[str, pd
                 splits[split] = read_table(getattr(args, option), option)
         modality = modality or ("image" if args.image_column_name in splits["train"].columns else "text")
         if modality == "image" and args.image_column_name in splits["train"].columns:
-            for frame in splits.values():  # image paths are relative to the table's own folder
-                base = pathlib.Path(frame.attrs["source"]).parent
-                frame[args.image_column_name] = [str(base / p) if isinstance(p, str) and not pathlib.Path(p).is_absolute() else p
-                                                  for p in frame[args.image_column_name]]
+            for frame in splits.values():
+                frame[args.image_column_name] = relative_to_table(frame[args.image_column_name], frame.attrs["source"])
         return splits, None, modality, args.train_file
     raise TransferError("no data given: pass --dataset_name (e.g. bundled:rotten_tomatoes), --train_file or --train_dir")
+
+
+def relative_to_table(paths, table: str) -> list:
+    """Image paths in a table are relative to the table's own folder (absolute paths and non-path values kept)."""
+    base = pathlib.Path(table).parent
+    return [str(base / p) if isinstance(p, str) and not pathlib.Path(p).is_absolute() else p for p in paths]
 
 
 def normalise_columns(frame: pd.DataFrame, modality: str, args: DataArguments) -> pd.DataFrame:
@@ -232,6 +236,8 @@ def read_unlabeled(args: DataArguments, *, file: str | None, folder: str | None,
         root = pathlib.Path(folder)
         if not root.is_dir():
             raise TransferError(f"--{option}_dir '{root}' is not a folder of images")
+        if modality != "image":
+            raise TransferError(f"--{option}_dir '{root}' holds images but the model takes text: give --{option}_file with a text column")
         paths = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not paths:
             raise TransferError(f"--{option}_dir '{root}' holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
@@ -239,8 +245,6 @@ def read_unlabeled(args: DataArguments, *, file: str | None, folder: str | None,
         parents = {pathlib.Path(p).parent for p in paths}
         if all(parent.parent == root for parent in parents):  # class subfolders: labels for reporting only
             frame["known_label"] = [pathlib.Path(p).parent.name for p in paths]
-        if modality != "image":
-            raise TransferError(f"--{option}_dir '{root}' holds images but the model takes text: give --{option}_file with a text column")
         frame.attrs["source"] = str(root)
     elif file:
         raw = read_table(file, f"{option}_file")
@@ -256,8 +260,7 @@ def read_unlabeled(args: DataArguments, *, file: str | None, folder: str | None,
                 raise TransferError(f"--{option}_file '{file}' has no column '{second}' for the second text of each pair")
             frame["text_pair"] = raw[second].fillna("").astype(str)
         if modality == "image":
-            base = pathlib.Path(file).parent
-            frame["image"] = [str(base / p) if isinstance(p, str) and not pathlib.Path(p).is_absolute() else p for p in frame["image"]]
+            frame["image"] = relative_to_table(frame["image"], file)
         if args.label_column_name in raw.columns and raw[args.label_column_name].notna().all():
             frame["known_label"] = raw[args.label_column_name].to_numpy()
         frame.attrs["source"] = str(file)

@@ -13,7 +13,7 @@ SPEED_EXAMPLES = 256  # examples timed per model: enough for a stable rate, smal
 
 def teacher_scores(teacher: Teacher, job, order: list[int], batch_size: int) -> dict:
     """teacher_{eval,test}_{accuracy,f1_macro} on the splits the student is scored on, and the teacher's size."""
-    scores = {"teacher": teacher.name, "teacher_params": sum(p.numel() for p in teacher.model.parameters())}
+    scores = {"teacher": teacher.name, "teacher_params": _count(teacher.model)}
     for split, prefix in (("validation", "teacher_eval"), ("test", "teacher_test")):
         if split in job.data.splits:
             frame = job.data.splits[split]
@@ -40,10 +40,14 @@ def speed_comparison(teacher: Teacher, job, trainer) -> dict:
         batch = job.collator([dataset[i] for i in range(start, min(start + batch_size, len(frame)))])
         student_batches.append({k: v.to(device) for k, v in batch.items() if k != "labels"})
     teacher_rate, student_rate = inference_rate(teacher.model, teacher_batches), inference_rate(student, student_batches)
+    student_params, teacher_params = _count(student), _count(teacher.model)
     return {"teacher_examples_per_second": round(teacher_rate, 1), "student_examples_per_second": round(student_rate, 1),
             "inference_speedup": round(student_rate / teacher_rate, 2), "speed_measured_on": f"{len(frame)} {split} examples, {device}",
-            "student_params": sum(p.numel() for p in student.parameters()),
-            "parameter_ratio": round(sum(p.numel() for p in student.parameters()) / max(1, sum(p.numel() for p in teacher.model.parameters())), 3)}
+            "student_params": student_params, "parameter_ratio": round(student_params / max(1, teacher_params), 3)}
+
+
+def _count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 def summary_lines(results: dict) -> str:

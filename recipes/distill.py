@@ -51,9 +51,9 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
         num_blocks = len(transformer_blocks(network)[2])
         layers = (parse_layers(options["student_layers"], num_blocks) if options.get("student_layers")
                   else default_layers(num_blocks, options.get("student_num_layers")))
-        if "head_learning_rate" not in args.explicit:  # the head is the teacher's, already trained
-            options["head_learning_rate"] = args.training.learning_rate if "learning_rate" in args.explicit else LEARNING_RATES[teacher.modality]
     job = training.prepare(args, learning_rates=LEARNING_RATES)
+    if cut_from_teacher and "head_learning_rate" not in args.explicit:  # the head is the teacher's, already trained
+        options["head_learning_rate"] = args.training.learning_rate
     order = label_order(teacher, job.data.label_names)
     if cut_from_teacher:
         job.model = student_from_teacher(network, layers)

@@ -78,11 +78,11 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     trainer, results = train(job.datasets["train"])
     if source_only is None:
         source_only = {k: v for k, v in results.items() if k in ("test_accuracy", "eval_accuracy", "target_test_accuracy")}
-    rounds = []
+    rounds, target_truth = [], target_label_ids(target, job.data.label_names, "target")
     for number in range(1, options["pseudo_label_rounds"] + 1 if "pseudo_label" in methods else 1):
         probabilities = class_probabilities(classifier, target_fixed, job.collator, args.training.per_device_eval_batch_size, args.training.device)
         rows, labels = select(probabilities, options["pseudo_label_threshold"], options["class_balance"])
-        report = round_report(number, rows, labels, len(target), len(job.data.label_names), target_label_ids(target, job.data.label_names, "target"))
+        report = round_report(number, rows, labels, len(target), len(job.data.label_names), target_truth)
         if len(rows) == 0:
             print(f"pseudo-label round {number}: no target prediction reaches {options['pseudo_label_threshold']:g}: stopping "
                   "(lower --pseudo_label_threshold to keep more)")

@@ -1,7 +1,10 @@
 """Shared fixtures: tiny random BERT / ViT checkpoints saved with save_pretrained (so loading is the
 real from_pretrained path), small text tables and image folders. Nothing here touches the network."""
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -75,3 +78,31 @@ def write_image_folder(root, per_class=6, classes=("circle", "square"), size=40,
 @pytest.fixture
 def image_dir(tmp_path):
     return write_image_folder(tmp_path / "images")
+
+
+# Runs in a fresh interpreter: loads the run with transformers alone and scores it on a labelled table.
+PIPELINE_ACCURACY = r"""
+import json, os, sys
+import pandas as pd
+from transformers import pipeline
+run, table, task = sys.argv[1:4]
+remote = os.path.exists(os.path.join(run, "transfer_classifier.py"))
+classify = pipeline(task, model=run, trust_remote_code=remote, device="cpu")
+frame = pd.read_csv(table)
+if task == "text-classification":
+    predicted = [p["label"] for p in classify(frame["text"].tolist(), batch_size=8)]
+else:
+    from PIL import Image
+    predicted = [classify(Image.open(path), top_k=1)[0]["label"] for path in frame["image"]]
+assert "hf_transfer" not in sys.modules, "the run must load without hf_transfer"
+print(json.dumps({"accuracy": sum(p == str(t) for p, t in zip(predicted, frame["label"])) / len(frame), "model": type(classify.model).__name__,
+                  "labels": sorted(set(predicted))}))
+"""
+
+
+def pipeline_accuracy(run_dir, table, task) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", PIPELINE_ACCURACY, str(run_dir), str(table), task], capture_output=True, text=True,
+                            env=env, cwd="/", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

@@ -2,7 +2,6 @@
 never imports hf_transfer, predict / evaluate on new data, a clean output folder, pictures, a calm console."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -13,37 +12,10 @@ import torch
 import recipes.feature_extraction as feature_extraction
 import recipes.full_finetune as full_finetune
 import recipes.lora_vit as lora_vit
-from conftest import write_image_folder, write_text_table
+from conftest import pipeline_accuracy, write_image_folder, write_text_table
 from hf_transfer.errors import TransferError
 from hf_transfer.evaluate import evaluate
 from hf_transfer.predict import predict
-
-# Runs in a fresh interpreter: loads the run with transformers alone and scores it on a labelled table.
-PIPELINE_ACCURACY = r"""
-import json, os, sys
-import pandas as pd
-from transformers import pipeline
-run, table, task = sys.argv[1:4]
-remote = os.path.exists(os.path.join(run, "transfer_classifier.py"))
-classify = pipeline(task, model=run, trust_remote_code=remote, device="cpu")
-frame = pd.read_csv(table)
-if task == "text-classification":
-    predicted = [p["label"] for p in classify(frame["text"].tolist(), batch_size=8)]
-else:
-    from PIL import Image
-    predicted = [classify(Image.open(path), top_k=1)[0]["label"] for path in frame["image"]]
-assert "hf_transfer" not in sys.modules, "the run must load without hf_transfer"
-print(json.dumps({"accuracy": sum(p == str(t) for p, t in zip(predicted, frame["label"])) / len(frame), "model": type(classify.model).__name__}))
-"""
-
-
-def pipeline_accuracy(run_dir, table, task) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", PIPELINE_ACCURACY, str(run_dir), str(table), task], capture_output=True, text=True,
-                            env=env, cwd="/", timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
 
 def image_table(folder, path):
     rows = [(str(p), p.parent.name) for p in sorted(folder.rglob("*.png"))]
