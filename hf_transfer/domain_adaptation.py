@@ -163,20 +163,18 @@ def target_label_ids(frame, label_names: list[str], source: str) -> np.ndarray |
     return np.array([index[label_key(v)] for v in frame[column]], dtype=int)
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def class_probabilities(classifier: nn.Module, dataset, collator, batch_size: int, device) -> np.ndarray:
-    """Softmax outputs of the classifier over a dataset (labels, if any, are not used)."""
+    """Softmax outputs of the classifier over a dataset (labels, if any, are not used), in eval mode."""
+    from .features import extract_features
+
+    features = extract_features(classifier, dataset, collator, batch_size, device).tensors[0].to(device)
     was_training = classifier.training
     classifier.eval()
-    chunks = []
     try:
-        for start in range(0, len(dataset), batch_size):
-            batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-            batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-            chunks.append(torch.softmax(classifier(**batch).logits.float(), dim=-1).cpu().numpy())
+        return torch.softmax(classifier.head(features).float(), dim=-1).cpu().numpy()
     finally:
         classifier.train(was_training)
-    return np.concatenate(chunks)
 
 
 def with_prefix(groups, prefix: str, extra: nn.Module | None = None, extra_name: str = ""):
