@@ -207,3 +207,16 @@ def test_a_teacher_with_its_labels_in_another_order_is_read_by_name(tmp_path, ti
     assert json.loads((tmp_path / "b" / "config.json").read_text())["id2label"] == {"0": "neg", "1": "pos"}
     saved_a, saved_b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
     assert torch.allclose(saved_a["classifier.weight"], saved_b["classifier.weight"], atol=1e-6), "the cut student's head follows the data's order"
+
+
+def test_unlabeled_dir_and_its_cap_reach_the_student(tmp_path, tiny_vit_dir, image_dir):
+    from tests.conftest import write_image_folder
+
+    teacher = tmp_path / "teacher"
+    full_finetune.run(model_name_or_path=tiny_vit_dir, train_dir=str(image_dir), output_dir=str(teacher), **QUICK)
+    extra = write_image_folder(tmp_path / "extra", per_class=5)  # 10 images; class folders are ignored
+    common = {"teacher": str(teacher), "train_dir": str(image_dir), "student_layers": "1", "seed": 5, **QUICK}
+    capped = distill.run(output_dir=str(tmp_path / "capped"), unlabeled_dir=str(extra), max_unlabeled_samples=4, **common)
+    plain = distill.run(output_dir=str(tmp_path / "plain"), **common)
+    assert capped["unlabeled_samples"] == 4
+    assert capped["train_loss"] != plain["train_loss"]

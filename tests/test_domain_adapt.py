@@ -182,3 +182,22 @@ def test_lora_is_the_trainable_part_when_asked(tmp_path, tiny_bert_dir):
 
     model, _ = load_adapter(str(out))
     assert any("lora_B" in name and p.abs().sum() > 0 for name, p in model.named_parameters()), "the adapter trained"
+
+
+def test_target_test_dir_cap_and_rounds_are_honoured(tmp_path, tiny_vit_dir):
+    source, target = shifted_images(tmp_path)
+    held_out = write_image_folder(tmp_path / "held_out", per_class=3)
+    results = domain_adapt.run(model_name_or_path=tiny_vit_dir, train_dir=str(source), target_dir=str(target), target_test_dir=str(held_out),
+                               max_target_samples=10, method="pseudo_label", pseudo_label_threshold=0.01, pseudo_label_rounds=2,
+                               output_dir=str(tmp_path / "out"), **QUICK)
+    assert results["target_samples"] == 10 and results["target_test_samples"] == 6
+    assert [r["round"] for r in results["pseudo_label_rounds"]] == [1, 2]
+    assert all(r["of"] == 10 and r["kept"] > 0 for r in results["pseudo_label_rounds"])
+
+
+def test_a_named_target_data_set_is_read_unlabelled_and_scored_on_its_test_split(tmp_path, tiny_vit_dir):
+    results = domain_adapt.run(model_name_or_path=tiny_vit_dir, dataset_name="bundled:mnist", max_train_samples_per_class=3, max_eval_samples=20,
+                               target_dataset_name="bundled:mnist_m", max_target_samples=20, max_test_samples=30, method="coral",
+                               output_dir=str(tmp_path / "out"), **QUICK)
+    assert results["target_samples"] == 20 and results["target_test_samples"] == 30
+    assert "target_test_accuracy" in results and "source_only_target_test_accuracy" in results
