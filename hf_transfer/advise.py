@@ -169,8 +169,10 @@ def _report(ranking: list[Measurements], score: str, advice, command: str) -> st
     lines.append(f"{best.checkpoint}: {advice.reasons[0]}")
     lines.append(f"→ {advice.strategy}: {advice.reasons[1]}")
     options = advice.options
-    rates = f"learning rate {options['learning_rate']:g}" + (f", head {options['head_learning_rate']:g}" if "head_learning_rate" in options else "")
-    lines.append(f"  {rates}, {options['num_train_epochs']} epochs (best epoch on validation kept)")
+    if "learning_rate" in options:
+        lines.append(f"  learning rate {options['learning_rate']:g}, head {options['head_learning_rate']:g}, {options['num_train_epochs']} epochs (best epoch on validation kept)")
+    else:
+        lines.append("  a logistic-regression head fitted to convergence, its L2 strength chosen on validation")
     lines.append(f"  measured in {sum(m.seconds for m in ranking):.0f} s; run it with:")
     lines.append(f"  {command}")
     return "\n".join(lines)

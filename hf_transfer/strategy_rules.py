@@ -22,7 +22,7 @@ LARGE_DATA = 1000  # examples per class from which BatchNorm statistics can be r
 
 # What each strategy runs with: the recipes' own defaults (tests check they agree).
 RECIPES = {
-    "feature_extraction": {"recipe": "recipes/feature_extraction.py", "epochs": 30, "learning_rate": {"text": 1e-3, "image": 1e-3}},
+    "feature_extraction": {"recipe": "recipes/feature_extraction.py", "head_solver": "lbfgs"},  # no epochs or LR: fitted to convergence
     "full_finetune": {"recipe": "recipes/full_finetune.py", "epochs": 10, "learning_rate": {"text": 5e-5, "image": 3e-4}},
     "lora": {"recipe": "recipes/peft_finetune.py", "epochs": 10, "learning_rate": {"text": 5e-4, "image": 5e-4}},
 }
@@ -88,9 +88,9 @@ def recommend(m: Measurements) -> Advice:
 
 def _advice(strategy: str, m: Measurements, reasons: list[str], **flags) -> Advice:
     table = RECIPES[strategy]
-    options = {"num_train_epochs": table["epochs"], "learning_rate": table["learning_rate"][m.modality]}
-    if strategy != "feature_extraction":
-        options["head_learning_rate"] = HEAD_LEARNING_RATE
+    if strategy == "feature_extraction":
+        return Advice(strategy, table["recipe"], {"head_solver": table["head_solver"], **flags}, reasons)
+    options = {"num_train_epochs": table["epochs"], "learning_rate": table["learning_rate"][m.modality], "head_learning_rate": HEAD_LEARNING_RATE}
     if strategy == "lora":
         options["peft_method"] = "lora"
     return Advice(strategy, table["recipe"], {**options, **flags}, reasons)

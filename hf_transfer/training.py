@@ -96,13 +96,25 @@ def make_trainer(job: Job, *, model=None, datasets=None, collator=None, callback
 
 def train_and_evaluate(job: Job, trainer, *, datasets=None) -> dict:
     """Train (resuming if asked), then evaluate on validation and test. Returns flat results."""
-    datasets = datasets or job.datasets
-    if job.args.output.overwrite_output_dir and not job.args.training.resume_from_checkpoint and trainer.is_world_process_zero():
-        saving.clear_previous_run(job.output_dir)
+    clear_previous_run(job, trainer)
     train_result = trainer.train(resume_from_checkpoint=job.args.training.resume_from_checkpoint)
     results = {k: v for k, v in train_result.metrics.items() if k in ("train_runtime", "train_samples_per_second", "train_loss")}
     results.update(kept_epoch(trainer))
     results.update(throughput_of(trainer))
+    results.update(evaluate_splits(job, trainer, datasets=datasets))
+    return results
+
+
+def clear_previous_run(job: Job, trainer) -> None:
+    """With --overwrite_output_dir (and not resuming), the previous run's files go before this one trains."""
+    if job.args.output.overwrite_output_dir and not job.args.training.resume_from_checkpoint and trainer.is_world_process_zero():
+        saving.clear_previous_run(job.output_dir)
+
+
+def evaluate_splits(job: Job, trainer, *, datasets=None) -> dict:
+    """Metrics, per-class report and confusion matrix of the kept weights on validation and test."""
+    datasets = datasets or job.datasets
+    results = {}
     for split, prefix in (("validation", "eval"), ("test", "test")):
         if split not in datasets:
             continue
@@ -226,7 +238,8 @@ def print_summary(results: dict, out: pathlib.Path) -> None:
     def pct(key):
         return f"{100 * results[key]:.2f}%" if key in results else "n/a"
 
-    kept = f"epoch {results['kept_epoch']:g} of {results['epochs_trained']:g} ({results['kept_because']})" if "kept_epoch" in results else "n/a"
+    kept = (f"epoch {results['kept_epoch']:g} of {results['epochs_trained']:g} ({results['kept_because']})" if "kept_epoch" in results
+            else results.get("kept_because", "n/a"))
     print(f"\n== {results['recipe']}: {results['model_name_or_path']} on {results['dataset']} ==\n"
           f"trainable params : {results['trainable_params']:,} / {results['total_params']:,} ({results['trainable_percent']}%)\n"
           f"eval  accuracy   : {pct('eval_accuracy')}  macro-F1 {pct('eval_f1_macro')}\n"

@@ -1,9 +1,11 @@
 """Feature extraction: the pretrained backbone frozen (BatchNorm statistics included), a new head trained.
 
 The backbone's pooled features are computed once and kept on disk under a fingerprint of the weights, the
-preprocessed inputs and the labels, so the head trains for many epochs in seconds and a second run (another seed,
-another head) skips extraction; `--no_feature_cache` opts out. With `--augment` (features change every epoch)
-the frozen backbone runs in every step.
+preprocessed inputs and the labels, so a second run (another seed, another head) skips extraction;
+`--no_feature_cache` opts out. The head is then fitted on the device in seconds: a linear head as a logistic
+regression fitted to convergence, its L2 strength chosen on validation (`--head_solver lbfgs`, `--head_l2`);
+the MLP head by AdamW with the run's learning rate, epochs and schedule (`--head_solver adamw`).
+With `--augment` (features change every epoch) the frozen backbone runs in every Trainer step.
 Text features are pooled as the checkpoint was trained (mean pooling for sentence-transformers
 checkpoints such as the bundled MiniLM); `--head linear|mlp`, `--head_hidden_size`, `--head_dropout`.
 
@@ -19,6 +21,7 @@ from hf_transfer.cli import parse_recipe_args, recipe_main
 from hf_transfer.feature_cache import FeatureCacheArguments, cache_options, cached_features
 from hf_transfer.features import HeadOnly, collate_features
 from hf_transfer.freezing import freeze
+from hf_transfer.head_fitting import HeadFitArguments, fit_head, resolve_solver, unused_options_notice
 
 DEFAULTS = {
     "learning_rate": 1e-3,
@@ -32,18 +35,24 @@ DEFAULTS = {
 
 def run(argv: list[str] | None = None, **overrides) -> dict:
     """Train a new head on the frozen backbone; returns the results also written to all_results.json."""
-    args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(FeatureCacheArguments,))
+    args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(FeatureCacheArguments, HeadFitArguments))
     job = training.prepare(args, native=False)
     freeze(job.model.backbone)
     if args.extra["cache_features"] and not args.data.augment:
+        solver = resolve_solver(args.extra["head_solver"], job.model.head)
+        if notice := unused_options_notice(solver, args.explicit, args.extra):
+            print(notice)
         job.model.to(args.training.device)
         cached, status = cached_features(job.model, job.datasets, job.collator, args.training.per_device_eval_batch_size,
                                          **cache_options(args.extra))
         if "hit" in status.values():
             print(f"features from the cache for {', '.join(s for s, v in status.items() if v == 'hit')} (--no_feature_cache to extract again)")
         trainer = training.make_trainer(job, model=HeadOnly(job.model.head), datasets=cached, collator=collate_features)
-        results = training.train_and_evaluate(job, trainer, datasets=cached)
-        results["feature_cache"] = status
+        training.clear_previous_run(job, trainer)
+        fit = fit_head(job.model.head, cached["train"].tensors, cached["validation"].tensors, solver=solver,
+                       training_args=args.training, l2=args.extra["head_l2"])
+        trainer.state.log_history.extend(fit.log_history)  # the training curves of the card
+        results = {**fit.results, **training.evaluate_splits(job, trainer, datasets=cached), "feature_cache": status}
     else:
         trainer = training.make_trainer(job)
         results = training.train_and_evaluate(job, trainer)

@@ -145,7 +145,7 @@ def main() -> None:
     parser.add_argument("--per_class", type=int, nargs="+", default=[100])
     parser.add_argument("--epochs", type=float, default=None,
                         help="one epoch budget for every strategy that trains the backbone (default: each recipe's own); "
-                             "feature extraction keeps its head epochs on cached features, which take seconds")
+                             "feature extraction fits its head to convergence on cached features, in seconds")
     parser.add_argument("--image_size", type=int, default=None)
     parser.add_argument("--strategies", nargs="+", default=DEFAULT_STRATEGIES, choices=list(STRATEGIES))
     parser.add_argument("--output", default=None, help="JSON-lines file of every run's figures; finished runs in it are not redone")

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from hf_transfer import adapters, assets, finetuning, strategy_rules
+from hf_transfer.head_fitting import resolve_solver
 from hf_transfer.strategy_rules import Measurements, recommend
 from hf_transfer.transferability import batchnorm_shift, knn_accuracy, linear_probe_accuracy, logme
 
@@ -91,8 +92,7 @@ def test_advised_options_are_the_recipes_own_defaults():
 
     table = strategy_rules.RECIPES
     assert table["full_finetune"]["learning_rate"] == ft.LEARNING_RATES and table["full_finetune"]["epochs"] == ft.DEFAULTS["num_train_epochs"]
-    assert table["feature_extraction"]["learning_rate"] == {"text": fe.DEFAULTS["learning_rate"], "image": fe.DEFAULTS["learning_rate"]}
-    assert table["feature_extraction"]["epochs"] == fe.DEFAULTS["num_train_epochs"]
+    assert table["feature_extraction"]["head_solver"] == resolve_solver(fe.HeadFitArguments.head_solver, torch.nn.Linear(4, 2))
     assert set(table["lora"]["learning_rate"].values()) == {adapters.LEARNING_RATES["lora"]} and table["lora"]["epochs"] == peft.DEFAULTS["num_train_epochs"]
     assert {finetuning.head_learning_rate({"head_learning_rate": None}, m) for m in ("text", "image")} == {strategy_rules.HEAD_LEARNING_RATE}
 

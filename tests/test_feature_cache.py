@@ -27,6 +27,7 @@ def test_a_second_run_reads_features_from_disk_and_matches(tmp_path, tiny_bert_d
     second = run(tmp_path, "second", model_name_or_path=tiny_bert_dir, train_file=str(text_csv))
     assert set(second["feature_cache"].values()) == {"hit"}
     assert second["eval_accuracy"] == first["eval_accuracy"] and second["train_loss"] == pytest.approx(first["train_loss"])
+    assert second["head_l2"] == first["head_l2"]
 
 
 def test_changed_data_weights_or_preprocessing_rebuild_the_cache(tmp_path, tiny_bert_dir, text_csv):

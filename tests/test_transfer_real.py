@@ -15,10 +15,48 @@ IMAGES = {"model_name_or_path": "bundled:efficientnet-lite0", "dataset_name": "b
           "max_eval_samples": 100, "max_test_samples": 300}
 
 
-def test_text_feature_extraction_beats_chance(tmp_path):
-    results = feature_extraction.run(**TEXT, max_train_samples_per_class=100, output_dir=str(tmp_path / "out"))
+def test_text_feature_extraction_beats_chance_and_a_plain_logistic_regression(tmp_path):
+    options = {**TEXT, "max_train_samples_per_class": 100, "feature_cache_dir": str(tmp_path / "cache")}
+    results = feature_extraction.run(**options, output_dir=str(tmp_path / "out"))
     assert results["test_accuracy"] > 0.62, results["test_accuracy"]  # chance: 0.5 (balanced-ish test set)
     assert results["trainable_params"] == 384 * 2 + 2
+    # the reference: scikit-learn's default LogisticRegression (C=1, raw features) on the very same cached features
+    features = cached_splits(options)
+    reference = plain_logistic_regression(features["train"], features["test"])
+    assert results["test_accuracy"] >= reference - 0.005, (results["test_accuracy"], reference)
+
+
+def cached_splits(options: dict) -> dict:
+    from hf_transfer import training
+    from hf_transfer.cli import parse_recipe_args
+    from hf_transfer.feature_cache import FeatureCacheArguments, cache_options, cached_features
+    from hf_transfer.head_fitting import HeadFitArguments
+
+    args = parse_recipe_args(feature_extraction.DEFAULTS, [], {**options, "output_dir": "unused"},
+                             extra_dataclasses=(FeatureCacheArguments, HeadFitArguments))
+    job = training.prepare(args, native=False)
+    cached, status = cached_features(job.model, job.datasets, job.collator, 64, **cache_options(args.extra))
+    assert set(status.values()) == {"hit"}  # the recipe's own features
+    return {split: dataset.tensors for split, dataset in cached.items()}
+
+
+def plain_logistic_regression(train, test, C=1.0) -> float:
+    """Mean cross-entropy + ||W||^2 / (2 C n): scikit-learn's objective divided by n, fitted by L-BFGS to convergence."""
+    import torch
+
+    (x, y), (tx, ty) = train, test
+    weight = torch.zeros(x.shape[1], int(y.max()) + 1, requires_grad=True)
+    bias = torch.zeros(int(y.max()) + 1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=2000, line_search_fn="strong_wolfe", tolerance_grad=1e-7, tolerance_change=1e-12)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x @ weight + bias, y) + weight.pow(2).sum() / (2 * C * len(y))
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return ((tx @ weight + bias).argmax(1) == ty).float().mean().item()
 
 
 def test_text_full_finetune_beats_chance(tmp_path):

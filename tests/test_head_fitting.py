@@ -1,0 +1,106 @@
+"""The head fitted on cached features: a logistic regression fitted to convergence with its L2 strength chosen on
+validation, or AdamW with the run's schedule; both on the device, without Trainer steps."""
+
+import json
+import types
+
+import pytest
+import torch
+
+import recipes.feature_extraction as feature_extraction
+from hf_transfer.errors import TransferError
+from hf_transfer.head_fitting import L2_PATH, fit_by_gradient_steps, fit_logistic_regression, resolve_solver
+from hf_transfer.transfer_classifier import ClassificationHead
+
+
+def blobs(n_per_class=40, classes=3, dim=12, seed=0):
+    """Gaussian classes that overlap, features on very different scales (as pooled features are)."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, dim, generator=generator)
+    labels = torch.arange(classes).repeat_interleave(n_per_class)
+    features = centres[labels] + 1.5 * torch.randn(len(labels), dim, generator=generator)
+    scales = torch.logspace(-2, 1, dim)
+    return features * scales + 3.0, labels
+
+
+def test_logistic_regression_is_fitted_to_convergence_and_takes_raw_features():
+    train, validation = blobs(seed=0), blobs(seed=1)
+    linear = torch.nn.Linear(12, 3)
+    fit = fit_logistic_regression(linear, train, validation, l2_path=(0.01,), max_iter=200)
+    assert fit.results["head_l2"] == 0.01 and len(fit.results["head_candidates"]) == 2  # one strength, two scalings
+    # undo the folding: the weights on the scaled features must be a stationary point of the penalised loss
+    x, y = train
+    mean = x.mean(0)
+    scale = x.std(0) if fit.results["head_feature_scaling"] == "per feature" else x.std().expand(12)
+    weight = (linear.weight.detach().T * scale[:, None]).requires_grad_()
+    bias = (linear.bias.detach() + mean @ linear.weight.detach().T).requires_grad_()
+    loss = torch.nn.functional.cross_entropy((x - mean) / scale @ weight + bias, y) + 0.01 * weight.pow(2).sum()
+    loss.backward()
+    assert weight.grad.abs().max() < 1e-4 and bias.grad.abs().max() < 1e-4
+    with torch.no_grad():  # the head on raw features gives exactly what the fit scored on validation
+        accuracy = (linear(validation[0]).argmax(1) == validation[1]).float().mean().item()
+    kept = next(c for c in fit.results["head_candidates"] if c["scaling"] == fit.results["head_feature_scaling"])
+    assert accuracy == pytest.approx(kept["eval_accuracy"], abs=1e-4)
+
+
+def test_the_l2_strength_is_the_one_best_on_validation():
+    linear = torch.nn.Linear(12, 3)
+    fit = fit_logistic_regression(linear, blobs(n_per_class=8, seed=2), blobs(seed=3))
+    candidates = fit.results["head_candidates"]
+    assert len(candidates) == 2 * len(L2_PATH)
+    best = max(c["eval_accuracy"] for c in candidates)
+    kept = [c for c in candidates if c["l2"] == fit.results["head_l2"] and c["scaling"] == fit.results["head_feature_scaling"]]
+    assert kept[0]["eval_accuracy"] == best
+    assert len({c["eval_accuracy"] for c in candidates}) > 1  # the strengths really differ
+
+
+def training_args(**overrides):
+    values = {"seed": 0, "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1, "num_train_epochs": 6, "warmup_steps": 0.0,
+              "weight_decay": 0.0, "learning_rate": 1e-2, "lr_scheduler_type": "linear", "max_grad_norm": 1.0}
+    return types.SimpleNamespace(**{**values, **overrides})
+
+
+def test_gradient_steps_follow_the_run_and_keep_the_best_epoch():
+    train, validation = blobs(seed=0), blobs(seed=1)
+    head = ClassificationHead(12, 3, "mlp", hidden_size=8, dropout=0.0)
+    start = {k: v.clone() for k, v in head.state_dict().items()}
+    fit = fit_by_gradient_steps(head, train, validation, training_args())
+    assert fit.results["epochs_trained"] == 6
+    evaluations = [e for e in fit.log_history if "eval_accuracy" in e]
+    assert len(evaluations) == 6 and max(e["eval_accuracy"] for e in evaluations) == next(
+        e["eval_accuracy"] for e in evaluations if e["epoch"] == fit.results["kept_epoch"])
+    with torch.no_grad():
+        assert (head(validation[0]).argmax(1) == validation[1]).float().mean().item() == pytest.approx(
+            max(e["eval_accuracy"] for e in evaluations))
+    other = ClassificationHead(12, 3, "mlp", hidden_size=8, dropout=0.0)
+    other.load_state_dict(start)
+    fit_by_gradient_steps(other, train, validation, training_args(learning_rate=1e-4))
+    assert not torch.equal(other.layers[1].weight, head.layers[1].weight)  # the learning rate is used
+
+
+def test_solver_choice_and_its_errors():
+    assert resolve_solver("auto", ClassificationHead(4, 2, "linear")) == "lbfgs"
+    assert resolve_solver("auto", ClassificationHead(4, 2, "mlp")) == "adamw"
+    with pytest.raises(TransferError, match="--head linear"):
+        resolve_solver("lbfgs", ClassificationHead(4, 2, "mlp"))
+    with pytest.raises(TransferError, match="choose one of"):
+        resolve_solver("sgd", ClassificationHead(4, 2, "linear"))
+
+
+def test_recipe_options_change_the_head(tmp_path, tiny_bert_dir, text_csv, capsys):
+    common = {"model_name_or_path": tiny_bert_dir, "train_file": str(text_csv), "feature_cache_dir": str(tmp_path / "cache")}
+    chosen = feature_extraction.run(**common, output_dir=str(tmp_path / "auto"))
+    assert chosen["head_solver"] == "lbfgs" and chosen["head_l2"] in L2_PATH and "kept_epoch" not in chosen
+    fixed = feature_extraction.run(**common, output_dir=str(tmp_path / "fixed"), head_l2=30.0, learning_rate=0.5)
+    assert fixed["head_l2"] == 30.0 and len(fixed["head_candidates"]) == 2
+    assert "--learning_rate: not used by --head_solver lbfgs" in capsys.readouterr().out
+    from safetensors.torch import load_file
+
+    heads = [load_file(tmp_path / name / "model.safetensors")["head.layers.1.weight"] for name in ("auto", "fixed")]
+    assert heads[1].norm() < heads[0].norm()  # a stronger penalty, a smaller head
+    stepped = feature_extraction.run(**common, output_dir=str(tmp_path / "adamw"), head_solver="adamw", num_train_epochs=4)
+    assert stepped["head_solver"] == "adamw" and stepped["epochs_trained"] == 4
+    assert "training_curves.png" in json.loads((tmp_path / "adamw" / "all_results.json").read_text())["figures"]
+    with pytest.raises(TransferError, match="--head_solver lbfgs fits a linear head"):
+        feature_extraction.run(**common, output_dir=str(tmp_path / "bad"), head="mlp", head_solver="lbfgs")
+    assert not (tmp_path / "bad").exists()
