@@ -116,14 +116,17 @@ def trainable_part(args):
 def read_target(job, options):
     """(unlabelled target frame, labelled target test frame or None); the target's labels must be the source's."""
     args = job.args
-    if options["target_dataset_name"]:
-        return target_from_dataset(job, options)
-    target = read_unlabeled(args.data, file=options["target_file"], folder=options["target_dir"], modality=job.data.modality, option="target",
-                            max_samples=options["max_target_samples"], seed=args.training.seed)
-    if target is None:
-        raise TransferError("--target_file or --target_dir is required: the unlabelled inputs of the domain to adapt to")
     test = read_unlabeled(args.data, file=options["target_test_file"], folder=options["target_test_dir"], modality=job.data.modality,
                           option="target_test")
+    if options["target_dataset_name"]:
+        target, dataset_test = target_from_dataset(job, options)
+        if test is None:
+            return target, dataset_test
+    else:
+        target = read_unlabeled(args.data, file=options["target_file"], folder=options["target_dir"], modality=job.data.modality, option="target",
+                                max_samples=options["max_target_samples"], seed=args.training.seed)
+    if target is None:
+        raise TransferError("--target_file or --target_dir is required: the unlabelled inputs of the domain to adapt to")
     if test is None and target_label_ids(target, job.data.label_names, target.attrs["source"]) is not None:
         test = target
     elif test is None:
@@ -138,7 +141,8 @@ def read_target(job, options):
 
 
 def target_from_dataset(job, options):
-    """A named data set as the target: its train split without labels, its test split (else validation) to score on."""
+    """A named data set as the target: its train split without labels, its test split (else validation) to score on
+    unless --target_test_file / --target_test_dir name another."""
     from hf_transfer.data import UNLABELED, DataArguments, load_labelled_data
 
     if options["target_file"] or options["target_dir"]:

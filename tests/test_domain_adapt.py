@@ -201,3 +201,8 @@ def test_a_named_target_data_set_is_read_unlabelled_and_scored_on_its_test_split
                                output_dir=str(tmp_path / "out"), **QUICK)
     assert results["target_samples"] == 20 and results["target_test_samples"] == 30
     assert "target_test_accuracy" in results and "source_only_target_test_accuracy" in results
+    held_out = write_image_folder(tmp_path / "held_out", per_class=2, classes=("3", "7"))  # e.g. a validation split to tune on
+    results = domain_adapt.run(model_name_or_path=tiny_vit_dir, dataset_name="bundled:mnist", max_train_samples_per_class=3, max_eval_samples=20,
+                               target_dataset_name="bundled:mnist_m", max_target_samples=20, target_test_dir=str(held_out), method="coral",
+                               output_dir=str(tmp_path / "out2"), **QUICK)
+    assert results["target_samples"] == 20 and results["target_test_samples"] == 4
