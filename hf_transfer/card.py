@@ -61,6 +61,8 @@ def model_card(results: dict, *, recipe: str, model_class: str, repo_id: str | N
                   f"(source alone: {_percent(results.get('source_only_test_accuracy'))})."]
     if "kept_epoch" in results:
         lines += ["", f"Weights kept: epoch {results['kept_epoch']:g} of {results['epochs_trained']:g} ({results['kept_because']})."]
+    elif results.get("head_solver") == "lbfgs":
+        lines += ["", f"Head: a logistic regression on the frozen features, fitted to convergence by L-BFGS ({results['kept_because']})."]
     if results.get("saved_weights_bytes"):
         lines[-1] += f" Saved weights: {results['saved_weights_bytes'] / 2**20:.2f} MiB."
     figures = {"training_curves.png": "Training curves", "confusion_matrix.png": "Confusion matrix"}

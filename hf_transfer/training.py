@@ -160,7 +160,7 @@ def finish(job: Job, trainer, results: dict, *, recipe: str, model=None) -> dict
         "world_size": trainer.args.world_size,
         "device": str(trainer.args.device),
         "mixed_precision": str(trainer.accelerator.mixed_precision),
-        "training_config": training_config(job),
+        "training_config": training_config(job, fitted_head=results.get("head_solver") == "lbfgs"),
     }
     state_dict = saving.full_state_dict(model)  # under FSDP every rank takes part in gathering the weights
     if state_dict is not None and adapters.method(model) == "bottleneck":
@@ -222,7 +222,8 @@ def _base_model_info(job: Job) -> dict:
     return info
 
 
-def training_config(job: Job) -> dict:
+def training_config(job: Job, *, fitted_head: bool = False) -> dict:
+    """The settings that shaped the run (with a head fitted by L-BFGS, without the gradient-training ones it never used)."""
     t = job.args.training
     keys = ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay", "warmup_steps",
             "lr_scheduler_type", "seed", "bf16", "fp16", "gradient_checkpointing")
@@ -231,6 +232,10 @@ def training_config(job: Job) -> dict:
     config.update({k: getattr(job.args.data, k) for k in ("max_train_samples_per_class", "max_seq_length", "image_size", "augment")})
     config.update({k: getattr(job.args.model, k) for k in ("pooling", "head")})
     config.update(job.args.extra)
+    if fitted_head:
+        from .head_fitting import IGNORED_BY_LBFGS
+
+        config = {k: v for k, v in config.items() if k not in IGNORED_BY_LBFGS}
     return config
 
 

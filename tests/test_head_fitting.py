@@ -91,6 +91,7 @@ def test_recipe_options_change_the_head(tmp_path, tiny_bert_dir, text_csv, capsy
     common = {"model_name_or_path": tiny_bert_dir, "train_file": str(text_csv), "feature_cache_dir": str(tmp_path / "cache")}
     chosen = feature_extraction.run(**common, output_dir=str(tmp_path / "auto"))
     assert chosen["head_solver"] == "lbfgs" and chosen["head_l2"] in L2_PATH and "kept_epoch" not in chosen
+    assert "learning_rate" not in chosen["training_config"] and "fitted to convergence by L-BFGS" in (tmp_path / "auto" / "README.md").read_text()
     fixed = feature_extraction.run(**common, output_dir=str(tmp_path / "fixed"), head_l2=30.0, learning_rate=0.5)
     assert fixed["head_l2"] == 30.0 and len(fixed["head_candidates"]) == 2
     assert "--learning_rate: not used by --head_solver lbfgs" in capsys.readouterr().out
