@@ -34,19 +34,23 @@ class HeadFitArguments:
 
 
 # Options of gradient training that a logistic regression fitted to convergence has no use for.
-IGNORED_BY_LBFGS = ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay",
-                    "warmup_steps", "lr_scheduler_type", "max_grad_norm", "head_dropout", "optim")
+IGNORED_BY_LBFGS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+                    "weight_decay", "warmup_steps", "lr_scheduler_type", "max_grad_norm", "head_dropout", "optim", "load_best_model_at_end")
 
 
-def unused_options_notice(solver: str, explicit: set, extra: dict) -> str | None:
-    """One line naming the options the user set that this solver does not use, and what to pass instead."""
+def unused_options_notice(solver: str, args) -> str | None:
+    """One line naming the options the user set (RecipeArgs) that this solver does not use, and what to pass instead."""
+    explicit, notes = args.explicit, []
     if solver == "lbfgs" and (ignored := [f"--{k}" for k in IGNORED_BY_LBFGS if k in explicit]):
-        return f"{', '.join(ignored)}: not used by --head_solver lbfgs (a logistic regression fitted to convergence); pass --head_solver adamw to train the head with them"
-    if solver == "adamw" and extra.get("head_l2") is not None:
-        return "--head_l2: not used by --head_solver adamw (its L2 is --weight_decay); pass --head_solver lbfgs with a linear head to use it"
+        notes.append(f"{', '.join(ignored)}: not used by --head_solver lbfgs (a logistic regression fitted to convergence); "
+                     "pass --head_solver adamw to train the head with them")
+    if solver == "adamw" and args.extra.get("head_l2") is not None:
+        notes.append("--head_l2: not used by --head_solver adamw (its L2 is --weight_decay); pass --head_solver lbfgs with a linear head to use it")
+    if "metric_for_best_model" in explicit and args.training.metric_for_best_model not in ("accuracy", "eval_accuracy"):
+        notes.append("--metric_for_best_model: the head is chosen by validation accuracy on cached features")
     if "resume_from_checkpoint" in explicit:
-        return "--resume_from_checkpoint: nothing to resume, the head is fitted again on the cached features in seconds"
-    return None
+        notes.append("--resume_from_checkpoint: nothing to resume, the head is fitted again on the cached features in seconds")
+    return "; ".join(notes) or None
 
 
 def single_linear(head: nn.Module) -> nn.Linear | None:
@@ -142,8 +146,9 @@ def fit_by_gradient_steps(head: nn.Module, train, validation, args) -> HeadFit:
     x, y = train
     batch_size = args.per_device_train_batch_size * args.gradient_accumulation_steps
     steps_per_epoch = math.ceil(len(y) / batch_size)
-    epochs = max(1, math.ceil(args.num_train_epochs))
-    total = steps_per_epoch * epochs
+    total = args.max_steps if getattr(args, "max_steps", -1) > 0 else steps_per_epoch * max(1, math.ceil(args.num_train_epochs))
+    epochs = math.ceil(total / steps_per_epoch)
+    keep_best = getattr(args, "load_best_model_at_end", True)
     warmup = args.warmup_steps if args.warmup_steps >= 1 else math.ceil(args.warmup_steps * total)
     decay = [p for n, p in head.named_parameters() if p.dim() > 1]
     no_decay = [p for n, p in head.named_parameters() if p.dim() <= 1]
@@ -156,7 +161,7 @@ def fit_by_gradient_steps(head: nn.Module, train, validation, args) -> HeadFit:
     for epoch in range(1, epochs + 1):
         head.train()
         order, losses = torch.randperm(len(y), generator=generator).to(x.device), []
-        for start in range(0, len(y), batch_size):
+        for start in range(0, min(len(y), (total - (epoch - 1) * steps_per_epoch) * batch_size), batch_size):
             rows = order[start:start + batch_size]
             loss = nn.functional.cross_entropy(head(x[rows]), y[rows])
             optimizer.zero_grad(set_to_none=True)
@@ -171,9 +176,9 @@ def fit_by_gradient_steps(head: nn.Module, train, validation, args) -> HeadFit:
             score = _accuracy_and_loss(head(validation[0]), validation[1])
         log += [{"epoch": float(epoch), "loss": sum(losses) / len(losses), "learning_rate": scheduler.get_last_lr()[0]},
                 {"epoch": float(epoch), "eval_loss": score[1], "eval_accuracy": score[0]}]
-        if _better(score, best):
+        if _better(score, best) or not keep_best:
             best, best_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
     head.load_state_dict(best_state)
-    return HeadFit({"kept_epoch": float(best_epoch), "kept_because": "best validation accuracy", "epochs_trained": float(epochs),
-                    "train_loss": log[-2]["loss"]}, log)
+    return HeadFit({"kept_epoch": float(best_epoch), "kept_because": "best validation accuracy" if keep_best else "last epoch",
+                    "epochs_trained": float(epochs), "train_loss": log[-2]["loss"]}, log)

@@ -40,7 +40,7 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     freeze(job.model.backbone)
     if args.extra["cache_features"] and not args.data.augment:
         solver = resolve_solver(args.extra["head_solver"], job.model.head)
-        if notice := unused_options_notice(solver, args.explicit, args.extra):
+        if notice := unused_options_notice(solver, args):
             print(notice)
         job.model.to(args.training.device)
         cached, status = cached_features(job.model, job.datasets, job.collator, args.training.per_device_eval_batch_size,

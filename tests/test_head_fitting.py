@@ -60,7 +60,7 @@ def training_args(**overrides):
     return types.SimpleNamespace(**{**values, **overrides})
 
 
-def test_gradient_steps_follow_the_run_and_keep_the_best_epoch():
+def test_gradient_steps_follow_the_run_and_keep_the_best_epoch(monkeypatch):
     train, validation = blobs(seed=0), blobs(seed=1)
     head = ClassificationHead(12, 3, "mlp", hidden_size=8, dropout=0.0)
     start = {k: v.clone() for k, v in head.state_dict().items()}
@@ -76,6 +76,12 @@ def test_gradient_steps_follow_the_run_and_keep_the_best_epoch():
     other.load_state_dict(start)
     fit_by_gradient_steps(other, train, validation, training_args(learning_rate=1e-4))
     assert not torch.equal(other.layers[1].weight, head.layers[1].weight)  # the learning rate is used
+    last = fit_by_gradient_steps(other, train, validation, training_args(load_best_model_at_end=False))
+    assert last.results["kept_epoch"] == 6 and last.results["kept_because"] == "last epoch"
+    steps, original_step = [], torch.optim.AdamW.step
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: (steps.append(1), original_step(self, *a, **k))[1])
+    capped = fit_by_gradient_steps(other, train, validation, training_args(max_steps=10))  # 120 examples, 8 steps an epoch
+    assert len(steps) == 10 and capped.results["epochs_trained"] == 2
 
 
 def test_solver_choice_and_its_errors():
