@@ -28,7 +28,7 @@ from hf_transfer import adapters, training
 from hf_transfer.cli import parse_recipe_args, recipe_main
 from hf_transfer.data import read_unlabeled
 from hf_transfer.domain_adaptation import (ALIGNMENT, AdaptationModel, DomainAdaptationArguments, PairedCollator, PairedDataset, TrainingProgress,
-                                           check_options, class_probabilities, parse_methods, target_label_ids, with_prefix)
+                                           alignment_weights, check_options, class_probabilities, parse_methods, target_label_ids, with_prefix)
 from hf_transfer.errors import TransferError
 from hf_transfer.finetuning import FineTuningArguments, apply_batchnorm_policy, body_and_head_groups, group_learning_rates
 from hf_transfer.preprocessing import ImageDataset
@@ -66,7 +66,7 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
         source_only = train_source_only(job, trainable(copy.deepcopy(job.model)), source_alone, scored)
     classifier = trainable(job.model)  # job.model stays the base: what an adapter run records it was trained on
     apply_batchnorm_policy(classifier, options)
-    model = AdaptationModel(classifier, methods, options["alignment_weight"])
+    model = AdaptationModel(classifier, methods, alignment_weights(methods, options["alignment_weight"]))
     aligning = any(m in ALIGNMENT for m in methods)
 
     def train(labelled):
@@ -95,7 +95,7 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
         rounds.append(report)
         print(f"pseudo-label round {number}: kept {report['kept']} of {report['of']} target examples"
               + (f", {100 * report['pseudo_label_accuracy']:.1f}% of them right" if "pseudo_label_accuracy" in report else ""))
-    results.update(methods=methods, target_samples=len(target), target_test_samples=0 if target_test is None else len(target_test),
+    results.update(methods=methods, alignment_weights=model.weights, target_samples=len(target), target_test_samples=0 if target_test is None else len(target_test),
                    pseudo_label_rounds=rounds or None, **{f"source_only_{k}": v for k, v in source_only.items()})
     results = training.finish(job, trainer, results, recipe="domain_adapt", model=classifier)
     if trainer.is_world_process_zero():
@@ -174,7 +174,7 @@ def train_source_only(job, classifier, source_train, scored: dict) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         training_args = copy.deepcopy(job.args.training)
         training_args.output_dir = folder
-        trainer = make_trainer(job, AdaptationModel(classifier, [], 1.0), source_train, training_args)
+        trainer = make_trainer(job, AdaptationModel(classifier, [], {}), source_train, training_args)
         trainer.train()
         splits = {"eval": job.datasets["validation"], **({"test": job.datasets["test"]} if "test" in job.datasets else {}), **scored}
         return {k: v for k, v in score(trainer, splits).items() if k.endswith("accuracy")}

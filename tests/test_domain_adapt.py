@@ -139,6 +139,13 @@ def test_alignment_changes_the_trained_weights(tmp_path, tiny_bert_dir):
     assert not torch.equal(mmd[key], heavy[key]), "--alignment_weight did not change the model"
 
 
+def test_each_alignment_loss_has_its_default_weight_unless_one_is_given():
+    from hf_transfer.domain_adaptation import alignment_weights
+
+    assert alignment_weights(["dann", "coral", "pseudo_label"], None) == {"dann": 0.1, "coral": 1.0}
+    assert alignment_weights(["dann", "mmd"], 0.5) == {"dann": 0.5, "mmd": 0.5}
+
+
 def test_pseudo_labelling_reloads_with_pipeline_in_a_fresh_process(tmp_path, tiny_bert_dir):
     data = write_text_table(tmp_path / "train")
     target = write_text_table(tmp_path / "target", rows_per_class=6)  # labelled: used to report only
