@@ -54,6 +54,8 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
         trainer.state.log_history.extend(fit.log_history)  # the training curves of the card
         results = {**fit.results, **training.evaluate_splits(job, trainer, datasets=cached), "feature_cache": status}
     else:
+        if given := [f"--{k}" for k in ("head_solver", "head_l2") if k in args.explicit]:
+            print(f"{', '.join(given)}: not used without cached features (--augment, --cache_features false): the head trains through Trainer steps")
         trainer = training.make_trainer(job)
         results = training.train_and_evaluate(job, trainer)
     return training.finish(job, trainer, results, recipe="feature_extraction")

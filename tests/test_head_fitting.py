@@ -108,6 +108,8 @@ def test_recipe_options_change_the_head(tmp_path, tiny_bert_dir, text_csv, capsy
     stepped = feature_extraction.run(**common, output_dir=str(tmp_path / "adamw"), head_solver="adamw", num_train_epochs=4)
     assert stepped["head_solver"] == "adamw" and stepped["epochs_trained"] == 4
     assert "training_curves.png" in json.loads((tmp_path / "adamw" / "all_results.json").read_text())["figures"]
+    feature_extraction.run(**common, output_dir=str(tmp_path / "live"), cache_features=False, head_l2=1.0, num_train_epochs=1)
+    assert "--head_l2: not used without cached features" in capsys.readouterr().out
     with pytest.raises(TransferError, match="--head_solver lbfgs fits a linear head"):
         feature_extraction.run(**common, output_dir=str(tmp_path / "bad"), head="mlp", head_solver="lbfgs")
     assert not (tmp_path / "bad").exists()
