@@ -66,8 +66,8 @@ def plain_logistic_regression(linear, train, C: float = 1.0) -> None:
         loss.backward()
         return loss
 
-    with torch.no_grad():
-        linear.weight.zero_(), linear.bias.zero_()
+    torch.nn.init.zeros_(linear.weight)
+    torch.nn.init.zeros_(linear.bias)
     optimizer.step(closure)
 
 
