@@ -101,10 +101,11 @@ def test_recipe_options_change_the_head(tmp_path, tiny_bert_dir, text_csv, capsy
     fixed = feature_extraction.run(**common, output_dir=str(tmp_path / "fixed"), head_l2=30.0, learning_rate=0.5)
     assert fixed["head_l2"] == 30.0 and len(fixed["head_candidates"]) == 2
     assert "--learning_rate: not used by --head_solver lbfgs" in capsys.readouterr().out
+    feature_extraction.run(**common, output_dir=str(tmp_path / "weak"), head_l2=1e-4)
     from safetensors.torch import load_file
 
-    heads = [load_file(tmp_path / name / "model.safetensors")["head.layers.1.weight"] for name in ("auto", "fixed")]
-    assert heads[1].norm() < heads[0].norm()  # a stronger penalty, a smaller head
+    heads = [load_file(tmp_path / name / "model.safetensors")["head.layers.1.weight"] for name in ("weak", "fixed")]
+    assert heads[1].norm() < heads[0].norm() / 10  # a much stronger penalty, a much smaller head
     stepped = feature_extraction.run(**common, output_dir=str(tmp_path / "adamw"), head_solver="adamw", num_train_epochs=4)
     assert stepped["head_solver"] == "adamw" and stepped["epochs_trained"] == 4
     assert "training_curves.png" in json.loads((tmp_path / "adamw" / "all_results.json").read_text())["figures"]
