@@ -114,3 +114,14 @@ def test_recipe_options_change_the_head(tmp_path, tiny_bert_dir, text_csv, capsy
     with pytest.raises(TransferError, match="--head_solver lbfgs fits a linear head"):
         feature_extraction.run(**common, output_dir=str(tmp_path / "bad"), head="mlp", head_solver="lbfgs")
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_fitted_head_loads_with_pipeline_in_a_fresh_process_and_predicts_what_was_scored(tmp_path, tiny_bert_dir):
+    from conftest import pipeline_accuracy, write_text_table
+
+    train, test = write_text_table(tmp_path / "train", rows_per_class=16), write_text_table(tmp_path / "test", rows_per_class=10)
+    out = tmp_path / "run"
+    results = feature_extraction.run(model_name_or_path=tiny_bert_dir, train_file=str(train), test_file=str(test), output_dir=str(out),
+                                     feature_cache_dir=str(tmp_path / "cache"))
+    assert results["head_solver"] == "lbfgs"
+    assert pipeline_accuracy(out, test, "text-classification")["accuracy"] == pytest.approx(results["test_accuracy"])
