@@ -1,7 +1,7 @@
 """Frozen-backbone features on disk, reused across runs, seeds and recipes, and never stale.
 
-A split's features are stored under a fingerprint of everything they depend on: the backbone's weights
-(its tensors, hashed), the pooling, the model inputs after preprocessing (token ids, or image files with
+A split's features (what the new head sees) are stored under a fingerprint of everything they depend on:
+the weights below the head (its tensors, hashed), the pooling, the model inputs after preprocessing (token ids, or image files with
 size and modification time plus the processor's settings) and the labels. Change any of them and the key
 changes, so the features are extracted again. Under `accelerate launch` every rank extracts its own shard
 and all ranks then read the whole split. `--no_feature_cache` turns it off.
@@ -25,7 +25,6 @@ VERSION = "1"  # bump when the stored format or the pooling code changes
 
 @dataclasses.dataclass
 class FeatureCacheArguments:
-    cache_features: bool = dataclasses.field(default=True, metadata={"help": "run the frozen backbone once (ignored with --augment)"})
     no_feature_cache: bool = dataclasses.field(default=False, metadata={"help": "do not read or write features on disk (extract them again)"})
     feature_cache_dir: str | None = dataclasses.field(default=None, metadata={"help": "where features are kept (default ~/.cache/hf_transfer/features, "
                                                                                    "or $HF_TRANSFER_CACHE/features)"})
@@ -43,12 +42,23 @@ def default_cache_dir() -> pathlib.Path:
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
-    """The backbone's weights and buffers, hashed, with its pooling (what features() computes)."""
+    """Every weight and buffer below the new head, hashed, with the pooling: what the head's input depends on.
+
+    TransferClassifier: its backbone and pooling. Any other classifier: all its tensors but the head's, and its class.
+    """
+    from .features import new_head, says_its_features
+
     digest = hashlib.sha256(VERSION.encode())
-    for name, tensor in sorted(model.backbone.state_dict().items()):
+    if says_its_features(model):
+        state = model.backbone.state_dict()
+        digest.update(str(getattr(model.config, "pooling", "")).encode())
+    else:
+        head = {id(t) for t in new_head(model).state_dict(keep_vars=True).values()}
+        state = {k: v for k, v in model.state_dict(keep_vars=True).items() if id(v) not in head}
+        digest.update(type(model).__name__.encode())
+    for name, tensor in sorted(state.items()):
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    digest.update(str(getattr(model.config, "pooling", "")).encode())
     return digest.hexdigest()
 
 

@@ -1,7 +1,9 @@
-"""Feature extraction with a cached frozen backbone: run the backbone once, train the head for many epochs.
+"""What a model's new head sees: the features of the frozen layers below it, extracted once.
 
-The head trained here is the very module inside the full model, so saving the full model afterwards
-saves the trained head with the untouched backbone.
+The head trained on them is the very module inside the full model, so saving the full model afterwards
+saves the trained head with the untouched backbone. `TransferClassifier` says what its head sees
+(`features()`); for any other classifier (a checkpoint's own class, timm's) the head's input is read by a
+forward pre-hook, so the same extraction serves feature extraction and gradual unfreezing's head-only phase.
 """
 
 from __future__ import annotations
@@ -9,15 +11,46 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .errors import TransferError
 from .transfer_classifier import classification_output
+
+
+def new_head(model: nn.Module) -> nn.Module:
+    """The newly initialised classification head (the module whose input is the features)."""
+    from .adapter_targets import head_modules
+
+    names = head_modules(model)
+    if len(names) != 1:
+        raise TransferError(f"a {type(model).__name__} has {len(names)} head modules ({', '.join(names)}): "
+                            "features are the input of a single head")
+    return model.get_submodule(names[0])
+
+
+def says_its_features(model: nn.Module) -> bool:
+    """A `features()` method (TransferClassifier's), not a submodule called `features` (torchvision's VGG, DenseNet)."""
+    return callable(getattr(type(model), "features", None))
+
+
+def head_inputs(model: nn.Module, batch: dict, head: nn.Module | None = None) -> torch.Tensor:
+    """What the head receives for `batch`: `model.features()` where the model has it, else captured by a pre-hook."""
+    if head is None and says_its_features(model):
+        return model.features(**batch)
+    captured = []
+    handle = (head or new_head(model)).register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+    try:
+        model(**batch)
+    finally:
+        handle.remove()
+    return captured[0]
 
 
 @torch.no_grad()
 def extract_features(model, dataset, collator, batch_size: int = 64, device: torch.device | None = None) -> torch.utils.data.TensorDataset:
-    """Pooled backbone features and labels for every example, in eval mode (no dropout, BN running stats)."""
+    """The head's input features and labels for every example, in eval mode (no dropout, BN running stats)."""
     was_training = model.training
     model.eval()
     device = device or next(model.parameters()).device
+    head = None if says_its_features(model) else new_head(model)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collator)
     features, labels = [], []
     from tqdm.auto import tqdm
@@ -25,7 +58,7 @@ def extract_features(model, dataset, collator, batch_size: int = 64, device: tor
     for batch in tqdm(loader, desc="extracting features", unit="batch", leave=False, dynamic_ncols=True):
         labels.append(batch.pop("labels"))
         batch = {k: v.to(device) for k, v in batch.items()}
-        features.append(model.features(**batch).float().cpu())
+        features.append(head_inputs(model, batch, head).float().cpu())
     model.train(was_training)
     return torch.utils.data.TensorDataset(torch.cat(features), torch.cat(labels))
 

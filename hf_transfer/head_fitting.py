@@ -68,6 +68,24 @@ def resolve_solver(solver: str, head: nn.Module) -> str:
     return solver
 
 
+HEAD_PHASES = ("cached", "steps")
+
+
+def cached_head_phase(head_phase: str, model: nn.Module) -> bool:
+    """Whether gradual unfreezing's head-only phase can be a logistic regression on cached features (a linear new head)."""
+    from .features import new_head
+
+    if head_phase not in HEAD_PHASES:
+        raise TransferError(f"--head_phase {head_phase!r}: choose one of {', '.join(HEAD_PHASES)}")
+    if head_phase == "steps":
+        return False
+    if single_linear(new_head(model)) is None:
+        print(f"--head_phase cached fits a linear head, and the new head of this {type(model).__name__} is not one Linear layer: "
+              "the head-only phase trains through Trainer steps")
+        return False
+    return True
+
+
 @dataclasses.dataclass
 class HeadFit:
     results: dict

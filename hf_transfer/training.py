@@ -127,6 +127,24 @@ def evaluate_splits(job: Job, trainer, *, datasets=None) -> dict:
     return results
 
 
+def head_features(job: Job, splits: tuple[str, ...] | None = None) -> tuple[dict, dict]:
+    """The new head's input features for `splits` (default: all), read from the on-disk cache or extracted now.
+
+    Extracted from the inputs as they are evaluated (no --augment crops): the frozen layers see each example once.
+    """
+    from .feature_cache import cache_options, cached_features
+
+    datasets = job.datasets
+    if job.args.data.augment:
+        datasets, _ = build_datasets(job.data, job.processor, job.image_config, job.args.data.max_seq_length, False, job.args.data.cache_images)
+    datasets = {split: datasets[split] for split in (splits or datasets) if split in datasets}
+    job.model.to(job.args.training.device)
+    cached, status = cached_features(job.model, datasets, job.collator, job.args.training.per_device_eval_batch_size, **cache_options(job.args.extra))
+    if "hit" in status.values():
+        print(f"features from the cache for {', '.join(s for s, v in status.items() if v == 'hit')} (--no_feature_cache to extract again)")
+    return cached, status
+
+
 def kept_epoch(trainer) -> dict:
     """Which epoch's weights the run ends with: the best on validation (ties: lower loss) or the last."""
     state, args = trainer.state, trainer.args

@@ -42,9 +42,19 @@ class Phase:
             self.unfreeze = [self.unfreeze]
 
 
-def default_phases(num_groups: int, epochs_per_phase: float = 1.0) -> list[Phase]:
-    """ULMFiT's schedule: the head alone, then one more group from the output end every `epochs_per_phase`."""
-    return [Phase(unfreeze=[num_groups - 1 - i], at_epoch=i * epochs_per_phase) for i in range(num_groups)]
+def default_phases(num_groups: int, epochs_per_phase: float = 1.0, head_fitted: bool = False, keep_frozen: int = 0) -> list[Phase]:
+    """ULMFiT's schedule: the head alone, then one more group from the output end every `epochs_per_phase`.
+
+    `head_fitted`: the head-only phase already happened on cached features (LP-FT, Kumar et al. 2022), so the
+    head and the top group train from step 0 and every later group thaws one phase earlier. The first
+    `keep_frozen` groups never thaw.
+    """
+    order = list(range(num_groups - 1, -1, -1))  # output end first
+    starts = [[i] for i in order]
+    if head_fitted and num_groups > 1:
+        starts = [[order[0], order[1]], *[[i] for i in order[2:]]]
+    phases = [Phase(unfreeze=[i for i in members if i >= keep_frozen], at_epoch=n * epochs_per_phase) for n, members in enumerate(starts)]
+    return [p for p in phases if p.unfreeze]
 
 
 class GradualUnfreezing(TrainerCallback):

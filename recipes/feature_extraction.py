@@ -16,9 +16,11 @@ checkpoints such as the bundled MiniLM); `--head linear|mlp`, `--head_hidden_siz
     from recipes.feature_extraction import run; metrics = run(head="mlp")
 """
 
+import dataclasses
+
 from hf_transfer import training
 from hf_transfer.cli import parse_recipe_args, recipe_main
-from hf_transfer.feature_cache import FeatureCacheArguments, cache_options, cached_features
+from hf_transfer.feature_cache import FeatureCacheArguments
 from hf_transfer.features import HeadOnly, collate_features
 from hf_transfer.freezing import freeze
 from hf_transfer.head_fitting import HeadFitArguments, fit_head, resolve_solver, unused_options_notice
@@ -33,20 +35,21 @@ DEFAULTS = {
 }
 
 
+@dataclasses.dataclass
+class FrozenBackboneArguments:
+    cache_features: bool = dataclasses.field(default=True, metadata={"help": "run the frozen backbone once (ignored with --augment)"})
+
+
 def run(argv: list[str] | None = None, **overrides) -> dict:
     """Train a new head on the frozen backbone; returns the results also written to all_results.json."""
-    args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(FeatureCacheArguments, HeadFitArguments))
+    args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(FrozenBackboneArguments, FeatureCacheArguments, HeadFitArguments))
     job = training.prepare(args, native=False)
     freeze(job.model.backbone)
     if args.extra["cache_features"] and not args.data.augment:
         solver = resolve_solver(args.extra["head_solver"], job.model.head)
         if notice := unused_options_notice(solver, args):
             print(notice)
-        job.model.to(args.training.device)
-        cached, status = cached_features(job.model, job.datasets, job.collator, args.training.per_device_eval_batch_size,
-                                         **cache_options(args.extra))
-        if "hit" in status.values():
-            print(f"features from the cache for {', '.join(s for s, v in status.items() if v == 'hit')} (--no_feature_cache to extract again)")
+        cached, status = training.head_features(job)
         trainer = training.make_trainer(job, model=HeadOnly(job.model.head), datasets=cached, collator=collate_features)
         training.clear_previous_run(job, trainer)
         fit = fit_head(job.model.head, cached["train"].tensors, cached["validation"].tensors, solver=solver,

@@ -9,7 +9,9 @@ no gradients; BatchNorm keeps its pretrained statistics in every phase (`--updat
 thawed groups re-estimate them; `--train_bn` trains BN's affine parameters in frozen groups too).
 `--keep_frozen_groups K` never thaws the first K groups (ViT: patch embedding + K-1 blocks);
 `--reinit_groups K` re-initialises the last K groups before the head (partial transfer). Resuming
-mid-schedule reproduces the uninterrupted run.
+mid-schedule reproduces the uninterrupted run. `--head_phase cached` runs the head-only phase as a logistic
+regression fitted on cached features of the pretrained layers below the head (LP-FT, Kumar et al. 2022),
+in seconds and to convergence; the top group then thaws with the head at step 0.
 
     python recipes/gradual_unfreeze.py                   # bundled MiniLM on Rotten Tomatoes, 100 per class
     accelerate launch recipes/gradual_unfreeze.py --model_name_or_path bundled:efficientnet-lite0 \
@@ -25,7 +27,10 @@ import json
 from hf_transfer import training
 from hf_transfer.architectures import shared_blocks_note
 from hf_transfer.cli import parse_recipe_args, recipe_main, split_list
+from hf_transfer.feature_cache import FeatureCacheArguments
+from hf_transfer.features import new_head
 from hf_transfer.finetuning import FineTuningArguments, group_learning_rates
+from hf_transfer.head_fitting import cached_head_phase, fit_head
 from hf_transfer.layer_groups import layer_groups
 from hf_transfer.partial_transfer import reinitialize_groups
 from hf_transfer.unfreezing import GradualUnfreezing, default_phases
@@ -56,11 +61,14 @@ class ScheduleArguments:
                                                                        "(the backward pass then reaches every group)"})
     keep_frozen_groups: int = dataclasses.field(default=0, metadata={"help": "the first K groups never thaw"})
     reinit_groups: int = dataclasses.field(default=0, metadata={"help": "re-initialise the last K groups before the head"})
+    head_phase: str = dataclasses.field(default="steps", metadata={
+        "help": "cached: the head-only phase is a logistic regression fitted on cached features (LP-FT), then the top group thaws "
+                "with the head at step 0; steps: the head trains alone through Trainer steps for --epochs_per_phase"})
 
 
 def run(argv: list[str] | None = None, **overrides) -> dict:
     """Gradual unfreezing + discriminative LRs; returns the results also written to all_results.json."""
-    args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(FineTuningArguments, ScheduleArguments))
+    args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(FineTuningArguments, ScheduleArguments, FeatureCacheArguments))
     options = args.extra
     job = training.prepare(args, learning_rates=LEARNING_RATES)
     groups = layer_groups(job.model, split_list(options["layer_group_patterns"], ";"))
@@ -72,15 +80,27 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     explicit_lrs = split_list(options["group_lrs"])
     lrs = group_learning_rates(groups, args.training.learning_rate, options, job.data.modality, factor=options["lr_factor"],
                                explicit=[float(v) for v in explicit_lrs] if explicit_lrs else None)
+    head_fitted = cached_head_phase(options["head_phase"], job.model)
+    head_fit = {}
+    if head_fitted and not args.training.resume_from_checkpoint:  # resuming: the checkpoint holds the fitted head
+        cached, status = training.head_features(job, ("train", "validation"))
+        fit = fit_head(new_head(job.model), cached["train"].tensors, cached["validation"].tensors, solver="lbfgs", training_args=args.training)
+        head_fit = {k: fit.results[k] for k in ("head_l2", "head_feature_scaling", "train_runtime")}
+        head_fit.update(eval_accuracy=max(c["eval_accuracy"] for c in fit.results["head_candidates"]), feature_cache=status)
+        print(f"head-only phase: logistic regression on cached features in {head_fit['train_runtime']:.1f} s, validation accuracy "
+              f"{100 * head_fit['eval_accuracy']:.2f}% (l2 {head_fit['head_l2']:g}, {head_fit['head_feature_scaling']}); "
+              f"the top group thaws with the head at step 0")
     phases = options["phases"]
     phases = json.loads(phases) if isinstance(phases, str) else phases
     if phases is None:
-        phases = [p for p in default_phases(len(groups), options["epochs_per_phase"]) if p.unfreeze[0] >= options["keep_frozen_groups"]]
+        phases = default_phases(len(groups), options["epochs_per_phase"], head_fitted=head_fitted, keep_frozen=options["keep_frozen_groups"])
     unfreezing = GradualUnfreezing(groups, phases, train_bn=options["train_bn"], rewarm_steps=options["rewarm_steps"],
                                    update_bn_statistics=options["update_bn_statistics"])
     trainer = training.make_trainer(job, layer_groups=groups, group_lrs=lrs, unfreezing=unfreezing, schedule=options["schedule"])
     results = training.train_and_evaluate(job, trainer)
     results["layer_groups"] = training.describe_groups(groups, unfreezing.group_lrs(lrs), unfreezing.start_step)
+    if head_fit:
+        results["head_phase_fit"] = head_fit
     return training.finish(job, trainer, results, recipe="gradual_unfreeze")
 
 

@@ -81,3 +81,28 @@ def test_two_processes_extract_shards_that_gather_into_the_single_process_featur
     for name in single:
         assert torch.equal(sharded[name]["labels"], single[name]["labels"])
         assert torch.allclose(sharded[name]["features"], single[name]["features"], atol=1e-5), "shards gathered back in order"
+
+
+def test_a_classifier_without_features_method_gives_its_heads_input_and_keys_on_the_layers_below_it():
+    """A checkpoint's own class (here timm's): the features are what its classifier receives; the cache key changes
+    with any weight below the head and not with the head itself (a new head does not invalidate the features)."""
+    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification, default_data_collator
+
+    from hf_transfer.features import extract_features, new_head
+
+    torch.manual_seed(0)
+    model = TimmWrapperForImageClassification(TimmWrapperConfig(architecture="resnet10t", num_labels=3)).eval()
+    images = torch.randn(5, 3, 32, 32)
+    data = [{"pixel_values": image, "labels": torch.tensor(i % 3)} for i, image in enumerate(images)]
+    features, labels = extract_features(model, data, default_data_collator, batch_size=2).tensors
+    with torch.no_grad():
+        expected = model.timm_model.forward_head(model.timm_model.forward_features(images), pre_logits=True)
+    assert torch.allclose(features, expected, atol=1e-5) and labels.tolist() == [0, 1, 2, 0, 1]
+
+    key = feature_cache.model_fingerprint(model)
+    with torch.no_grad():
+        new_head(model).weight.add_(1.0)
+    assert feature_cache.model_fingerprint(model) == key
+    with torch.no_grad():
+        model.timm_model.layer4[0].conv1.weight.add_(0.01)
+    assert feature_cache.model_fingerprint(model) != key

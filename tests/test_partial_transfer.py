@@ -28,7 +28,7 @@ def test_reinitialize_only_the_chosen_groups():
 
 def test_keep_frozen_groups_never_thaw():
     groups = layer_groups(tiny_bert())
-    phases = [p for p in default_phases(len(groups)) if p.unfreeze[0] >= 2]  # as --keep_frozen_groups 2
+    phases = default_phases(len(groups), keep_frozen=2)  # as --keep_frozen_groups 2
     callback = GradualUnfreezing(groups, phases)
     callback.resolve(num_training_steps=100, steps_per_epoch=10)
     assert callback.trainable_at(10_000)[:2] == [False, False] and all(callback.trainable_at(10_000)[2:])

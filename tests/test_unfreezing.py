@@ -161,3 +161,74 @@ def test_callback_and_optimizer_work_on_a_plain_trainer(tmp_path):
     moved = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
     assert any(n.startswith("classifier") for n in moved) and any(n.startswith("bert.encoder.layer.1.") for n in moved)
     assert not any(n.startswith(("bert.encoder.layer.0.", "bert.embeddings.")) for n in moved)
+
+
+def test_default_phases_after_a_cached_head_phase_start_with_the_top_group():
+    phases = default_phases(4, epochs_per_phase=2, head_fitted=True)
+    assert [(p.at_epoch, p.unfreeze) for p in phases] == [(0, [3, 2]), (2, [1]), (4, [0])]
+    assert [(p.at_epoch, p.unfreeze) for p in default_phases(4, head_fitted=True, keep_frozen=2)] == [(0, [3, 2])]
+
+
+def test_cached_head_phase_trains_from_a_fitted_head_and_thaws_the_top_group_at_once(tmp_path, tiny_bert_dir, text_csv):
+    """--head_phase cached: training begins from the logistic regression fitted on the frozen layers' features (not a
+    random head), the group below the head trains from step 0, and a second run reads the features from disk."""
+    from transformers import TrainerCallback
+
+    from hf_transfer import training
+    from hf_transfer.cli import parse_recipe_args
+    from hf_transfer.feature_cache import FeatureCacheArguments
+    from hf_transfer.features import extract_features, new_head
+    from hf_transfer.finetuning import FineTuningArguments
+    from hf_transfer.head_fitting import fit_head
+
+    at_start = {}
+
+    class HeadAtStart(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            at_start.update({k: v.detach().clone() for k, v in new_head(model).state_dict().items()})
+
+    original = gradual_unfreeze.training.make_trainer
+    gradual_unfreeze.training.make_trainer = lambda job, **kwargs: original(job, callbacks=[HeadAtStart()], **kwargs)
+    options = dict(num_train_epochs=2, save_strategy="no", head_phase="cached", feature_cache_dir=str(tmp_path / "cache"))
+    try:
+        results = gradual_unfreeze.run(**common(tiny_bert_dir, text_csv, tmp_path / "out", **options))
+    finally:
+        gradual_unfreeze.training.make_trainer = original
+    assert set(results["head_phase_fit"]["feature_cache"].values()) == {"extracted"}
+
+    arguments = common(tiny_bert_dir, text_csv, tmp_path / "reference")
+    args = parse_recipe_args(gradual_unfreeze.DEFAULTS, [], arguments,
+                             extra_dataclasses=(FineTuningArguments, gradual_unfreeze.ScheduleArguments, FeatureCacheArguments))
+    job = training.prepare(args, learning_rates=gradual_unfreeze.LEARNING_RATES)
+    features = {s: extract_features(job.model, job.datasets[s], job.collator).tensors for s in ("train", "validation")}
+    head = new_head(job.model)
+    fit_head(head, features["train"], features["validation"], solver="lbfgs", training_args=args.training)
+    for key, value in head.state_dict().items():
+        assert torch.allclose(at_start[key], value, atol=1e-5), f"training did not start from the fitted head ({key})"
+
+    steps_per_epoch = 6  # 24 rows, 10% held out for validation -> 21 training rows / batch 4
+    thaws = {g["name"]: g["thaws_at_step"] for g in results["layer_groups"]}
+    assert thaws["head"] == 0 and thaws["neck"] == 0 and thaws["block.1"] == steps_per_epoch and thaws["block.0"] == 2 * steps_per_epoch
+
+    again = gradual_unfreeze.run(**common(tiny_bert_dir, text_csv, tmp_path / "again", **{**options, "num_train_epochs": 1}))
+    assert set(again["head_phase_fit"]["feature_cache"].values()) == {"hit"}
+    assert again["head_phase_fit"]["head_l2"] == results["head_phase_fit"]["head_l2"]
+
+
+def test_cached_head_phase_resumes_to_the_uninterrupted_run(tmp_path, tiny_bert_dir, text_csv):
+    options = dict(num_train_epochs=3, head_phase="cached", feature_cache_dir=str(tmp_path / "cache"))
+    full = tmp_path / "full"
+    gradual_unfreeze.run(**common(tiny_bert_dir, text_csv, full, save_strategy="epoch", save_total_limit=None, keep_checkpoints=True, **options))
+    middle = sorted(full.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[0]
+    resumed = tmp_path / "resumed"
+    gradual_unfreeze.run(**common(tiny_bert_dir, text_csv, resumed, save_strategy="no", resume_from_checkpoint=str(middle), **options))
+    a, b = load_file(full / "model.safetensors"), load_file(resumed / "model.safetensors")
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+
+def test_cached_head_phase_with_an_mlp_head_says_it_trains_through_steps(tmp_path, tiny_bert_dir, text_csv, capsys):
+    results = gradual_unfreeze.run(**common(tiny_bert_dir, text_csv, tmp_path / "out", max_steps=1, save_strategy="no", eval_strategy="no",
+                                            head="mlp", head_phase="cached", feature_cache_dir=str(tmp_path / "cache")))
+    assert "--head_phase cached fits a linear head" in capsys.readouterr().out
+    assert "head_phase_fit" not in results and not (tmp_path / "cache").exists()
