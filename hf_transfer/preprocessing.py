@@ -48,8 +48,12 @@ class ImageConfig:
         return CLIPImageProcessor(size={"height": self.size, "width": self.size}, do_center_crop=False, **common)
 
     def train_transform(self) -> T.Compose:
-        return T.Compose([T.RandomResizedCrop(self.size, interpolation=INTERPOLATIONS[self.interpolation]), T.RandomHorizontalFlip(),
-                          T.ColorJitter(0.2, 0.2, 0.2), T.ToTensor(), T.Normalize(self.mean, self.std)])
+        """--augment: random resized crop, flip and colour jitter on a decoded uint8 image tensor (see `decode`), so
+        decoded images can be kept and only the augmentation runs each epoch. Tensors have no Lanczos resampling:
+        a checkpoint that asks for it gets bicubic crops here (evaluation keeps Lanczos)."""
+        interpolation = INTERPOLATIONS["bicubic" if self.interpolation == "lanczos" else self.interpolation]
+        return T.Compose([T.RandomResizedCrop(self.size, interpolation=interpolation, antialias=True), T.RandomHorizontalFlip(),
+                          T.ColorJitter(0.2, 0.2, 0.2), T.ConvertImageDtype(torch.float32), T.Normalize(self.mean, self.std)])
 
     def strong_transform(self) -> T.Compose:
         """Augmentation that changes what a new domain changes: colour, contrast, polarity, sharpness and framing
@@ -207,6 +211,49 @@ class ImageDataset(torch.utils.data.Dataset):
         return {"pixel_values": pixels, "labels": self.labels[index]}
 
 
+def decode(image, max_side: int) -> torch.Tensor:
+    """An RGB uint8 tensor (3, H, W), shrunk (aspect kept) so its longer side is at most `max_side`."""
+    from torchvision.transforms.functional import pil_to_tensor
+
+    image = open_image(image)
+    if max(image.size) > max_side:
+        scale = max_side / max(image.size)
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample=3)  # bicubic
+    return pil_to_tensor(image)
+
+
+class AugmentedImageDataset(torch.utils.data.Dataset):
+    """A training split under --augment: each image decoded to uint8 (longer side at most twice the training size, as
+    FFCV stores images for random-resized-crop training), then augmented as a tensor. With `keep_decoded` the decoded
+    image is kept in shared memory after its first pass, so later epochs only augment (the same pixels either way)."""
+
+    def __init__(self, frame: pd.DataFrame, transform, size: int, keep_decoded: bool = False):
+        self.images = frame["image"].tolist()
+        self.labels = frame["label"].tolist()
+        self.transform = transform
+        self.max_side = 2 * size
+        self.decoded = self.shapes = None
+        if keep_decoded:
+            self.decoded = torch.zeros((len(self.labels), 3, self.max_side, self.max_side), dtype=torch.uint8).share_memory_()
+            self.shapes = torch.zeros((len(self.labels), 2), dtype=torch.int32).share_memory_()  # (0, 0): not decoded yet
+
+    def __len__(self):
+        return len(self.labels)
+
+    def pixels(self, index: int) -> torch.Tensor:
+        if self.shapes is not None and self.shapes[index, 0] > 0:
+            height, width = self.shapes[index].tolist()
+            return self.decoded[index, :, :height, :width].clone()
+        pixels = decode(self.images[index], self.max_side)
+        if self.shapes is not None:
+            self.decoded[index, :, :pixels.shape[1], :pixels.shape[2]] = pixels
+            self.shapes[index] = torch.tensor(pixels.shape[1:], dtype=torch.int32)
+        return pixels
+
+    def __getitem__(self, index):
+        return {"pixel_values": self.transform(self.pixels(index)), "labels": self.labels[index]}
+
+
 def image_cache_budget() -> int:
     """Bytes of decoded images to keep: a quarter of the machine's memory and half of free shared memory, at most 8 GiB."""
     import os
@@ -244,20 +291,24 @@ def collate_images(batch: list[dict]) -> dict:
 
 def build_datasets(data: LabelledData, processor, image_cfg: ImageConfig | None, max_seq_length: int, augment: bool, cache_images: bool = True):
     """{split: torch Dataset} and the collator that batches it. `processor`: the tokenizer, or for images the
-    processor the run evaluates with and saves. Splits that are not augmented keep their preprocessed images
-    after the first pass when they fit the memory budget (said in one line when they do not)."""
+    processor the run evaluates with and saves. Images are kept after their first pass when they fit the memory
+    budget (said in one line when they do not): preprocessed for splits that are not augmented, decoded (uint8)
+    for an augmented training split."""
     if data.modality == "text":
         from transformers import DataCollatorWithPadding
 
         datasets = {split: TokenizedDataset(frame, processor, max_seq_length) for split, frame in data.splits.items()}
         return datasets, DataCollatorWithPadding(processor)
     evaluate = _ProcessorTransform(processor)
-    fixed = {split for split in data.splits if not (augment and split == "train")}
-    needed = sum(len(data.splits[split]) for split in fixed) * 3 * image_cfg.size**2 * 4
-    cache_side = image_cfg.size if cache_images and needed <= image_cache_budget() else None
-    if cache_images and cache_side is None:
+    augmented = {"train"} & set(data.splits) if augment else set()
+    fixed = set(data.splits) - augmented
+    needed = (sum(len(data.splits[split]) for split in fixed) * 3 * image_cfg.size**2 * 4  # float32 at the training size
+              + sum(len(data.splits[split]) for split in augmented) * 3 * (2 * image_cfg.size) ** 2)  # uint8, twice the size
+    keep = cache_images and needed <= image_cache_budget()
+    if cache_images and not keep:
         print(f"decoded images are not kept in memory: {needed / 2**30:.1f} GiB exceed the budget of {image_cache_budget() / 2**30:.1f} GiB; "
               "every epoch decodes them again")
-    datasets = {split: ImageDataset(frame, evaluate if split in fixed else image_cfg.train_transform(), cache_side if split in fixed else None)
+    datasets = {split: ImageDataset(frame, evaluate, image_cfg.size if keep else None) if split in fixed
+                else AugmentedImageDataset(frame, image_cfg.train_transform(), image_cfg.size, keep_decoded=keep)
                 for split, frame in data.splits.items()}
     return datasets, collate_images

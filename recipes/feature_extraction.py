@@ -23,7 +23,12 @@ from hf_transfer.cli import parse_recipe_args, recipe_main
 from hf_transfer.feature_cache import FeatureCacheArguments
 from hf_transfer.features import HeadOnly, collate_features
 from hf_transfer.freezing import freeze
-from hf_transfer.head_fitting import HeadFitArguments, fit_head, resolve_solver, unused_options_notice
+from hf_transfer.head_fitting import (
+    HeadFitArguments,
+    fit_head,
+    resolve_solver,
+    unused_options_notice,
+)
 
 DEFAULTS = {
     "learning_rate": 1e-3,

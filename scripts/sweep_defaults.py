@@ -41,10 +41,10 @@ def main() -> None:
               "disable_tqdm": True}
     summary = []
     with tempfile.TemporaryDirectory() as scratch:
-        for setting in json.loads(args.grid):
+        for index, setting in enumerate(json.loads(args.grid)):
             accuracies = []
             for seed in args.seeds:
-                result = run(**common, **setting, seed=seed, output_dir=str(pathlib.Path(scratch) / "run"))
+                result = run(**common, **setting, seed=seed, output_dir=str(pathlib.Path(scratch) / f"run-{index}-{seed}"))
                 accuracies.append(result["eval_accuracy"])
                 record = {"recipe": args.recipe, "task": args.task, "per_class": args.per_class, "seed": seed, "setting": setting,
                           "eval_accuracy": result["eval_accuracy"], "eval_loss": result.get("eval_loss"), "train_runtime": result["train_runtime"]}

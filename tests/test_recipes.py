@@ -94,7 +94,9 @@ def test_image_config_resizes_and_normalises_as_the_checkpoint_says():
     for processor, image in ((config.processor(), white), (config.processor(timm_architecture="resnet10t"), white.convert("RGB"))):
         tensor = processor(image, return_tensors="pt")["pixel_values"][0]
         assert tensor.shape == (3, 24, 24) and torch.allclose(tensor, torch.ones_like(tensor), atol=1e-5)
-    assert config.train_transform()(white.convert("RGB")).shape == (3, 24, 24)
+    from hf_transfer.preprocessing import decode
+
+    assert config.train_transform()(decode(white, 48)).shape == (3, 24, 24)
 
 
 @pytest.mark.parametrize("recipe", ["full_finetune", "feature_extraction"])
@@ -149,8 +151,39 @@ def test_preprocessed_images_are_kept_after_their_first_pass(tmp_path, monkeypat
     count = len(decoded)
     again = [kept["validation"][i]["pixel_values"] for i in range(len(kept["validation"]))]
     assert len(decoded) == count and all(torch.equal(a, b) for a, b in zip(first, again)), "the second pass reads the kept tensors"
-    kept["train"][0], kept["train"][0]
-    assert len(decoded) == count + 2, "an augmented split is decoded every time (its crops differ)"
-    plain, _ = preprocessing.build_datasets(data, config.processor(), config, 128, augment=False, cache_images=False)
-    plain["validation"][0], plain["validation"][0]
-    assert len(decoded) == count + 4, "--cache_images false decodes every time"
+    crops = [kept["train"][0]["pixel_values"] for _ in range(4)]
+    assert len(decoded) == count + 1, "an augmented split keeps its decoded images: later passes only augment"
+    assert crops[0].shape == (3, 16, 16) and not all(torch.equal(crops[0], c) for c in crops[1:]), "and its crops still differ every pass"
+    plain, _ = preprocessing.build_datasets(data, config.processor(), config, 128, augment=True, cache_images=False)
+    plain["validation"][0], plain["validation"][0], plain["train"][0], plain["train"][0]
+    assert len(decoded) == count + 5, "--cache_images false decodes every time"
+
+
+def test_kept_decoded_images_change_nothing_but_decoding_and_workers_fill_them(tmp_path):
+    """The same seed gives the same augmented pixels with and without kept images; DataLoader workers fill the shared
+    store; an image larger than twice the training size is kept shrunk, aspect ratio intact."""
+    import pandas as pd
+    from PIL import Image
+
+    from conftest import write_image_folder
+    from hf_transfer import preprocessing
+    from hf_transfer.data import DataArguments, load_labelled_data
+
+    folder = write_image_folder(tmp_path / "images", size=40)
+    data = load_labelled_data(DataArguments(train_dir=str(folder)), seed=0)
+    config = ImageConfig(size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
+    kept = preprocessing.build_datasets(data, config.processor(), config, 128, augment=True, cache_images=True)[0]["train"]
+    fresh = preprocessing.build_datasets(data, config.processor(), config, 128, augment=True, cache_images=False)[0]["train"]
+    assert kept.shapes is not None and fresh.shapes is None
+    loader = torch.utils.data.DataLoader(kept, batch_size=4, num_workers=2, collate_fn=preprocessing.collate_images)
+    assert sum(len(batch["labels"]) for batch in loader) == len(kept)
+    assert bool((kept.shapes > 0).all()), "workers decoded into the shared store"
+    Image.new("RGB", (90, 45), (200, 10, 10)).save(tmp_path / "wide.png")
+    wide = preprocessing.AugmentedImageDataset(pd.DataFrame({"image": [str(tmp_path / "wide.png")], "label": [0]}), config.train_transform(),
+                                               config.size, keep_decoded=True)
+    assert wide.pixels(0).shape == (3, 16, 32) and wide.shapes[0].tolist() == [16, 32] and wide[0]["pixel_values"].shape == (3, 16, 16)
+    for index in range(len(kept)):
+        torch.manual_seed(index)
+        a = kept[index]["pixel_values"]
+        torch.manual_seed(index)
+        assert torch.equal(a, fresh[index]["pixel_values"]), index

@@ -219,7 +219,7 @@ def test_cached_head_phase_resumes_to_the_uninterrupted_run(tmp_path, tiny_bert_
     options = dict(num_train_epochs=3, head_phase="cached", feature_cache_dir=str(tmp_path / "cache"))
     full = tmp_path / "full"
     gradual_unfreeze.run(**common(tiny_bert_dir, text_csv, full, save_strategy="epoch", save_total_limit=None, keep_checkpoints=True, **options))
-    middle = sorted(full.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[0]
+    middle = min(full.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     resumed = tmp_path / "resumed"
     gradual_unfreeze.run(**common(tiny_bert_dir, text_csv, resumed, save_strategy="no", resume_from_checkpoint=str(middle), **options))
     a, b = load_file(full / "model.safetensors"), load_file(resumed / "model.safetensors")

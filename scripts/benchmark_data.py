@@ -1,0 +1,79 @@
+"""Images/s of an augmented training split through a DataLoader, per epoch, no model: what the data pipeline can
+feed. Every figure from one run, on the same images:
+
+- plain: what a user writes with torchvision, each image opened and decoded with PIL and augmented per item
+  (RandomResizedCrop, flip, ColorJitter, ToTensor, Normalize), every epoch;
+- hf_transfer, decoded every epoch (`--cache_images false`): decode to uint8, augment the tensor;
+- hf_transfer, decoded images kept (the default when they fit the memory budget): the first epoch decodes, the
+  later ones only augment.
+
+    python scripts/benchmark_data.py                                   # bundled Fashion-MNIST, 224 px
+    python scripts/benchmark_data.py --train_dir photos/ --image_size 224 --num_workers 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torchvision import transforms as T
+
+from hf_transfer.data import DataArguments, load_labelled_data, open_image
+from hf_transfer.preprocessing import INTERPOLATIONS, ImageConfig, build_datasets, collate_images
+
+
+class PlainAugmented(torch.utils.data.Dataset):
+    def __init__(self, frame, config: ImageConfig):
+        self.images, self.labels = frame["image"].tolist(), frame["label"].tolist()
+        self.transform = T.Compose([T.RandomResizedCrop(config.size, interpolation=INTERPOLATIONS[config.interpolation]), T.RandomHorizontalFlip(),
+                                    T.ColorJitter(0.2, 0.2, 0.2), T.ToTensor(), T.Normalize(config.mean, config.std)])
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return {"pixel_values": self.transform(open_image(self.images[index])), "labels": self.labels[index]}
+
+
+def epochs_per_second(dataset, epochs: int, batch_size: int, num_workers: int) -> list[float]:
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers, collate_fn=collate_images,
+                                         persistent_workers=num_workers > 0)
+    rates = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        seen = sum(len(batch["labels"]) for batch in loader)
+        rates.append(seen / (time.perf_counter() - start))
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset_name", default="bundled:fashion_mnist")
+    parser.add_argument("--train_dir", default=None)
+    parser.add_argument("--max_train_samples_per_class", type=int, default=100)
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--num_workers", type=int, default=0)
+    args = parser.parse_args()
+
+    data_args = DataArguments(dataset_name=None if args.train_dir else args.dataset_name, train_dir=args.train_dir,
+                              max_train_samples_per_class=args.max_train_samples_per_class)
+    data = load_labelled_data(data_args, seed=0, modality="image")
+    config = ImageConfig(args.image_size, (0.5,) * 3, (0.5,) * 3)
+    runs = {"plain torchvision (PIL, per item)": PlainAugmented(data.splits["train"], config)}
+    for label, keep in (("hf_transfer, decoded every epoch", False), ("hf_transfer, decoded images kept", True)):
+        runs[label] = build_datasets(data, config.processor(), config, 128, augment=True, cache_images=keep)[0]["train"]
+    print(f"{len(data.splits['train'])} training images of {data.description}, augmented to {args.image_size} px, batch {args.batch_size}, "
+          f"{args.num_workers} DataLoader workers, {torch.get_num_threads()} threads")
+    measured = {label: epochs_per_second(dataset, args.epochs, args.batch_size, args.num_workers) for label, dataset in runs.items()}
+    plain = measured["plain torchvision (PIL, per item)"]
+    print("| pipeline | " + " | ".join(f"epoch {e + 1} images/s (× plain)" for e in range(args.epochs)) + " |")
+    print("|---|" + "---|" * args.epochs)
+    for label, rates in measured.items():
+        print(f"| {label} | " + " | ".join(f"{r:,.0f} (×{r / p:.2f})" for r, p in zip(rates, plain)) + " |")
+
+
+if __name__ == "__main__":
+    main()
