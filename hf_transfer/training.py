@@ -145,6 +145,22 @@ def head_features(job: Job, splits: tuple[str, ...] | None = None) -> tuple[dict
     return cached, status
 
 
+def fit_head_first(job: Job) -> dict:
+    """LP-FT's first step (Kumar et al. 2022): the new linear head fitted by L-BFGS, L2 chosen on validation, on cached
+    features of the pretrained layers below it, before any of them trains. Returns what all_results.json records."""
+    from .features import new_head
+    from .head_fitting import fit_head
+
+    cached, status = head_features(job, ("train", "validation"))
+    fit = fit_head(new_head(job.model), cached["train"].tensors, cached["validation"].tensors, solver="lbfgs", training_args=job.args.training)
+    summary = {"head_l2": fit.results["head_l2"], "head_feature_scaling": fit.results["head_feature_scaling"],
+               "eval_accuracy": max(c["eval_accuracy"] for c in fit.results["head_candidates"]), "fit_seconds": fit.results["train_runtime"],
+               "feature_cache": status}
+    print(f"head-only phase: a logistic regression on cached features, fitted in {summary['fit_seconds']:.1f} s: validation accuracy "
+          f"{100 * summary['eval_accuracy']:.2f}% (l2 {summary['head_l2']:g}, {summary['head_feature_scaling']})")
+    return summary
+
+
 def kept_epoch(trainer) -> dict:
     """Which epoch's weights the run ends with: the best on validation (ties: lower loss) or the last."""
     state, args = trainer.state, trainer.args

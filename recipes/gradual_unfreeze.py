@@ -28,9 +28,8 @@ from hf_transfer import training
 from hf_transfer.architectures import shared_blocks_note
 from hf_transfer.cli import parse_recipe_args, recipe_main, split_list
 from hf_transfer.feature_cache import FeatureCacheArguments
-from hf_transfer.features import new_head
 from hf_transfer.finetuning import FineTuningArguments, group_learning_rates
-from hf_transfer.head_fitting import cached_head_phase, fit_head
+from hf_transfer.head_fitting import cached_head_phase
 from hf_transfer.layer_groups import layer_groups
 from hf_transfer.partial_transfer import reinitialize_groups
 from hf_transfer.unfreezing import GradualUnfreezing, default_phases
@@ -83,13 +82,9 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     head_fitted = cached_head_phase(options["head_phase"], job.model)
     head_fit = {}
     if head_fitted and not args.training.resume_from_checkpoint:  # resuming: the checkpoint holds the fitted head
-        cached, status = training.head_features(job, ("train", "validation"))
-        fit = fit_head(new_head(job.model), cached["train"].tensors, cached["validation"].tensors, solver="lbfgs", training_args=args.training)
-        head_fit = {k: fit.results[k] for k in ("head_l2", "head_feature_scaling", "train_runtime")}
-        head_fit.update(eval_accuracy=max(c["eval_accuracy"] for c in fit.results["head_candidates"]), feature_cache=status)
-        print(f"head-only phase: logistic regression on cached features in {head_fit['train_runtime']:.1f} s, validation accuracy "
-              f"{100 * head_fit['eval_accuracy']:.2f}% (l2 {head_fit['head_l2']:g}, {head_fit['head_feature_scaling']}); "
-              f"the top group thaws with the head at step 0")
+        head_fit = training.fit_head_first(job)
+        if not options["phases"]:
+            print("the top group thaws with the fitted head at step 0")
     phases = options["phases"]
     phases = json.loads(phases) if isinstance(phases, str) else phases
     if phases is None:
