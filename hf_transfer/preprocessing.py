@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pandas as pd
 import torch
 from torchvision import transforms as T
@@ -48,12 +49,8 @@ class ImageConfig:
         return CLIPImageProcessor(size={"height": self.size, "width": self.size}, do_center_crop=False, **common)
 
     def train_transform(self) -> T.Compose:
-        """--augment: random resized crop, flip and colour jitter on a decoded uint8 image tensor (see `decode`), so
-        decoded images can be kept and only the augmentation runs each epoch. Tensors have no Lanczos resampling:
-        a checkpoint that asks for it gets bicubic crops here (evaluation keeps Lanczos)."""
-        interpolation = INTERPOLATIONS["bicubic" if self.interpolation == "lanczos" else self.interpolation]
-        return T.Compose([T.RandomResizedCrop(self.size, interpolation=interpolation, antialias=True), T.RandomHorizontalFlip(),
-                          T.ColorJitter(0.2, 0.2, 0.2), T.ConvertImageDtype(torch.float32), T.Normalize(self.mean, self.std)])
+        return T.Compose([T.RandomResizedCrop(self.size, interpolation=INTERPOLATIONS[self.interpolation]), T.RandomHorizontalFlip(),
+                          T.ColorJitter(0.2, 0.2, 0.2), T.ToTensor(), T.Normalize(self.mean, self.std)])
 
     def strong_transform(self) -> T.Compose:
         """Augmentation that changes what a new domain changes: colour, contrast, polarity, sharpness and framing
@@ -211,21 +208,21 @@ class ImageDataset(torch.utils.data.Dataset):
         return {"pixel_values": pixels, "labels": self.labels[index]}
 
 
-def decode(image, max_side: int) -> torch.Tensor:
-    """An RGB uint8 tensor (3, H, W), shrunk (aspect kept) so its longer side is at most `max_side`."""
-    from torchvision.transforms.functional import pil_to_tensor
-
+def decode(image, max_side: int):
+    """An RGB PIL image, shrunk (aspect kept) so that its longer side is at most `max_side`."""
     image = open_image(image)
     if max(image.size) > max_side:
         scale = max_side / max(image.size)
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample=3)  # bicubic
-    return pil_to_tensor(image)
+    return image
 
 
 class AugmentedImageDataset(torch.utils.data.Dataset):
-    """A training split under --augment: each image decoded to uint8 (longer side at most twice the training size, as
-    FFCV stores images for random-resized-crop training), then augmented as a tensor. With `keep_decoded` the decoded
-    image is kept in shared memory after its first pass, so later epochs only augment (the same pixels either way)."""
+    """A training split under --augment: each image decoded (longer side at most twice the training size, as FFCV
+    stores images for random-resized-crop training), then augmented. With `keep_decoded` the decoded pixels are kept
+    (uint8, in shared memory, so DataLoader workers fill them too) after the first pass, and later epochs only
+    augment; the pixels are the same either way. Augmentation stays on PIL images: on the CPU its crops and
+    colour jitter are faster than torchvision's tensor versions of the same transforms."""
 
     def __init__(self, frame: pd.DataFrame, transform, size: int, keep_decoded: bool = False):
         self.images = frame["image"].tolist()
@@ -234,24 +231,26 @@ class AugmentedImageDataset(torch.utils.data.Dataset):
         self.max_side = 2 * size
         self.decoded = self.shapes = None
         if keep_decoded:
-            self.decoded = torch.zeros((len(self.labels), 3, self.max_side, self.max_side), dtype=torch.uint8).share_memory_()
+            self.decoded = torch.zeros((len(self.labels), self.max_side, self.max_side, 3), dtype=torch.uint8).share_memory_()
             self.shapes = torch.zeros((len(self.labels), 2), dtype=torch.int32).share_memory_()  # (0, 0): not decoded yet
 
     def __len__(self):
         return len(self.labels)
 
-    def pixels(self, index: int) -> torch.Tensor:
+    def image(self, index: int):
+        from PIL import Image
+
         if self.shapes is not None and self.shapes[index, 0] > 0:
             height, width = self.shapes[index].tolist()
-            return self.decoded[index, :, :height, :width].clone()
-        pixels = decode(self.images[index], self.max_side)
+            return Image.fromarray(self.decoded[index, :height, :width].numpy().copy())
+        image = decode(self.images[index], self.max_side)
         if self.shapes is not None:
-            self.decoded[index, :, :pixels.shape[1], :pixels.shape[2]] = pixels
-            self.shapes[index] = torch.tensor(pixels.shape[1:], dtype=torch.int32)
-        return pixels
+            self.decoded[index, :image.height, :image.width] = torch.from_numpy(np.array(image))
+            self.shapes[index] = torch.tensor([image.height, image.width], dtype=torch.int32)
+        return image
 
     def __getitem__(self, index):
-        return {"pixel_values": self.transform(self.pixels(index)), "labels": self.labels[index]}
+        return {"pixel_values": self.transform(self.image(index)), "labels": self.labels[index]}
 
 
 def image_cache_budget() -> int:
@@ -291,9 +290,9 @@ def collate_images(batch: list[dict]) -> dict:
 
 def build_datasets(data: LabelledData, processor, image_cfg: ImageConfig | None, max_seq_length: int, augment: bool, cache_images: bool = True):
     """{split: torch Dataset} and the collator that batches it. `processor`: the tokenizer, or for images the
-    processor the run evaluates with and saves. Images are kept after their first pass when they fit the memory
-    budget (said in one line when they do not): preprocessed for splits that are not augmented, decoded (uint8)
-    for an augmented training split."""
+    processor the run evaluates with and saves. Images are kept after their first pass, split by split (train, then
+    validation, then the rest) while they fit the memory budget (said in one line when one does not): preprocessed for
+    splits that are not augmented, decoded (uint8) for an augmented training split."""
     if data.modality == "text":
         from transformers import DataCollatorWithPadding
 
@@ -301,14 +300,17 @@ def build_datasets(data: LabelledData, processor, image_cfg: ImageConfig | None,
         return datasets, DataCollatorWithPadding(processor)
     evaluate = _ProcessorTransform(processor)
     augmented = {"train"} & set(data.splits) if augment else set()
-    fixed = set(data.splits) - augmented
-    needed = (sum(len(data.splits[split]) for split in fixed) * 3 * image_cfg.size**2 * 4  # float32 at the training size
-              + sum(len(data.splits[split]) for split in augmented) * 3 * (2 * image_cfg.size) ** 2)  # uint8, twice the size
-    keep = cache_images and needed <= image_cache_budget()
-    if cache_images and not keep:
-        print(f"decoded images are not kept in memory: {needed / 2**30:.1f} GiB exceed the budget of {image_cache_budget() / 2**30:.1f} GiB; "
-              "every epoch decodes them again")
-    datasets = {split: ImageDataset(frame, evaluate, image_cfg.size if keep else None) if split in fixed
-                else AugmentedImageDataset(frame, image_cfg.train_transform(), image_cfg.size, keep_decoded=keep)
+    kept, budget = set(), image_cache_budget()
+    for split in sorted(data.splits, key=lambda name: (name != "train", name != "validation")):  # read most often first
+        side = 2 * image_cfg.size if split in augmented else image_cfg.size
+        needed = len(data.splits[split]) * 3 * side**2 * (1 if split in augmented else 4)  # uint8 decoded / float32 preprocessed
+        if cache_images and needed <= budget:
+            kept.add(split)
+            budget -= needed
+    if cache_images and kept != set(data.splits):
+        print(f"images of {', '.join(sorted(set(data.splits) - kept))} are not kept in memory (over the budget of "
+              f"{image_cache_budget() / 2**30:.1f} GiB): every epoch decodes them again")
+    datasets = {split: AugmentedImageDataset(frame, image_cfg.train_transform(), image_cfg.size, keep_decoded=split in kept) if split in augmented
+                else ImageDataset(frame, evaluate, image_cfg.size if split in kept else None)
                 for split, frame in data.splits.items()}
     return datasets, collate_images

@@ -19,7 +19,7 @@ import time
 import torch
 from torchvision import transforms as T
 
-from hf_transfer.data import DataArguments, load_labelled_data, open_image
+from hf_transfer.data import DataArguments, LabelledData, load_labelled_data, open_image
 from hf_transfer.preprocessing import INTERPOLATIONS, ImageConfig, build_datasets, collate_images
 
 
@@ -60,7 +60,8 @@ def main() -> None:
 
     data_args = DataArguments(dataset_name=None if args.train_dir else args.dataset_name, train_dir=args.train_dir,
                               max_train_samples_per_class=args.max_train_samples_per_class)
-    data = load_labelled_data(data_args, seed=0, modality="image")
+    loaded = load_labelled_data(data_args, seed=0, modality="image")
+    data = LabelledData({"train": loaded.splits["train"]}, loaded.label_names, "image", loaded.description)
     config = ImageConfig(args.image_size, (0.5,) * 3, (0.5,) * 3)
     runs = {"plain torchvision (PIL, per item)": PlainAugmented(data.splits["train"], config)}
     for label, keep in (("hf_transfer, decoded every epoch", False), ("hf_transfer, decoded images kept", True)):

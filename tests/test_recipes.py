@@ -94,9 +94,7 @@ def test_image_config_resizes_and_normalises_as_the_checkpoint_says():
     for processor, image in ((config.processor(), white), (config.processor(timm_architecture="resnet10t"), white.convert("RGB"))):
         tensor = processor(image, return_tensors="pt")["pixel_values"][0]
         assert tensor.shape == (3, 24, 24) and torch.allclose(tensor, torch.ones_like(tensor), atol=1e-5)
-    from hf_transfer.preprocessing import decode
-
-    assert config.train_transform()(decode(white, 48)).shape == (3, 24, 24)
+    assert config.train_transform()(white.convert("RGB")).shape == (3, 24, 24)
 
 
 @pytest.mark.parametrize("recipe", ["full_finetune", "feature_extraction"])
@@ -159,6 +157,20 @@ def test_preprocessed_images_are_kept_after_their_first_pass(tmp_path, monkeypat
     assert len(decoded) == count + 5, "--cache_images false decodes every time"
 
 
+def test_the_memory_budget_keeps_the_training_split_first(tmp_path, monkeypatch, capsys):
+    from conftest import write_image_folder
+    from hf_transfer import preprocessing
+    from hf_transfer.data import DataArguments, load_labelled_data
+
+    data = load_labelled_data(DataArguments(train_dir=str(write_image_folder(tmp_path / "images"))), seed=0)
+    config = ImageConfig(size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
+    train_bytes = len(data.splits["train"]) * 3 * 32**2  # decoded uint8 at twice the size
+    monkeypatch.setattr(preprocessing, "image_cache_budget", lambda: train_bytes)
+    datasets, _ = preprocessing.build_datasets(data, config.processor(), config, 128, augment=True, cache_images=True)
+    assert datasets["train"].shapes is not None and datasets["validation"].cache is None
+    assert "images of validation are not kept in memory" in capsys.readouterr().out
+
+
 def test_kept_decoded_images_change_nothing_but_decoding_and_workers_fill_them(tmp_path):
     """The same seed gives the same augmented pixels with and without kept images; DataLoader workers fill the shared
     store; an image larger than twice the training size is kept shrunk, aspect ratio intact."""
@@ -181,7 +193,8 @@ def test_kept_decoded_images_change_nothing_but_decoding_and_workers_fill_them(t
     Image.new("RGB", (90, 45), (200, 10, 10)).save(tmp_path / "wide.png")
     wide = preprocessing.AugmentedImageDataset(pd.DataFrame({"image": [str(tmp_path / "wide.png")], "label": [0]}), config.train_transform(),
                                                config.size, keep_decoded=True)
-    assert wide.pixels(0).shape == (3, 16, 32) and wide.shapes[0].tolist() == [16, 32] and wide[0]["pixel_values"].shape == (3, 16, 16)
+    assert wide.image(0).size == (32, 16) and wide.shapes[0].tolist() == [16, 32] and wide[0]["pixel_values"].shape == (3, 16, 16)
+    assert wide.image(0).getpixel((5, 5)) == (200, 10, 10), "the kept pixels are the decoded ones"
     for index in range(len(kept)):
         torch.manual_seed(index)
         a = kept[index]["pixel_values"]
