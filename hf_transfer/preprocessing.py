@@ -218,11 +218,11 @@ def decode(image, max_side: int):
 
 
 class AugmentedImageDataset(torch.utils.data.Dataset):
-    """A training split under --augment: each image decoded (longer side at most twice the training size, as FFCV
-    stores images for random-resized-crop training), then augmented. With `keep_decoded` the decoded pixels are kept
-    (uint8, in shared memory, so DataLoader workers fill them too) after the first pass, and later epochs only
-    augment; the pixels are the same either way. Augmentation stays on PIL images: on the CPU its crops and
-    colour jitter are faster than torchvision's tensor versions of the same transforms."""
+    """A training split under --augment, decoded and augmented per item. With `keep_decoded` each decoded image is
+    kept after its first pass (uint8, in shared memory, so DataLoader workers fill it too; shrunk so its longer
+    side is at most twice the training size, as FFCV stores images for random-resized-crop training), and later
+    epochs only augment; images within that size give the same pixels either way. Augmentation stays on PIL
+    images: on the CPU its crops and colour jitter are faster than torchvision's tensor versions."""
 
     def __init__(self, frame: pd.DataFrame, transform, size: int, keep_decoded: bool = False):
         self.images = frame["image"].tolist()
@@ -240,13 +240,14 @@ class AugmentedImageDataset(torch.utils.data.Dataset):
     def image(self, index: int):
         from PIL import Image
 
-        if self.shapes is not None and self.shapes[index, 0] > 0:
+        if self.shapes is None:
+            return open_image(self.images[index])
+        if self.shapes[index, 0] > 0:
             height, width = self.shapes[index].tolist()
             return Image.fromarray(self.decoded[index, :height, :width].numpy().copy())
         image = decode(self.images[index], self.max_side)
-        if self.shapes is not None:
-            self.decoded[index, :image.height, :image.width] = torch.from_numpy(np.array(image))
-            self.shapes[index] = torch.tensor([image.height, image.width], dtype=torch.int32)
+        self.decoded[index, :image.height, :image.width] = torch.from_numpy(np.array(image))
+        self.shapes[index] = torch.tensor([image.height, image.width], dtype=torch.int32)
         return image
 
     def __getitem__(self, index):

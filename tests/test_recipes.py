@@ -183,7 +183,7 @@ def test_kept_decoded_images_change_nothing_but_decoding_and_workers_fill_them(t
 
     folder = write_image_folder(tmp_path / "images", size=40)
     data = load_labelled_data(DataArguments(train_dir=str(folder)), seed=0)
-    config = ImageConfig(size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
+    config = ImageConfig(size=20, mean=(0.5,) * 3, std=(0.5,) * 3)  # kept up to 40 px: these images whole
     kept = preprocessing.build_datasets(data, config.processor(), config, 128, augment=True, cache_images=True)[0]["train"]
     fresh = preprocessing.build_datasets(data, config.processor(), config, 128, augment=True, cache_images=False)[0]["train"]
     assert kept.shapes is not None and fresh.shapes is None
@@ -193,7 +193,7 @@ def test_kept_decoded_images_change_nothing_but_decoding_and_workers_fill_them(t
     Image.new("RGB", (90, 45), (200, 10, 10)).save(tmp_path / "wide.png")
     wide = preprocessing.AugmentedImageDataset(pd.DataFrame({"image": [str(tmp_path / "wide.png")], "label": [0]}), config.train_transform(),
                                                config.size, keep_decoded=True)
-    assert wide.image(0).size == (32, 16) and wide.shapes[0].tolist() == [16, 32] and wide[0]["pixel_values"].shape == (3, 16, 16)
+    assert wide.image(0).size == (40, 20) and wide.shapes[0].tolist() == [20, 40] and wide[0]["pixel_values"].shape == (3, 20, 20)
     assert wide.image(0).getpixel((5, 5)) == (200, 10, 10), "the kept pixels are the decoded ones"
     for index in range(len(kept)):
         torch.manual_seed(index)
