@@ -126,13 +126,16 @@ def test_batchnorm_statistics_stay_pretrained_unless_asked(tmp_path, image_dir, 
     assert any(not torch.equal(after["timm_model." + k], source.state_dict()[k]) for k in thawed_weights), "the thawed stage trains"
 
 
-def test_two_process_ddp_ranks_agree_and_thawed_layers_change(tmp_path, tiny_bert_dir, text_csv):
+@pytest.mark.parametrize("head_phase", ["steps", "cached"])
+def test_two_process_ddp_ranks_agree_and_thawed_layers_change(tmp_path, tiny_bert_dir, text_csv, head_phase):
+    """cached: each rank extracts half the features, all fit the same head from the gathered whole."""
     out = tmp_path / "out"
     (tmp_path / "out-ranks").mkdir()
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
     arguments = ["--model_name_or_path", tiny_bert_dir, "--train_file", str(text_csv), "--output_dir", str(out), "--num_train_epochs", "3",
                  "--per_device_train_batch_size", "2", "--learning_rate", "0.01", "--lr_factor", "2", "--save_strategy", "no",
-                 "--load_best_model_at_end", "false", "--phases", json.dumps(HEAD_THEN_BLOCK1)]
+                 "--load_best_model_at_end", "false", "--phases", json.dumps(HEAD_THEN_BLOCK1), "--head_phase", head_phase,
+                 "--feature_cache_dir", str(tmp_path / "cache")]
     result = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "tests/ddp_worker.py", "gradual_unfreeze", "--use_cpu", *arguments],
                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -142,6 +145,7 @@ def test_two_process_ddp_ranks_agree_and_thawed_layers_change(tmp_path, tiny_ber
     before = load_file(f"{tiny_bert_dir}/model.safetensors")
     assert changed(before, rank0, "encoder.layer.1."), "the block thawed mid-run must have trained"
     assert not changed(before, rank0, "encoder.layer.0.")
+    assert ("head_phase_fit" in json.loads((out / "all_results.json").read_text())) == (head_phase == "cached")
 
 
 def test_callback_and_optimizer_work_on_a_plain_trainer(tmp_path):
