@@ -328,8 +328,9 @@ def split_validation(frame: pd.DataFrame, percentage: float, seed: int) -> tuple
 # ---------------------------------------------------------------- images
 
 
-def open_image(value):
-    """PIL RGB image from a path, encoded bytes, a datasets image dict or an array."""
+def open_image(value, max_side: int | None = None):
+    """PIL RGB image from a path, encoded bytes, a datasets image dict or an array. `max_side`: a JPEG larger than
+    that may be decoded at 1/2, 1/4 or 1/8 scale, never below `max_side` on its longer side."""
     from PIL import Image
 
     if isinstance(value, dict):
@@ -342,6 +343,9 @@ def open_image(value):
         image = Image.fromarray(value)
     else:
         image = value
+    if max_side and getattr(image, "format", None) == "JPEG" and max(image.size) > max_side:
+        scale = max_side / max(image.size)
+        image.draft("RGB", (max(1, round(image.width * scale)), max(1, round(image.height * scale))))
     return image.convert("RGB")
 
 

@@ -209,8 +209,9 @@ class ImageDataset(torch.utils.data.Dataset):
 
 
 def decode(image, max_side: int):
-    """An RGB PIL image, shrunk (aspect kept) so that its longer side is at most `max_side`."""
-    image = open_image(image)
+    """An RGB PIL image, shrunk (aspect kept) so that its longer side is at most `max_side`; a large JPEG is decoded
+    at a reduced scale to begin with (PIL's `draft`), the costliest part of reading a photo."""
+    image = open_image(image, max_side=max_side)
     if max(image.size) > max_side:
         scale = max_side / max(image.size)
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample=3)  # bicubic
