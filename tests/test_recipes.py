@@ -143,7 +143,7 @@ def test_preprocessed_images_are_kept_after_their_first_pass(tmp_path, monkeypat
     config = ImageConfig(size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
     decoded = []
     real_open = preprocessing.open_image
-    monkeypatch.setattr(preprocessing, "open_image", lambda value: decoded.append(value) or real_open(value))
+    monkeypatch.setattr(preprocessing, "open_image", lambda value, **options: decoded.append(value) or real_open(value, **options))
     kept, _ = preprocessing.build_datasets(data, config.processor(), config, 128, augment=True, cache_images=True)
     first = [kept["validation"][i]["pixel_values"] for i in range(len(kept["validation"]))]
     count = len(decoded)
@@ -200,3 +200,18 @@ def test_kept_decoded_images_change_nothing_but_decoding_and_workers_fill_them(t
         a = kept[index]["pixel_values"]
         torch.manual_seed(index)
         assert torch.equal(a, fresh[index]["pixel_values"]), index
+
+
+def test_a_large_jpeg_is_kept_at_reduced_scale_with_the_same_picture(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from hf_transfer.preprocessing import decode
+
+    rows, cols = np.mgrid[:300, :600]
+    pixels = np.stack([(cols * 255 // 600), (rows * 255 // 300), ((rows + cols) % 256)], axis=-1).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "big.jpg", quality=95)
+    kept = decode(str(tmp_path / "big.jpg"), 64)
+    reference = Image.open(tmp_path / "big.jpg").convert("RGB").resize((64, 32), resample=3)
+    assert kept.size == (64, 32)
+    assert np.abs(np.asarray(kept, dtype=float) - np.asarray(reference, dtype=float)).mean() < 4
