@@ -3,9 +3,10 @@ feed. Every figure from one run, on the same images:
 
 - plain: what a user writes with torchvision, each image opened and decoded with PIL and augmented per item
   (RandomResizedCrop, flip, ColorJitter, ToTensor, Normalize), every epoch;
-- hf_transfer, decoded every epoch (`--cache_images false`): decode to uint8, augment the tensor;
-- hf_transfer, decoded images kept (the default when they fit the memory budget): the first epoch decodes, the
-  later ones only augment.
+- hf_transfer, decoded every epoch (`--cache_images false`): the same work as plain, through the toolkit's dataset
+  (its spread against plain is the run-to-run noise);
+- hf_transfer, decoded images kept (the default when they fit the memory budget): the first epoch decodes (a large
+  JPEG at reduced scale), shrinks to at most twice the training size and stores; later epochs only augment.
 
     python scripts/benchmark_data.py                                   # bundled Fashion-MNIST, 224 px
     python scripts/benchmark_data.py --sample_photos 40                # real colour photos shipped in scikit-image / matplotlib
@@ -94,8 +95,8 @@ def main() -> None:
     runs = {"plain torchvision (PIL, per item)": PlainAugmented(data.splits["train"], config)}
     for label, keep in (("hf_transfer, decoded every epoch", False), ("hf_transfer, decoded images kept", True)):
         runs[label] = build_datasets(data, config.processor(), config, 128, augment=True, cache_images=keep)[0]["train"]
-    print(f"{len(data.splits['train'])} training images of {data.description} ({len(sizes)} sizes, e.g. {sizes[-1][0]}x{sizes[-1][1]}), augmented to {args.image_size} px, batch {args.batch_size}, "
-          f"{args.num_workers} DataLoader workers, {torch.get_num_threads()} threads")
+    print(f"{len(data.splits['train'])} training images of {data.description} ({len(sizes)} sizes, e.g. {sizes[-1][0]}x{sizes[-1][1]}), "
+          f"augmented to {args.image_size} px, batch {args.batch_size}, {args.num_workers} DataLoader workers, {torch.get_num_threads()} threads")
     measured = {label: epochs_per_second(dataset, args.epochs, args.batch_size, args.num_workers) for label, dataset in runs.items()}
     plain = measured["plain torchvision (PIL, per item)"]
     print("| pipeline | " + " | ".join(f"epoch {e + 1} images/s (× plain)" for e in range(args.epochs)) + " |")

@@ -35,7 +35,7 @@ RECIPES = {  # name -> (module, recipe options beyond the data and precision)
     "lora": ("recipes.lora_vit", {}),
     "gradual_unfreeze": ("recipes.gradual_unfreeze", {}),
     "feature_extraction": ("recipes.feature_extraction", {}),
-    "full_finetune_augment": ("recipes.full_finetune", {"augment": True}),  # later epochs: kept decoded images, tensor augmentation
+    "full_finetune_augment": ("recipes.full_finetune", {"augment": True}),  # later epochs: kept decoded images, only augmentation
 }
 
 
