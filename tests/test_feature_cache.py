@@ -106,3 +106,14 @@ def test_a_classifier_without_features_method_gives_its_heads_input_and_keys_on_
     with torch.no_grad():
         model.timm_model.layer4[0].conv1.weight.add_(0.01)
     assert feature_cache.model_fingerprint(model) != key
+
+
+def test_gradual_unfreezing_reads_the_features_a_feature_extraction_run_stored(tmp_path, tiny_bert_dir, text_csv):
+    """Reused across recipes: the same backbone, pooling and data give the same keys in both."""
+    import recipes.gradual_unfreeze as gradual_unfreeze
+
+    run(tmp_path, "fe", model_name_or_path=tiny_bert_dir, train_file=str(text_csv), pooling="mean")
+    results = gradual_unfreeze.run(model_name_or_path=tiny_bert_dir, train_file=str(text_csv), pooling="mean", head_phase="cached", max_steps=1,
+                                   save_strategy="no", eval_strategy="no", load_best_model_at_end=False, output_dir=str(tmp_path / "gu"),
+                                   feature_cache_dir=str(tmp_path / "cache"))
+    assert results["head_phase_fit"]["feature_cache"] == {"train": "hit", "validation": "hit"}
