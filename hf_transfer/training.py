@@ -134,10 +134,10 @@ def head_features(job: Job, splits: tuple[str, ...] | None = None) -> tuple[dict
     """
     from .feature_cache import cache_options, cached_features
 
-    datasets = job.datasets
-    if job.args.data.augment:
-        datasets, _ = build_datasets(job.data, job.processor, job.image_config, job.args.data.max_seq_length, False, job.args.data.cache_images)
-    datasets = {split: datasets[split] for split in (splits or datasets) if split in datasets}
+    datasets = {split: job.datasets[split] for split in (splits or job.datasets) if split in job.datasets}
+    if job.args.data.augment and "train" in datasets:  # only the training split is augmented; read once, so nothing kept
+        train_only = LabelledData({"train": job.data.splits["train"]}, job.data.label_names, job.data.modality, job.data.description)
+        datasets["train"] = build_datasets(train_only, job.processor, job.image_config, job.args.data.max_seq_length, False, False)[0]["train"]
     job.model.to(job.args.training.device)
     cached, status = cached_features(job.model, datasets, job.collator, job.args.training.per_device_eval_batch_size, **cache_options(job.args.extra))
     if "hit" in status.values():

@@ -117,3 +117,16 @@ def test_gradual_unfreezing_reads_the_features_a_feature_extraction_run_stored(t
                                    save_strategy="no", eval_strategy="no", load_best_model_at_end=False, output_dir=str(tmp_path / "gu"),
                                    feature_cache_dir=str(tmp_path / "cache"))
     assert results["head_phase_fit"]["feature_cache"] == {"train": "hit", "validation": "hit"}
+
+
+def test_under_augment_the_head_phase_reads_the_unaugmented_images(tmp_path, tiny_vit_dir, image_dir):
+    """The frozen layers see each image as it is evaluated, not a random crop: the features of an --augment run are
+    the very ones a run without augmentation uses (same cache keys)."""
+    import recipes.gradual_unfreeze as gradual_unfreeze
+
+    common = dict(model_name_or_path=tiny_vit_dir, train_dir=str(image_dir), head_phase="cached", max_steps=1, save_strategy="no",
+                  eval_strategy="no", load_best_model_at_end=False, feature_cache_dir=str(tmp_path / "cache"))
+    augmented = gradual_unfreeze.run(**common, augment=True, output_dir=str(tmp_path / "augmented"))
+    plain = gradual_unfreeze.run(**common, output_dir=str(tmp_path / "plain"))
+    assert augmented["head_phase_fit"]["feature_cache"] == {"train": "extracted", "validation": "extracted"}
+    assert plain["head_phase_fit"]["feature_cache"] == {"train": "hit", "validation": "hit"}
