@@ -88,12 +88,13 @@ def _how_to_load(results: dict, adapter: str | None, model_class: str, where: st
                       "(`python scripts/merge_adapter.py <this folder> merged/`), then load `merged/` as a full model."]
         return lines + tools
     remote = model_class == "TransferClassifier"
-    flag = ", trust_remote_code=True" if remote else ""
-    lines = ["```python", "from transformers import pipeline", "", f"classifier = pipeline(\"{task}\", model=\"{where}\"{flag})", f"classifier({example})", "```"]
+    register = ["import hf_transfer  # registers this run's class (TransferClassifier) with transformers' Auto classes"] if remote else []
+    lines = ["```python", *register, "from transformers import pipeline", "", f"classifier = pipeline(\"{task}\", model=\"{where}\")",
+             f"classifier({example})", "```"]
     if remote:
-        lines += ["", "`trust_remote_code=True` runs `transfer_classifier.py` from this folder: the model's own class (a pretrained "
-                  "backbone, its pooling and a new head), which needs only torch and transformers. With `import hf_transfer` it is "
-                  "registered locally and the flag is not needed."]
+        lines += ["", "Without hf_transfer installed, transformers can run the class's code shipped in this folder "
+                  "(`transfer_classifier.py`: a pretrained backbone, its pooling and a new head; torch and transformers only) "
+                  "if you pass `trust_remote_code=True` — your choice: read the file first, as for any remote code."]
     auto = "AutoModelForImageClassification" if modality == "image" else "AutoModelForSequenceClassification"
-    lines += ["", "or with the Auto classes:", "", "```python", f"from transformers import {auto}", f"model = {auto}.from_pretrained(\"{where}\"{flag})", "```"]
+    lines += ["", "or with the Auto classes:", "", "```python", *register, f"from transformers import {auto}", f"model = {auto}.from_pretrained(\"{where}\")", "```"]
     return lines + tools

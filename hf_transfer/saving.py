@@ -77,7 +77,7 @@ def full_state_dict(model) -> dict | None:
 
 
 def save_model(model, output_dir: pathlib.Path, state_dict: dict | None = None) -> None:
-    """save_pretrained, plus the code of our own class so it loads without hf_transfer (trust_remote_code=True).
+    """save_pretrained, plus the code of our own class so it can load without hf_transfer (if the user passes trust_remote_code).
     `state_dict`: the gathered weights of a sharded model (full_state_dict)."""
     if isinstance(model, transfer_classifier.TransferClassifier):
         module = pathlib.Path(CUSTOM_CODE).stem

@@ -2,6 +2,7 @@
 never imports hf_transfer, predict / evaluate on new data, a clean output folder, pictures, a calm console."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -39,6 +40,12 @@ def test_text_run_of_our_own_class_loads_with_pipeline_and_matches_the_recipes_t
     assert (out / "evaluation" / "evaluation.json").is_file() and (out / "evaluation" / "confusion_matrix.png").is_file()
     card = (out / "README.md").read_text()
     assert "trust_remote_code=True" in card and "![Training curves](training_curves.png)" in card and "![Confusion matrix](confusion_matrix.png)" in card
+    snippet = card.split("```python\n", 1)[1].split("```", 1)[0].replace("<this folder or repo>", str(out))
+    assert "trust_remote_code" not in snippet, "the card's code leaves trust_remote_code to the user"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    ran = subprocess.run([sys.executable, "-c", snippet + "\nprint(classifier(\"a quietly moving film\"))"], capture_output=True, text=True,
+                         env=env, cwd="/", timeout=600)
+    assert ran.returncode == 0 and "'label'" in ran.stdout, ran.stderr[-2000:]
     assert {"training_curves.png", "confusion_matrix.png"} <= {p.name for p in out.iterdir()}
     assert not list(out.glob("checkpoint-*")), "intermediate checkpoints are removed at the end"
 
