@@ -3,8 +3,8 @@
 Used where a checkpoint's own classification class does not fit (mean pooling as sentence-transformers
 trained it, an MLP head, frozen-feature training). This file imports only torch and transformers: a
 saved run carries a copy of it and names it in config.json's `auto_map`, the Hub's convention for custom
-architectures, so the run loads with `pipeline(..., trust_remote_code=True)` and the Auto classes in a
-process that never imports hf_transfer.
+architectures: a user who chooses to pass `trust_remote_code=True` can load the run with `pipeline()` and
+the Auto classes in a process that never imports hf_transfer (`import hf_transfer` registers the class instead).
 """
 
 from __future__ import annotations
