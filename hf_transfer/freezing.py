@@ -109,6 +109,9 @@ def set_group_trainable(group, trainable: bool, train_bn: bool = False, update_b
 
 
 def count_parameters(model: nn.Module) -> dict:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Parameters of the model a user serves: peft's frozen copy of a retrained head (`original_module`,
+    kept beside `modules_to_save`) is left out, so a head is counted once, as after merging."""
+    served = [p for name, p in model.named_parameters() if ".original_module." not in f".{name}"]
+    total = sum(p.numel() for p in served)
+    trainable = sum(p.numel() for p in served if p.requires_grad)
     return {"trainable_params": trainable, "total_params": total, "trainable_percent": round(100.0 * trainable / max(total, 1), 4)}

@@ -267,3 +267,18 @@ def test_the_gradient_check_waits_for_the_first_finite_step():
     cut_off = adapters.AdapterGradientCheck({"lora_B": torch.nn.Parameter(torch.zeros(2))})  # grad None: not in the backward pass
     with pytest.raises(TransferError, match="no gradient reached the 1 adapter tensors"):
         cut_off.on_pre_optimizer_step(None, None, None)
+
+
+def test_parameter_counts_hold_the_head_once(tiny_bert_dir):
+    """peft keeps the original head beside the trained copy; the reported total is the served model's."""
+    from hf_transfer.freezing import count_parameters
+
+    model = classifier(tiny_bert_dir)
+    base_total = count_parameters(model)["total_params"]
+    adapted = adapters.attach(model, AdapterArguments(peft_method="lora"))
+    lora = sum(p.numel() for n, p in adapted.named_parameters() if "lora_" in n)
+    assert lora > 0
+    counts = count_parameters(adapted)
+    assert counts["total_params"] == base_total + lora
+    head = sum(p.numel() for n, p in adapted.named_parameters() if "modules_to_save" in n)
+    assert counts["trainable_params"] == lora + head
