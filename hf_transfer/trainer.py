@@ -6,6 +6,7 @@
   so DDP / FSDP wrappers are seen through) with Trainer's `--optim` / `--optim_args`.
 - Optional gradual unfreezing: each group's LR multiplier is 0 until its phase, then Trainer's own
   schedule (linear, cosine, ... with warmup) or ULMFiT's slanted triangular one.
+- Every layer group's LR in the logs (`learning_rate/<group>`); `learning_rate` is the body's highest.
 - Best-checkpoint selection that breaks ties on the selection metric by validation loss: on a small
   validation set several epochs often share the top accuracy, and keeping the first of them can throw
   away every later phase of a schedule.
@@ -88,6 +89,30 @@ class TransferTrainer(Trainer):
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
         self._created_lr_scheduler = True
         return self.lr_scheduler
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "learning_rate" in logs and self.layer_groups is not None and self.optimizer is not None:
+            logs.update(self.group_learning_rates())
+        super().log(logs, start_time)
+
+    def group_learning_rates(self) -> dict[str, float]:
+        """Every layer group's current LR as `learning_rate/<group>`, and as `learning_rate` the body's highest.
+
+        Trainer logs the first param group's LR: the embeddings', which under gradual unfreezing stays 0 until
+        they thaw, so a run that trains well would log a learning rate of 0.
+        """
+        rates: dict[str, float] = {}
+        body = []
+        for param_group in self.optimizer.param_groups:
+            index = param_group.get("layer_group_index")
+            if index is None or param_group.get("trains_while_frozen", False):
+                continue  # an optimizer the user built, or BatchNorm affine parameters trained while their group is frozen
+            rates.setdefault(f"learning_rate/{self.layer_groups[index].name}", param_group["lr"])
+            if index < len(self.layer_groups) - 1:
+                body.append(param_group["lr"])
+        if body:
+            rates["learning_rate"] = max(body)
+        return rates
 
     def _determine_best_metric(self, metrics, trial) -> bool:
         """Trainer's rule (strictly better wins), plus: a tie on the metric goes to the lower validation loss."""

@@ -68,6 +68,32 @@ def test_frozen_groups_get_no_gradient_and_do_not_change_thawed_ones_do(tmp_path
     assert steps["head"] == 0 and steps["block.0"] is None and steps["block.1"] > 0
 
 
+def test_logs_carry_every_groups_lr_and_the_bodys_highest(tmp_path, tiny_bert_dir, text_csv):
+    """Trainer alone logs the embeddings' LR, 0 until they thaw; our logs name each group's."""
+    from transformers import TrainerCallback
+
+    logged = []
+
+    class KeepLogs(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if "learning_rate" in logs:
+                logged.append((state.epoch, dict(logs)))
+
+    original = gradual_unfreeze.training.make_trainer
+    gradual_unfreeze.training.make_trainer = lambda job, **kwargs: original(job, callbacks=[KeepLogs()], **kwargs)
+    try:
+        gradual_unfreeze.run(**common(tiny_bert_dir, text_csv, tmp_path / "out", num_train_epochs=2, save_strategy="no",
+                                      logging_strategy="steps", logging_steps=1, lr_scheduler_type="constant", phases=json.dumps(HEAD_THEN_BLOCK1)))
+    finally:
+        gradual_unfreeze.training.make_trainer = original
+    first = [logs for epoch, logs in logged if epoch < 1]  # the LR logged after a step is the next step's
+    later = [logs for epoch, logs in logged if epoch >= 1]
+    assert first and later
+    assert all(logs["learning_rate/head"] > 0 and logs["learning_rate/block.1"] == 0 and logs["learning_rate"] == 0 for logs in first)
+    assert all(logs["learning_rate/block.1"] > 0 and logs["learning_rate"] == logs["learning_rate/block.1"] for logs in later)
+    assert all(logs["learning_rate/embeddings"] == 0 for _, logs in logged)
+
+
 def test_lr_is_zero_until_a_group_thaws_then_follows_the_schedule():
     from transformers import BertConfig, BertForSequenceClassification
 
