@@ -68,20 +68,18 @@ def resolve_solver(solver: str, head: nn.Module) -> str:
     return solver
 
 
-HEAD_PHASES = ("cached", "steps")
-
-
-def cached_head_phase(head_phase: str, model: nn.Module) -> bool:
-    """Whether gradual unfreezing's head-only phase can be a logistic regression on cached features (a linear new head)."""
+def cached_head_phase(head_phase: str, model: nn.Module, choices: tuple[str, ...] = ("steps", "cached"),
+                      otherwise: str = "the head-only phase trains through Trainer steps") -> bool:
+    """Whether the new head can be fitted first as a logistic regression on cached features (LP-FT's linear probe):
+    `head_phase` is "cached" and the head is one Linear layer. `otherwise` says what a recipe does instead."""
     from .features import new_head
 
-    if head_phase not in HEAD_PHASES:
-        raise TransferError(f"--head_phase {head_phase!r}: choose one of {', '.join(HEAD_PHASES)}")
-    if head_phase == "steps":
+    if head_phase not in choices:
+        raise TransferError(f"--head_phase {head_phase!r}: choose one of {', '.join(choices)}")
+    if head_phase != "cached":
         return False
     if single_linear(new_head(model)) is None:
-        print(f"--head_phase cached fits a linear head, and the new head of this {type(model).__name__} is not one Linear layer: "
-              "the head-only phase trains through Trainer steps")
+        print(f"--head_phase cached fits a linear head, and the new head of this {type(model).__name__} is not one Linear layer: {otherwise}")
         return False
     return True
 

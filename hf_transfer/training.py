@@ -156,7 +156,7 @@ def fit_head_first(job: Job) -> dict:
     summary = {"head_l2": fit.results["head_l2"], "head_feature_scaling": fit.results["head_feature_scaling"],
                "eval_accuracy": max(c["eval_accuracy"] for c in fit.results["head_candidates"]), "fit_seconds": fit.results["train_runtime"],
                "feature_cache": status}
-    print(f"head-only phase: a logistic regression on cached features, fitted in {summary['fit_seconds']:.1f} s: validation accuracy "
+    print(f"new head fitted first: a logistic regression on cached features, fitted in {summary['fit_seconds']:.1f} s: validation accuracy "
           f"{100 * summary['eval_accuracy']:.2f}% (l2 {summary['head_l2']:g}, {summary['head_feature_scaling']})")
     return summary
 

@@ -2,7 +2,9 @@
 
 The pretrained body trains at `--learning_rate` (text 5e-5, images 3e-4 unless given; `--lowest_learning_rate`
 spreads it as a range down to the input side), the new head at `--head_learning_rate`. BatchNorm keeps its
-pretrained running statistics (`--update_bn_statistics` re-estimates them).
+pretrained running statistics (`--update_bn_statistics` re-estimates them). `--head_phase cached` is LP-FT
+(Kumar et al. 2022): the new linear head is first fitted as a logistic regression on cached features of the
+pretrained body, then every layer fine-tunes from it.
 Supports: text (any AutoModelForSequenceClassification checkpoint) and images (any
 AutoModelForImageClassification checkpoint, timm models, bundled EfficientNet-Lite0); CSV / JSON /
 Parquet files, image folders, Hub / save_to_disk / bundled data sets; few-shot subsets;
@@ -15,9 +17,13 @@ Parquet files, image folders, Hub / save_to_disk / bundled data sets; few-shot s
     from recipes.full_finetune import run; metrics = run(num_train_epochs=3)
 """
 
+import dataclasses
+
 from hf_transfer import training
 from hf_transfer.cli import parse_recipe_args, recipe_main
+from hf_transfer.feature_cache import FeatureCacheArguments
 from hf_transfer.finetuning import FineTuningArguments, apply_batchnorm_policy, body_and_head_groups, group_learning_rates
+from hf_transfer.head_fitting import cached_head_phase
 
 DEFAULTS = {
     "num_train_epochs": 10,
@@ -29,16 +35,29 @@ DEFAULTS = {
 LEARNING_RATES = {"text": 5e-5, "image": 3e-4}  # the pretrained body's, unless the user sets --learning_rate; chosen on validation (README)
 
 
+@dataclasses.dataclass
+class HeadStartArguments:
+    head_phase: str = dataclasses.field(default="none", metadata={
+        "help": "cached: LP-FT, the new linear head is first fitted as a logistic regression on cached features of the pretrained "
+                "body, then every layer fine-tunes from it; none: the head starts from its random initialisation"})
+
+
 def run(argv: list[str] | None = None, **overrides) -> dict:
     """Fine-tune every layer; returns the results also written to all_results.json."""
-    args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(FineTuningArguments,))
+    args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(FineTuningArguments, HeadStartArguments, FeatureCacheArguments))
     job = training.prepare(args, learning_rates=LEARNING_RATES)
     apply_batchnorm_policy(job.model, args.extra, random_init=args.model.random_init)
+    head_fit = {}
+    if (cached_head_phase(args.extra["head_phase"], job.model, choices=("none", "cached"), otherwise="it starts from its random initialisation")
+            and not args.training.resume_from_checkpoint):  # resuming: the checkpoint holds the fitted head
+        head_fit = training.fit_head_first(job)
     groups = body_and_head_groups(job.model, args.extra, args.explicit)
     lrs = group_learning_rates(groups, args.training.learning_rate, args.extra, job.data.modality) if groups else None
     trainer = training.make_trainer(job, layer_groups=groups, group_lrs=lrs)
     results = training.train_and_evaluate(job, trainer)
     results["layer_groups"] = training.describe_groups(groups, lrs) if groups else None
+    if head_fit:
+        results["head_phase_fit"] = head_fit
     return training.finish(job, trainer, results, recipe="full_finetune")
 
 

@@ -195,3 +195,53 @@ def test_an_architecture_without_known_groups_gets_one_lr_said_aloud_or_a_clear_
     assert "one learning rate for every layer: cannot find the layer groups of a Sequential" in capsys.readouterr().out
     with pytest.raises(TransferError, match="--head_learning_rate needs the model's layer groups"):
         body_and_head_groups(unknown, {"head_learning_rate": 1e-3}, {"head_learning_rate"})
+
+
+@pytest.mark.parametrize("head_phase", ["none", "cached"])
+def test_full_finetune_head_phase_cached_starts_every_layer_from_the_fitted_head(tmp_path, pretrained_bert_dir, text_csv, monkeypatch, head_phase):
+    """LP-FT (Kumar et al. 2022): with --head_phase cached full fine-tuning begins from the logistic regression fitted on
+    the pretrained body's features, and every layer trains from the first step; without it the head starts random."""
+    from hf_transfer.feature_cache import FeatureCacheArguments
+    from hf_transfer.features import extract_features, new_head
+    from hf_transfer.finetuning import FineTuningArguments
+    from hf_transfer.head_fitting import fit_head
+
+    at_start, grads_first_step = {}, {}
+
+    class Inspect(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            at_start.update({k: v.detach().clone() for k, v in new_head(model).state_dict().items()})
+
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 0:
+                grads_first_step.update({n: p.grad is not None for n, p in model.named_parameters()})
+
+    original = full_finetune.training.make_trainer
+    monkeypatch.setattr(full_finetune.training, "make_trainer", lambda job, **kw: original(job, callbacks=[Inspect()], **kw))
+    arguments = dict(model_name_or_path=pretrained_bert_dir, train_file=str(text_csv), pooling="mean", per_device_train_batch_size=4)
+    results = full_finetune.run(**arguments, output_dir=str(tmp_path / "out"), num_train_epochs=1, save_strategy="no",
+                                load_best_model_at_end=False, head_phase=head_phase, feature_cache_dir=str(tmp_path / "cache"))
+    used = {n: has for n, has in grads_first_step.items() if ".pooler." not in n}  # mean pooling does not use BERT's pooler
+    assert used and all(used.values()), "every layer trains from the first step"
+
+    args = parse_recipe_args(full_finetune.DEFAULTS, [], {**arguments, "output_dir": str(tmp_path / "reference")},
+                             extra_dataclasses=(FineTuningArguments, full_finetune.HeadStartArguments, FeatureCacheArguments))
+    job = training.prepare(args, learning_rates=full_finetune.LEARNING_RATES)
+    features = {s: extract_features(job.model, job.datasets[s], job.collator).tensors for s in ("train", "validation")}
+    head = new_head(job.model)
+    fit_head(head, features["train"], features["validation"], solver="lbfgs", training_args=args.training)
+    fitted = all(torch.allclose(at_start[k], v, atol=1e-5) for k, v in head.state_dict().items())
+    assert fitted == (head_phase == "cached")
+    assert ("head_phase_fit" in results) == (head_phase == "cached")
+
+
+def test_full_finetune_head_phase_is_checked(tmp_path, tiny_bert_dir, text_csv, capsys):
+    from hf_transfer.errors import TransferError
+
+    common = dict(model_name_or_path=tiny_bert_dir, train_file=str(text_csv), max_steps=1, save_strategy="no", eval_strategy="no",
+                  feature_cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(TransferError, match="--head_phase 'steps': choose one of none, cached"):
+        full_finetune.run(**common, output_dir=str(tmp_path / "bad"), head_phase="steps")
+    results = full_finetune.run(**common, output_dir=str(tmp_path / "mlp"), head="mlp", head_phase="cached")
+    assert "not one Linear layer: it starts from its random initialisation" in capsys.readouterr().out
+    assert "head_phase_fit" not in results and not (tmp_path / "cache").exists()
