@@ -316,3 +316,13 @@ def build_datasets(data: LabelledData, processor, image_cfg: ImageConfig | None,
                 else ImageDataset(frame, evaluate, image_cfg.size if split in kept else None)
                 for split, frame in data.splits.items()}
     return datasets, collate_images
+
+
+def augmented_training_set(frame: pd.DataFrame, transform, size: int, cache_images: bool = True) -> AugmentedImageDataset:
+    """A training split under another augmentation (domain adaptation's strong one), its decoded images kept after
+    the first pass when they fit the memory budget, as for --augment."""
+    keep = cache_images and len(frame) * 3 * (2 * size) ** 2 <= image_cache_budget()
+    if cache_images and not keep:
+        print(f"the augmented training images are not kept in memory (over the budget of {image_cache_budget() / 2**30:.1f} GiB): "
+              "every epoch decodes them again")
+    return AugmentedImageDataset(frame, transform, size, keep_decoded=keep)

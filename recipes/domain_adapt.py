@@ -31,7 +31,7 @@ from hf_transfer.domain_adaptation import (ALIGNMENT, AdaptationModel, DomainAda
                                            alignment_weights, check_options, class_probabilities, parse_methods, target_label_ids, with_prefix)
 from hf_transfer.errors import TransferError
 from hf_transfer.finetuning import FineTuningArguments, apply_batchnorm_policy, body_and_head_groups, group_learning_rates
-from hf_transfer.preprocessing import ImageDataset
+from hf_transfer.preprocessing import augmented_training_set
 from hf_transfer.pseudo_labels import round_report, select
 
 DEFAULTS = {
@@ -55,7 +55,8 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     target, target_test = read_target(job, options)
     source_alone = job.datasets["train"]  # the baseline's training set: never augmented toward the target
     if "augment" in methods:
-        job.datasets["train"] = ImageDataset(job.data.splits["train"], job.image_config.strong_transform())
+        job.datasets["train"] = augmented_training_set(job.data.splits["train"], job.image_config.strong_transform(), job.image_config.size,
+                                                       job.args.data.cache_images)
     target_train = training.dataset_for(job, target, "train")
     target_fixed = training.dataset_for(job, target, "target")
     scored = {"target_test": training.dataset_for(job, target_test, "target_test")} if target_test is not None else {}

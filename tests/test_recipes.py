@@ -171,6 +171,27 @@ def test_the_memory_budget_keeps_the_training_split_first(tmp_path, monkeypatch,
     assert "images of validation are not kept in memory" in capsys.readouterr().out
 
 
+def test_domain_adaptations_strong_augmentation_keeps_decoded_images_within_the_budget(tmp_path, monkeypatch, capsys):
+    from conftest import write_image_folder
+    from hf_transfer import preprocessing
+    from hf_transfer.data import DataArguments, load_labelled_data
+
+    data = load_labelled_data(DataArguments(train_dir=str(write_image_folder(tmp_path / "images"))), seed=0)
+    config = ImageConfig(size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
+    frame = data.splits["train"]
+    decoded = []
+    real_open = preprocessing.open_image
+    monkeypatch.setattr(preprocessing, "open_image", lambda value, **options: decoded.append(value) or real_open(value, **options))
+    strong = preprocessing.augmented_training_set(frame, config.strong_transform(), config.size)
+    first = [strong[i]["pixel_values"] for i in range(len(strong))]
+    second = [strong[i]["pixel_values"] for i in range(len(strong))]
+    assert len(decoded) == len(frame), "later epochs only augment the kept images"
+    assert first[0].shape == (3, 16, 16) and not all(torch.equal(a, b) for a, b in zip(first, second)), "and still augment them anew"
+    monkeypatch.setattr(preprocessing, "image_cache_budget", lambda: 0)
+    assert preprocessing.augmented_training_set(frame, config.strong_transform(), config.size).shapes is None
+    assert "augmented training images are not kept in memory" in capsys.readouterr().out
+
+
 def test_kept_decoded_images_change_nothing_but_decoding_and_workers_fill_them(tmp_path):
     """The same seed gives the same augmented pixels with and without kept images; DataLoader workers fill the shared
     store; an image larger than twice the training size is kept shrunk, aspect ratio intact."""
