@@ -1,6 +1,7 @@
 """Compare transfer strategies on the same data, budget, seeds and held-out test set: feature extraction,
-full fine-tuning, gradual unfreezing with discriminative LRs, LoRA, bottleneck adapters, and the same
-architecture from random initialisation (no transfer), each with its recipe's defaults.
+full fine-tuning (and LP-FT: its head fitted on frozen features first), gradual unfreezing with discriminative
+LRs, LoRA, bottleneck adapters, and the same architecture from random initialisation (no transfer), each with
+its recipe's defaults.
 
 Every run's figures go to --output (JSON lines); runs already there are skipped, so an interrupted
 comparison continues where it stopped. Writes, next to it (or to --report_dir): results.csv (one row per
@@ -37,6 +38,7 @@ TASKS = {
 STRATEGIES = {
     "feature_extraction": (feature_extraction.run, {}),
     "full_finetune": (full_finetune.run, {}),
+    "lp_ft": (full_finetune.run, {"head_phase": "cached"}),  # Kumar et al. 2022: the head fitted on frozen features first
     "gradual_unfreeze": (gradual_unfreeze.run, {}),
     "lora": (peft_finetune.run, {"peft_method": "lora"}),
     "bottleneck": (peft_finetune.run, {"peft_method": "bottleneck"}),
