@@ -2,9 +2,9 @@
 
 The pretrained body trains at `--learning_rate` (text 5e-5, images 3e-4 unless given; `--lowest_learning_rate`
 spreads it as a range down to the input side), the new head at `--head_learning_rate`. BatchNorm keeps its
-pretrained running statistics (`--update_bn_statistics` re-estimates them). `--head_phase cached` is LP-FT
-(Kumar et al. 2022): the new linear head is first fitted as a logistic regression on cached features of the
-pretrained body, then every layer fine-tunes from it.
+pretrained running statistics (`--update_bn_statistics` re-estimates them). By default (`--head_phase cached`,
+LP-FT, Kumar et al. 2022) the new linear head is first fitted as a logistic regression on cached features of
+the pretrained body, then every layer fine-tunes from it; `--head_phase none` starts from a random head.
 Supports: text (any AutoModelForSequenceClassification checkpoint) and images (any
 AutoModelForImageClassification checkpoint, timm models, bundled EfficientNet-Lite0); CSV / JSON /
 Parquet files, image folders, Hub / save_to_disk / bundled data sets; few-shot subsets;
@@ -37,9 +37,9 @@ LEARNING_RATES = {"text": 5e-5, "image": 3e-4}  # the pretrained body's, unless 
 
 @dataclasses.dataclass
 class HeadStartArguments:
-    head_phase: str = dataclasses.field(default="none", metadata={
+    head_phase: str = dataclasses.field(default="cached", metadata={
         "help": "cached: LP-FT, the new linear head is first fitted as a logistic regression on cached features of the pretrained "
-                "body, then every layer fine-tunes from it; none: the head starts from its random initialisation"})
+                "body, then every layer fine-tunes from it (chosen on validation, README); none: the head starts from its random initialisation"})
 
 
 def run(argv: list[str] | None = None, **overrides) -> dict:
@@ -48,8 +48,10 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     job = training.prepare(args, learning_rates=LEARNING_RATES)
     apply_batchnorm_policy(job.model, args.extra, random_init=args.model.random_init)
     head_fit = {}
-    if (cached_head_phase(args.extra["head_phase"], job.model, choices=("none", "cached"), otherwise="it starts from its random initialisation")
-            and not args.training.resume_from_checkpoint):  # resuming: the checkpoint holds the fitted head
+    fit_first = cached_head_phase(args.extra["head_phase"], job.model, choices=("none", "cached"), otherwise="it starts from its random initialisation")
+    if fit_first and args.model.random_init:
+        print("--head_phase cached with --random_init: random features have nothing to probe, the head starts from its random initialisation")
+    elif fit_first and not args.training.resume_from_checkpoint:  # resuming: the checkpoint holds the fitted head
         head_fit = training.fit_head_first(job)
     groups = body_and_head_groups(job.model, args.extra, args.explicit)
     lrs = group_learning_rates(groups, args.training.learning_rate, args.extra, job.data.modality) if groups else None

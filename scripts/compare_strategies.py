@@ -1,5 +1,5 @@
 """Compare transfer strategies on the same data, budget, seeds and held-out test set: feature extraction,
-full fine-tuning (and LP-FT: its head fitted on frozen features first), gradual unfreezing with discriminative
+full fine-tuning (its head fitted on frozen features first, LP-FT; `random_head` without), gradual unfreezing with discriminative
 LRs, LoRA, bottleneck adapters, and the same architecture from random initialisation (no transfer), each with
 its recipe's defaults.
 
@@ -38,12 +38,12 @@ TASKS = {
 STRATEGIES = {
     "feature_extraction": (feature_extraction.run, {}),
     "full_finetune": (full_finetune.run, {}),
-    "lp_ft": (full_finetune.run, {"head_phase": "cached"}),  # Kumar et al. 2022: the head fitted on frozen features first
+    "random_head": (full_finetune.run, {"head_phase": "none"}),  # full fine-tuning without LP-FT's fitted head
     "gradual_unfreeze": (gradual_unfreeze.run, {}),
     "lora": (peft_finetune.run, {"peft_method": "lora"}),
     "bottleneck": (peft_finetune.run, {"peft_method": "bottleneck"}),
     # no transfer: full fine-tuning of fresh weights, BatchNorm re-estimating statistics it never had
-    "random_init": (full_finetune.run, {"random_init": True, "update_bn_statistics": True}),
+    "random_init": (full_finetune.run, {"random_init": True, "update_bn_statistics": True, "head_phase": "none"}),
 }
 DEFAULT_STRATEGIES = ["feature_extraction", "full_finetune", "gradual_unfreeze", "lora", "random_init"]
 DATA_OPTIONS = ("model_name_or_path", "dataset_name", "train_file", "validation_file", "test_file", "train_dir", "validation_dir", "test_dir",

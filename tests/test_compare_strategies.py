@@ -46,12 +46,12 @@ def test_comparison_writes_csv_table_and_plots_and_resumes(tmp_path, tiny_bert_d
     train = write_text_table(tmp_path / "train", rows_per_class=16)
     test = write_text_table(tmp_path / "test", rows_per_class=6)
     command = [sys.executable, "scripts/compare_strategies.py", "--model_name_or_path", tiny_bert_dir, "--train_file", str(train), "--test_file", str(test),
-               "--per_class", "4", "8", "--seeds", "1", "--epochs", "1", "--strategies", "feature_extraction", "full_finetune", "lp_ft", "random_init",
+               "--per_class", "4", "8", "--seeds", "1", "--epochs", "1", "--strategies", "feature_extraction", "full_finetune", "random_head", "random_init",
                "--output", str(tmp_path / "runs.jsonl")]
     first = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-2000:]
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
-    assert len(rows) == 8 and {r["strategy"] for r in rows} == {"feature_extraction", "full_finetune", "lp_ft", "random_init"}
+    assert len(rows) == 8 and {r["strategy"] for r in rows} == {"feature_extraction", "full_finetune", "random_head", "random_init"}
     assert "| 8 | random_init |" in (tmp_path / "comparison.md").read_text()
     for name in ("accuracy_vs_examples_per_class.png", "accuracy_vs_trainable_params.png", "accuracy_vs_train_time.png"):
         assert (tmp_path / name).stat().st_size > 1000
