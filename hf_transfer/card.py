@@ -59,6 +59,10 @@ def model_card(results: dict, *, recipe: str, model_class: str, repo_id: str | N
                   f"{_percent(results.get('target_test_accuracy'))} (the same model trained on the source alone: "
                   f"{_percent(results.get('source_only_target_test_accuracy'))}); source test accuracy {_percent(results.get('test_accuracy'))} "
                   f"(source alone: {_percent(results.get('source_only_test_accuracy'))})."]
+    if results.get("head_phase_fit"):
+        fit = results["head_phase_fit"]
+        lines += ["", f"The new head was first fitted as a logistic regression on the pretrained layers' features (LP-FT, Kumar et al. "
+                      f"2022; validation accuracy {_percent(fit.get('eval_accuracy'))}, L2 {fit.get('head_l2', 0):g}), then trained on with them."]
     if "kept_epoch" in results:
         lines += ["", f"Weights kept: epoch {results['kept_epoch']:g} of {results['epochs_trained']:g} ({results['kept_because']})."]
     elif results.get("head_solver") == "lbfgs":

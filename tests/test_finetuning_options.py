@@ -233,6 +233,7 @@ def test_full_finetune_head_phase_cached_starts_every_layer_from_the_fitted_head
     fitted = all(torch.allclose(at_start[k], v, atol=1e-5) for k, v in head.state_dict().items())
     assert fitted == (head_phase == "cached")
     assert ("head_phase_fit" in results) == (head_phase == "cached")
+    assert ("first fitted as a logistic regression" in (tmp_path / "out" / "README.md").read_text()) == (head_phase == "cached")
 
 
 def test_full_finetune_head_phase_is_checked(tmp_path, tiny_bert_dir, text_csv, capsys):
