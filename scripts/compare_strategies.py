@@ -1,7 +1,7 @@
 """Compare transfer strategies on the same data, budget, seeds and held-out test set: feature extraction,
-full fine-tuning (its head fitted on frozen features first, LP-FT; `random_head` without), gradual unfreezing with discriminative
-LRs, LoRA, bottleneck adapters, and the same architecture from random initialisation (no transfer), each with
-its recipe's defaults.
+full fine-tuning (its head fitted on frozen features first, LP-FT; `random_head`: from a random head), gradual
+unfreezing with discriminative LRs, LoRA, bottleneck adapters, and the same architecture from random
+initialisation (no transfer), each with its recipe's defaults.
 
 Every run's figures go to --output (JSON lines); runs already there are skipped, so an interrupted
 comparison continues where it stopped. Writes, next to it (or to --report_dir): results.csv (one row per
