@@ -262,3 +262,12 @@ def test_cached_head_phase_with_an_mlp_head_says_it_trains_through_steps(tmp_pat
                                             head="mlp", head_phase="cached", feature_cache_dir=str(tmp_path / "cache")))
     assert "--head_phase cached fits a linear head" in capsys.readouterr().out
     assert "head_phase_fit" not in results and not (tmp_path / "cache").exists()
+
+
+def test_the_head_is_fitted_first_by_default_for_images_not_for_text(tmp_path, tiny_vit_dir, image_dir, tiny_bert_dir, text_csv):
+    """--head_phase defaults per modality (chosen on validation): cached for images, steps for text."""
+    quick = dict(max_steps=1, save_strategy="no", eval_strategy="no", load_best_model_at_end=False, feature_cache_dir=str(tmp_path / "cache"))
+    image = gradual_unfreeze.run(model_name_or_path=tiny_vit_dir, train_dir=str(image_dir), output_dir=str(tmp_path / "image"), **quick)
+    text = gradual_unfreeze.run(model_name_or_path=tiny_bert_dir, train_file=str(text_csv), output_dir=str(tmp_path / "text"), **quick)
+    assert "head_phase_fit" in image and "head_phase_fit" not in text
+    assert {g["name"]: g["thaws_at_step"] for g in text["layer_groups"]}["neck"] != 0, "text keeps its head-only phase"
