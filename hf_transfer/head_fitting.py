@@ -117,14 +117,19 @@ def _better(candidate: tuple[float, float], best: tuple[float, float] | None) ->
 def fit_logistic_regression(linear: nn.Linear, train, validation, *, l2_path=L2_PATH, max_iter: int = 100) -> HeadFit:
     """Multinomial logistic regression, loss = mean cross-entropy + l2 * ||W||^2 on scaled features."""
     x, y = train
-    x = x.float()
+    x = x.float().flatten(1)  # a head such as Sequential(Flatten, Linear) (transformers' ResNet) takes its pooled input as (N, C, 1, 1)
+    validation = (validation[0].float().flatten(1), validation[1])
+    if x.shape[1] != linear.in_features:
+        raise TransferError(f"the new head's input has {x.shape[1]} values per example and its Linear layer takes {linear.in_features}: the head "
+                            "is more than a linear map, so it cannot be fitted as a logistic regression (feature extraction: --head_solver adamw; "
+                            "fine-tuning: --head_phase none, or steps for gradual unfreezing)")
     classes = linear.out_features
     mean = x.mean(0)
     scales = {"one scale": x.std().clamp_min(1e-6).expand(x.shape[1]), "per feature": x.std(0).clamp_min(1e-6)}
     best, best_params, scores = None, None, []
     for scaling in SCALINGS:
         scale = scales[scaling]
-        xs, vs = (x - mean) / scale, (validation[0].float() - mean) / scale
+        xs, vs = (x - mean) / scale, (validation[0] - mean) / scale
         weight = torch.zeros(x.shape[1], classes, device=x.device, requires_grad=True)
         bias = torch.zeros(classes, device=x.device, requires_grad=True)
         for l2 in l2_path:  # warm start: each strength begins from the previous (stronger) solution

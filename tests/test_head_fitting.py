@@ -125,3 +125,15 @@ def test_a_fitted_head_loads_with_pipeline_in_a_fresh_process_and_predicts_what_
                                      feature_cache_dir=str(tmp_path / "cache"))
     assert results["head_solver"] == "lbfgs"
     assert pipeline_accuracy(out, test, "text-classification")["accuracy"] == pytest.approx(results["test_accuracy"])
+
+
+def test_a_flatten_then_linear_head_is_fitted_on_its_flattened_input_and_a_larger_input_is_refused():
+    """transformers' ResNet head is Sequential(Flatten, Linear) and takes the pooled features as (N, C, 1, 1)."""
+    (x, y), (vx, vy) = blobs(), blobs(seed=1)
+    flat, spatial = torch.nn.Linear(x.shape[1], 3), torch.nn.Linear(x.shape[1], 3)
+    fit_logistic_regression(flat, (x, y), (vx, vy), l2_path=(1e-3,))
+    fit_logistic_regression(spatial, (x[:, :, None, None], y), (vx[:, :, None, None], vy), l2_path=(1e-3,))
+    assert torch.allclose(flat.weight, spatial.weight, atol=1e-5) and torch.allclose(flat.bias, spatial.bias, atol=1e-5)
+    with pytest.raises(TransferError, match="more than a linear map"):
+        fit_logistic_regression(torch.nn.Linear(x.shape[1], 3), (x[:, :, None, None].expand(-1, -1, 2, 2), y),
+                                (vx[:, :, None, None].expand(-1, -1, 2, 2), vy), l2_path=(1e-3,))
