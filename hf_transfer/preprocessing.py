@@ -255,6 +255,11 @@ class AugmentedImageDataset(torch.utils.data.Dataset):
         return {"pixel_values": self.transform(self.image(index)), "labels": self.labels[index]}
 
 
+def kept_bytes(images: int, size: int, augmented: bool) -> int:
+    """Memory to keep a split: decoded uint8 at up to twice the training size when augmented, else float32 preprocessed."""
+    return images * 3 * (2 * size) ** 2 if augmented else images * 3 * size**2 * 4
+
+
 def image_cache_budget() -> int:
     """Bytes of decoded images to keep: a quarter of the machine's memory and half of free shared memory, at most 8 GiB."""
     import os
@@ -304,8 +309,7 @@ def build_datasets(data: LabelledData, processor, image_cfg: ImageConfig | None,
     augmented = {"train"} & set(data.splits) if augment else set()
     kept, budget = set(), image_cache_budget()
     for split in sorted(data.splits, key=lambda name: (name != "train", name != "validation")):  # read most often first
-        side = 2 * image_cfg.size if split in augmented else image_cfg.size
-        needed = len(data.splits[split]) * 3 * side**2 * (1 if split in augmented else 4)  # uint8 decoded / float32 preprocessed
+        needed = kept_bytes(len(data.splits[split]), image_cfg.size, augmented=split in augmented)
         if cache_images and needed <= budget:
             kept.add(split)
             budget -= needed
@@ -321,7 +325,7 @@ def build_datasets(data: LabelledData, processor, image_cfg: ImageConfig | None,
 def augmented_training_set(frame: pd.DataFrame, transform, size: int, cache_images: bool = True) -> AugmentedImageDataset:
     """A training split under another augmentation (domain adaptation's strong one), its decoded images kept after
     the first pass when they fit the memory budget, as for --augment."""
-    keep = cache_images and len(frame) * 3 * (2 * size) ** 2 <= image_cache_budget()
+    keep = cache_images and kept_bytes(len(frame), size, augmented=True) <= image_cache_budget()
     if cache_images and not keep:
         print(f"the augmented training images are not kept in memory (over the budget of {image_cache_budget() / 2**30:.1f} GiB): "
               "every epoch decodes them again")
