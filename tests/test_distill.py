@@ -213,7 +213,7 @@ def test_unlabeled_dir_and_its_cap_reach_the_student(tmp_path, tiny_vit_dir, ima
     from tests.conftest import write_image_folder
 
     teacher = tmp_path / "teacher"
-    full_finetune.run(model_name_or_path=tiny_vit_dir, train_dir=str(image_dir), output_dir=str(teacher), **QUICK)
+    full_finetune.run(model_name_or_path=tiny_vit_dir, train_dir=str(image_dir), output_dir=str(teacher), **QUICK, head_phase="none")
     extra = write_image_folder(tmp_path / "extra", per_class=5)  # 10 images; class folders are ignored
     common = {"teacher": str(teacher), "train_dir": str(image_dir), "student_layers": "1", "seed": 5, **QUICK}
     capped = distill.run(output_dir=str(tmp_path / "capped"), unlabeled_dir=str(extra), max_unlabeled_samples=4, **common)
