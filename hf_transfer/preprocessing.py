@@ -273,6 +273,25 @@ def image_cache_budget() -> int:
     return int(min(8 * 2**30, memory / 4, shared / 2))
 
 
+class ImageMemoryBudget:
+    """The bytes of images one run may still keep in memory. A run holds one, so every split it keeps (and any
+    extra set built later, e.g. a target domain or a differently augmented copy of the training split) draws on it."""
+
+    def __init__(self, total: int | None = None):
+        self.total = image_cache_budget() if total is None else total
+        self.left = self.total
+
+    def take(self, needed: int) -> bool:
+        """Reserve `needed` bytes if they fit in what is left."""
+        if needed > self.left:
+            return False
+        self.left -= needed
+        return True
+
+    def __str__(self) -> str:
+        return f"{self.total / 2**30:.1f} GiB"
+
+
 class _RandomChannelGain:
     """Scales each colour channel by its own random factor: grey images become coloured (ColorJitter's hue cannot)."""
 
@@ -295,11 +314,12 @@ def collate_images(batch: list[dict]) -> dict:
     return {"pixel_values": torch.stack([b["pixel_values"] for b in batch]), "labels": torch.tensor([b["labels"] for b in batch])}
 
 
-def build_datasets(data: LabelledData, processor, image_cfg: ImageConfig | None, max_seq_length: int, augment: bool, cache_images: bool = True):
+def build_datasets(data: LabelledData, processor, image_cfg: ImageConfig | None, max_seq_length: int, augment: bool, cache_images: bool = True,
+                   budget: ImageMemoryBudget | None = None):
     """{split: torch Dataset} and the collator that batches it. `processor`: the tokenizer, or for images the
     processor the run evaluates with and saves. Images are kept after their first pass, split by split (train, then
-    validation, then the rest) while they fit the memory budget (said in one line when one does not): preprocessed for
-    splits that are not augmented, decoded (uint8) for an augmented training split."""
+    validation, then the rest) while they fit the run's memory `budget` (said in one line when one does not):
+    preprocessed for splits that are not augmented, decoded (uint8) for an augmented training split."""
     if data.modality == "text":
         from transformers import DataCollatorWithPadding
 
@@ -307,26 +327,26 @@ def build_datasets(data: LabelledData, processor, image_cfg: ImageConfig | None,
         return datasets, DataCollatorWithPadding(processor)
     evaluate = _ProcessorTransform(processor)
     augmented = {"train"} & set(data.splits) if augment else set()
-    kept, budget = set(), image_cache_budget()
+    budget = budget or ImageMemoryBudget()
+    kept = set()
     for split in sorted(data.splits, key=lambda name: (name != "train", name != "validation")):  # read most often first
-        needed = kept_bytes(len(data.splits[split]), image_cfg.size, augmented=split in augmented)
-        if cache_images and needed <= budget:
+        if cache_images and budget.take(kept_bytes(len(data.splits[split]), image_cfg.size, augmented=split in augmented)):
             kept.add(split)
-            budget -= needed
     if cache_images and kept != set(data.splits):
         print(f"images of {', '.join(sorted(set(data.splits) - kept))} are not kept in memory (over the budget of "
-              f"{image_cache_budget() / 2**30:.1f} GiB): every epoch decodes them again")
+              f"{budget}): every epoch decodes them again")
     datasets = {split: AugmentedImageDataset(frame, image_cfg.train_transform(), image_cfg.size, keep_decoded=split in kept) if split in augmented
                 else ImageDataset(frame, evaluate, image_cfg.size if split in kept else None)
                 for split, frame in data.splits.items()}
     return datasets, collate_images
 
 
-def augmented_training_set(frame: pd.DataFrame, transform, size: int, cache_images: bool = True) -> AugmentedImageDataset:
+def augmented_training_set(frame: pd.DataFrame, transform, size: int, cache_images: bool = True,
+                           budget: ImageMemoryBudget | None = None) -> AugmentedImageDataset:
     """A training split under another augmentation (domain adaptation's strong one), its decoded images kept after
-    the first pass when they fit the memory budget, as for --augment."""
-    keep = cache_images and kept_bytes(len(frame), size, augmented=True) <= image_cache_budget()
+    the first pass when they fit what is left of the run's memory `budget`, as for --augment."""
+    budget = budget or ImageMemoryBudget()
+    keep = cache_images and budget.take(kept_bytes(len(frame), size, augmented=True))
     if cache_images and not keep:
-        print(f"the augmented training images are not kept in memory (over the budget of {image_cache_budget() / 2**30:.1f} GiB): "
-              "every epoch decodes them again")
+        print(f"the augmented training images are not kept in memory (over the budget of {budget}): every epoch decodes them again")
     return AugmentedImageDataset(frame, transform, size, keep_decoded=keep)

@@ -23,7 +23,7 @@ from .errors import TransferError
 from .freezing import count_parameters
 from .metrics import classification_report, confusion_matrix, make_compute_metrics
 from .modeling import Checkpoint, build_classifier, resolve_checkpoint
-from .preprocessing import ImageConfig, build_datasets, image_config, load_processor, save_image_processor, timm_architecture
+from .preprocessing import ImageConfig, ImageMemoryBudget, build_datasets, image_config, load_processor, save_image_processor, timm_architecture
 from .throughput import TrainingThroughput, throughput_of
 from .trainer import TransferTrainer
 
@@ -39,6 +39,7 @@ class Job:
     datasets: dict
     collator: object
     hub_target: hub.HubTarget | None = None
+    image_budget: ImageMemoryBudget = dataclasses.field(default_factory=ImageMemoryBudget)  # memory for kept images, shared by every set built
 
     @property
     def output_dir(self) -> pathlib.Path:
@@ -64,17 +65,18 @@ def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dic
     if data.modality == "image":  # evaluate with the processor the run will save
         img_cfg = image_config(checkpoint, model, processor, args.data.image_size)
         processor = img_cfg.processor(timm_architecture(model))
-    datasets, collator = build_datasets(data, processor, img_cfg, args.data.max_seq_length, args.data.augment, args.data.cache_images)
+    budget = ImageMemoryBudget()
+    datasets, collator = build_datasets(data, processor, img_cfg, args.data.max_seq_length, args.data.augment, args.data.cache_images, budget)
     if learning_rates and "learning_rate" not in args.explicit:
         args.training.learning_rate = learning_rates[data.modality]
-    return Job(args, data, checkpoint, model, processor, img_cfg, datasets, collator, hub_target)
+    return Job(args, data, checkpoint, model, processor, img_cfg, datasets, collator, hub_target, budget)
 
 
 def dataset_for(job: Job, frame, split: str = "train"):
     """A torch dataset of extra rows (e.g. unlabelled inputs) preprocessed exactly as the job's `split`."""
     args = job.args.data
     extra = LabelledData({split: frame}, job.data.label_names, job.data.modality, frame.attrs.get("source", "extra data"))
-    datasets, _ = build_datasets(extra, job.processor, job.image_config, args.max_seq_length, args.augment, args.cache_images)
+    datasets, _ = build_datasets(extra, job.processor, job.image_config, args.max_seq_length, args.augment, args.cache_images, job.image_budget)
     return datasets[split]
 
 

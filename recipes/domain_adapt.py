@@ -56,7 +56,7 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     source_alone = job.datasets["train"]  # the baseline's training set: never augmented toward the target
     if "augment" in methods:
         job.datasets["train"] = augmented_training_set(job.data.splits["train"], job.image_config.strong_transform(), job.image_config.size,
-                                                       job.args.data.cache_images)
+                                                       job.args.data.cache_images, job.image_budget)
     target_train = training.dataset_for(job, target, "train")
     target_fixed = training.dataset_for(job, target, "target")
     scored = {"target_test": training.dataset_for(job, target_test, "target_test")} if target_test is not None else {}

@@ -190,6 +190,14 @@ def test_domain_adaptations_strong_augmentation_keeps_decoded_images_within_the_
     monkeypatch.setattr(preprocessing, "image_cache_budget", lambda: 0)
     assert preprocessing.augmented_training_set(frame, config.strong_transform(), config.size).shapes is None
     assert "augmented training images are not kept in memory" in capsys.readouterr().out
+    # one budget per run: the training split already kept for the source-only baseline leaves no room for a second copy
+    train_bytes = preprocessing.kept_bytes(len(frame), config.size, augmented=True)
+    budget = preprocessing.ImageMemoryBudget(total=train_bytes + 1)
+    datasets, _ = preprocessing.build_datasets(data, config.processor(), config, 128, augment=True, cache_images=True, budget=budget)
+    assert datasets["train"].shapes is not None and budget.left == 1
+    assert preprocessing.augmented_training_set(frame, config.strong_transform(), config.size, budget=budget).shapes is None
+    assert preprocessing.augmented_training_set(frame, config.strong_transform(), config.size,
+                                                budget=preprocessing.ImageMemoryBudget(total=train_bytes)).shapes is not None
 
 
 def test_kept_decoded_images_change_nothing_but_decoding_and_workers_fill_them(tmp_path):
