@@ -2,8 +2,9 @@
 
 `lbfgs` (linear heads): an L2-regularised multinomial logistic regression fitted to convergence by full-batch
 L-BFGS along a path of L2 strengths (strong to weak, each warm-started from the last), on features centred and
-scaled two ways (per feature, and by one scale for all); the pair with the best validation accuracy is kept and
-folded back into the head, so the saved model takes raw features. This is the linear-probe protocol of
+scaled two ways (per feature, and by one scale for all); the pair with the best validation accuracy is kept (or, for
+a head that fine-tuning starts from, the strongest L2 within one standard error of it: CHOICES) and folded back into
+the head, so the saved model takes raw features. This is the linear-probe protocol of
 Kornblith et al. 2019 ("Do Better ImageNet Models Transfer Better?") and Radford et al. 2021 (CLIP).
 `adamw` (any head, the MLP too): the run's learning rate, epochs, batch size, weight decay, schedule and
 gradient clipping, on device-resident features, validated every epoch, the best epoch kept.
@@ -91,14 +92,15 @@ class HeadFit:
 
 
 def fit_head(head: nn.Module, train: tuple[torch.Tensor, torch.Tensor], validation: tuple[torch.Tensor, torch.Tensor], *,
-             solver: str, training_args, l2: float | None = None) -> HeadFit:
-    """Fit `head` in place on (features, labels) pairs; returns results for all_results.json and a log for the curves."""
+             solver: str, training_args, l2: float | None = None, choice: str = "best") -> HeadFit:
+    """Fit `head` in place on (features, labels) pairs; returns results for all_results.json and a log for the curves.
+    `choice`: how lbfgs picks its L2 strength (CHOICES)."""
     device = training_args.device
     train = tuple(t.to(device) for t in train)
     validation = tuple(t.to(device) for t in validation)
     start = time.perf_counter()
     if solver == "lbfgs":
-        fit = fit_logistic_regression(single_linear(head), train, validation, l2_path=(l2,) if l2 is not None else L2_PATH)
+        fit = fit_logistic_regression(single_linear(head), train, validation, l2_path=(l2,) if l2 is not None else L2_PATH, choice=choice)
     else:
         fit = fit_by_gradient_steps(head, train, validation, training_args)
     fit.results.update(head_solver=solver, train_runtime=round(time.perf_counter() - start, 3))
@@ -114,8 +116,37 @@ def _better(candidate: tuple[float, float], best: tuple[float, float] | None) ->
     return best is None or candidate[0] > best[0] or (candidate[0] == best[0] and candidate[1] < best[1])
 
 
-def fit_logistic_regression(linear: nn.Linear, train, validation, *, l2_path=L2_PATH, max_iter: int = 100) -> HeadFit:
-    """Multinomial logistic regression, loss = mean cross-entropy + l2 * ||W||^2 on scaled features."""
+CHOICES = {
+    "best": "best validation accuracy",
+    "one_se": "the strongest L2 within one standard error of the best validation accuracy",
+}
+
+
+def choose_candidate(candidates: list[tuple[tuple[float, float], tuple]], choice: str, n_validation: int):
+    """`candidates`: ((validation accuracy, loss), params) along the L2 path, strong to weak, per scaling.
+
+    best: the highest accuracy, ties by lower loss. one_se: the strongest L2 whose accuracy is within one binomial
+    standard error of the best (the one-standard-error rule, Hastie et al., The Elements of Statistical Learning, 7.10);
+    between scalings at that L2, the lower loss."""
+    if choice not in CHOICES:
+        raise ValueError(f"choice {choice!r}: one of {', '.join(CHOICES)}")
+    top = max(score[0] for score, _ in candidates)
+    if choice == "best":
+        best = None
+        for score, params in candidates:
+            if _better(score, best[0] if best else None):
+                best = (score, params)
+        return best[1]
+    floor = top - math.sqrt(top * (1 - top) / n_validation)
+    eligible = [(params[1], score[1], params) for score, params in candidates if score[0] >= floor - 1e-9]
+    return max(eligible, key=lambda c: (c[0], -c[1]))[2]
+
+
+def fit_logistic_regression(linear: nn.Linear, train, validation, *, l2_path=L2_PATH, max_iter: int = 100,
+                            choice: str = "best") -> HeadFit:
+    """Multinomial logistic regression, loss = mean cross-entropy + l2 * ||W||^2 on scaled features.
+
+    `choice` picks among the fitted candidates (see CHOICES)."""
     x, y = train
     x = x.float().flatten(1)  # a head such as Sequential(Flatten, Linear) (transformers' ResNet) takes its pooled input as (N, C, 1, 1)
     validation = (validation[0].float().flatten(1), validation[1])
@@ -126,7 +157,7 @@ def fit_logistic_regression(linear: nn.Linear, train, validation, *, l2_path=L2_
     classes = linear.out_features
     mean = x.mean(0)
     scales = {"one scale": x.std().clamp_min(1e-6).expand(x.shape[1]), "per feature": x.std(0).clamp_min(1e-6)}
-    best, best_params, scores = None, None, []
+    candidates, scores = [], []
     for scaling in SCALINGS:
         scale = scales[scaling]
         xs, vs = (x - mean) / scale, (validation[0] - mean) / scale
@@ -146,16 +177,15 @@ def fit_logistic_regression(linear: nn.Linear, train, validation, *, l2_path=L2_
             with torch.no_grad():
                 score = _accuracy_and_loss(vs @ weight + bias, validation[1])
             scores.append({"scaling": scaling, "l2": l2, "eval_accuracy": round(score[0], 4), "eval_loss": round(score[1], 4)})
-            if _better(score, best):
-                best, best_params = score, (scaling, l2, weight.detach() / scale[:, None], bias.detach().clone())
-    scaling, l2, raw_weight, bias = best_params
+            candidates.append((score, (scaling, l2, weight.detach() / scale[:, None], bias.detach().clone())))
+    scaling, l2, raw_weight, bias = choose_candidate(candidates, choice, len(validation[1]))
     with torch.no_grad():  # logits = ((x - mean) / scale) W + b = x (W / scale) + (b - mean (W / scale))
         linear.weight.copy_(raw_weight.T.to(linear.weight))
         linear.bias.copy_((bias - mean @ raw_weight).to(linear.bias))
         train_loss = nn.functional.cross_entropy(linear(x), y).item()
     chosen = f"{len(scores)} candidates" if len(scores) > 1 else "the given --head_l2"
     results = {"head_l2": l2, "head_feature_scaling": scaling, "head_candidates": scores, "train_loss": train_loss,
-               "kept_because": f"best validation accuracy of {chosen} (l2 {l2:g}, {scaling})"}
+               "kept_because": f"{CHOICES[choice]} of {chosen} (l2 {l2:g}, {scaling})"}
     return HeadFit(results, [])
 
 

@@ -147,19 +147,23 @@ def head_features(job: Job, splits: tuple[str, ...] | None = None) -> tuple[dict
     return cached, status
 
 
-def fit_head_first(job: Job) -> dict:
-    """LP-FT's first step (Kumar et al. 2022): the new linear head fitted by L-BFGS, L2 chosen on validation, on cached
-    features of the pretrained layers below it, before any of them trains. Returns what all_results.json records."""
+def fit_head_first(job: Job, choice: str) -> dict:
+    """LP-FT's first step (Kumar et al. 2022): the new linear head fitted by L-BFGS on cached features of the
+    pretrained layers below it, before any of them trains. `choice` (head_fitting.CHOICES) picks its L2 strength on
+    validation; a recipe chooses it on validation splits, since the head's scale is a fine-tuning start, not only a
+    classifier (a weakly regularised head has large logits, a saturated softmax). Returns what all_results.json records."""
     from .features import new_head
-    from .head_fitting import fit_head
+    from .head_fitting import CHOICES, fit_head
 
     cached, status = head_features(job, ("train", "validation"))
-    fit = fit_head(new_head(job.model), cached["train"].tensors, cached["validation"].tensors, solver="lbfgs", training_args=job.args.training)
-    summary = {"head_l2": fit.results["head_l2"], "head_feature_scaling": fit.results["head_feature_scaling"],
-               "eval_accuracy": max(c["eval_accuracy"] for c in fit.results["head_candidates"]), "fit_seconds": fit.results["train_runtime"],
+    fit = fit_head(new_head(job.model), cached["train"].tensors, cached["validation"].tensors, solver="lbfgs", training_args=job.args.training,
+                   choice=choice)
+    l2, scaling = fit.results["head_l2"], fit.results["head_feature_scaling"]
+    kept = next(c for c in fit.results["head_candidates"] if c["l2"] == l2 and c["scaling"] == scaling)
+    summary = {"head_l2": l2, "head_feature_scaling": scaling, "eval_accuracy": kept["eval_accuracy"], "kept_because": CHOICES[choice], "fit_seconds": fit.results["train_runtime"],
                "feature_cache": status}
     print(f"new head fitted first: a logistic regression on cached features, fitted in {summary['fit_seconds']:.1f} s: validation accuracy "
-          f"{100 * summary['eval_accuracy']:.2f}% (l2 {summary['head_l2']:g}, {summary['head_feature_scaling']})")
+          f"{100 * summary['eval_accuracy']:.2f}% (l2 {summary['head_l2']:g}, {summary['head_feature_scaling']}: {summary['kept_because']})")
     return summary
 
 

@@ -33,6 +33,9 @@ DEFAULTS = {
     "output_dir": "outputs/full_finetune",
 }
 LEARNING_RATES = {"text": 5e-5, "image": 3e-4}  # the pretrained body's, unless the user sets --learning_rate; chosen on validation (README)
+# The fitted head's L2: the strongest within one standard error of the best on validation. A smaller head is a better
+# start for fine-tuning every layer than the most accurate probe (validation splits, README).
+HEAD_L2_CHOICE = "one_se"
 
 
 @dataclasses.dataclass
@@ -52,7 +55,7 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     if fit_first and args.model.random_init:
         print("--head_phase cached with --random_init: random features have nothing to probe, the head starts from its random initialisation")
     elif fit_first and not args.training.resume_from_checkpoint:  # resuming: the checkpoint holds the fitted head
-        head_fit = training.fit_head_first(job)
+        head_fit = training.fit_head_first(job, HEAD_L2_CHOICE)
     groups = body_and_head_groups(job.model, args.extra, args.explicit)
     lrs = group_learning_rates(groups, args.training.learning_rate, args.extra, job.data.modality) if groups else None
     trainer = training.make_trainer(job, layer_groups=groups, group_lrs=lrs)

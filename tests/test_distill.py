@@ -209,14 +209,30 @@ def test_a_teacher_with_its_labels_in_another_order_is_read_by_name(tmp_path, ti
     assert torch.allclose(saved_a["classifier.weight"], saved_b["classifier.weight"], atol=1e-6), "the cut student's head follows the data's order"
 
 
-def test_unlabeled_dir_and_its_cap_reach_the_student(tmp_path, tiny_vit_dir, image_dir):
+def test_unlabeled_dir_and_its_cap_reach_the_student(tmp_path, tiny_vit_dir, image_dir, monkeypatch):
+    """The capped number of unlabelled images is in every epoch's training batches, each with the teacher's soft
+    targets and no hard label; without --unlabeled_dir there are none."""
     from tests.conftest import write_image_folder
+    from hf_transfer.data import UNLABELED
+    from hf_transfer.distillation import DistillationTrainer
 
+    seen = []
+    original = DistillationTrainer.compute_loss
+
+    def recording(self, model, inputs, *args, **kwargs):
+        if model.training:
+            unlabelled = inputs["labels"] == UNLABELED
+            seen.append((int(unlabelled.sum()), bool(torch.isfinite(inputs["teacher_logits"][unlabelled]).all())))
+        return original(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(DistillationTrainer, "compute_loss", recording)
     teacher = tmp_path / "teacher"
-    full_finetune.run(model_name_or_path=tiny_vit_dir, train_dir=str(image_dir), output_dir=str(teacher), **QUICK, head_phase="none")
+    full_finetune.run(model_name_or_path=tiny_vit_dir, train_dir=str(image_dir), output_dir=str(teacher), **QUICK)
     extra = write_image_folder(tmp_path / "extra", per_class=5)  # 10 images; class folders are ignored
     common = {"teacher": str(teacher), "train_dir": str(image_dir), "student_layers": "1", "seed": 5, **QUICK}
     capped = distill.run(output_dir=str(tmp_path / "capped"), unlabeled_dir=str(extra), max_unlabeled_samples=4, **common)
-    plain = distill.run(output_dir=str(tmp_path / "plain"), **common)
     assert capped["unlabeled_samples"] == 4
-    assert capped["train_loss"] != plain["train_loss"]
+    assert sum(n for n, _ in seen) == 4 * QUICK["num_train_epochs"] and all(finite for _, finite in seen)
+    seen.clear()
+    plain = distill.run(output_dir=str(tmp_path / "plain"), **common)
+    assert plain["unlabeled_samples"] == 0 and seen and sum(n for n, _ in seen) == 0

@@ -229,7 +229,7 @@ def test_full_finetune_head_phase_cached_starts_every_layer_from_the_fitted_head
     job = training.prepare(args, learning_rates=full_finetune.LEARNING_RATES)
     features = {s: extract_features(job.model, job.datasets[s], job.collator).tensors for s in ("train", "validation")}
     head = new_head(job.model)
-    fit_head(head, features["train"], features["validation"], solver="lbfgs", training_args=args.training)
+    fit_head(head, features["train"], features["validation"], solver="lbfgs", training_args=args.training, choice=full_finetune.HEAD_L2_CHOICE)
     fitted = all(torch.allclose(at_start[k], v, atol=1e-5) for k, v in head.state_dict().items())
     assert fitted == (head_phase == "cached")
     assert ("head_phase_fit" in results) == (head_phase == "cached")

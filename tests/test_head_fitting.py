@@ -137,3 +137,34 @@ def test_a_flatten_then_linear_head_is_fitted_on_its_flattened_input_and_a_large
     with pytest.raises(TransferError, match="more than a linear map"):
         fit_logistic_regression(torch.nn.Linear(x.shape[1], 3), (x[:, :, None, None].expand(-1, -1, 2, 2), y),
                                 (vx[:, :, None, None].expand(-1, -1, 2, 2), vy), l2_path=(1e-3,))
+
+
+def test_candidate_choice_rules():
+    """best: top validation accuracy, ties by loss. one_se: the strongest L2 within one standard error of the top."""
+    from hf_transfer.head_fitting import choose_candidate
+
+    path = [((0.80, 0.90), ("one scale", 10.0)), ((0.85, 0.70), ("one scale", 1.0)), ((0.86, 0.50), ("one scale", 0.1)),
+            ((0.86, 0.60), ("per feature", 0.3))]
+    assert choose_candidate(path, "best", 500) == ("one scale", 0.1)
+    assert choose_candidate(path, "one_se", 500) == ("one scale", 1.0)  # 0.85 >= 0.86 - sqrt(0.86 * 0.14 / 500)
+    assert choose_candidate(path, "one_se", 5000) == ("per feature", 0.3)  # a larger validation set, a smaller error
+
+
+def test_one_se_keeps_a_separable_fit_from_saturating():
+    """On separable data every L2 strength is 100% accurate on validation and the lowest validation loss is the weakest
+    L2, with the largest logits. The one-standard-error choice keeps the most regularised head instead."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0, 1] * 6)
+    features = torch.randn(12, 16, generator=generator) + 4.0 * labels[:, None]
+    train, validation = (features[:10], labels[:10]), (features[10:], labels[10:])
+    spreads = {}
+    for choice in ("best", "one_se"):
+        linear = torch.nn.Linear(16, 2)
+        fit = fit_logistic_regression(linear, train, validation, choice=choice)
+        assert all(c["eval_accuracy"] == 1.0 for c in fit.results["head_candidates"])
+        with torch.no_grad():
+            logits = linear(features)
+        spreads[choice] = (logits[:, 1] - logits[:, 0]).abs().mean().item()
+        assert (logits.argmax(1) == labels).all()
+    assert fit.results["head_l2"] == max(L2_PATH) and "one standard error" in fit.results["kept_because"]
+    assert spreads["best"] > 20 * spreads["one_se"], spreads

@@ -232,7 +232,7 @@ def test_cached_head_phase_trains_from_a_fitted_head_and_thaws_the_top_group_at_
     job = training.prepare(args, learning_rates=gradual_unfreeze.LEARNING_RATES)
     features = {s: extract_features(job.model, job.datasets[s], job.collator).tensors for s in ("train", "validation")}
     head = new_head(job.model)
-    fit_head(head, features["train"], features["validation"], solver="lbfgs", training_args=args.training)
+    fit_head(head, features["train"], features["validation"], solver="lbfgs", training_args=args.training, choice=gradual_unfreeze.HEAD_L2_CHOICE)
     for key, value in head.state_dict().items():
         assert torch.allclose(at_start[key], value, atol=1e-5), f"training did not start from the fitted head ({key})"
 
