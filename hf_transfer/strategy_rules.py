@@ -85,7 +85,7 @@ def recommend(m: Measurements) -> Advice:
         return _advice("full_finetune", m, [facts, "far domain and enough data to re-estimate BatchNorm statistics: fine-tune everything, "
                                                    "statistics included"], update_bn_statistics=True)
     return _advice("full_finetune", m, [facts, "enough examples to adapt the backbone: full fine-tuning from a head fitted on frozen features "
-                                               "(LP-FT) was the best strategy, or within 1.6 points of it, in every bundled comparison "
+                                               "(LP-FT) was the best strategy, or within 0.5 points of it, in every bundled comparison "
                                                "from 5 examples per class up"])
 
 
