@@ -62,7 +62,8 @@ def model_card(results: dict, *, recipe: str, model_class: str, repo_id: str | N
     if results.get("head_phase_fit"):
         fit = results["head_phase_fit"]
         lines += ["", f"The new head was first fitted as a logistic regression on the pretrained layers' features (LP-FT, Kumar et al. "
-                      f"2022; validation accuracy {_percent(fit.get('eval_accuracy'))}, L2 {fit.get('head_l2', 0):g}), then trained on with them."]
+                      f"2022; validation accuracy {_percent(fit.get('eval_accuracy'))}, L2 {fit.get('head_l2', 0):g}"
+                      + (f": {fit['kept_because']}" if fit.get("kept_because") else "") + "), then trained on with them."]
     if "kept_epoch" in results:
         lines += ["", f"Weights kept: epoch {results['kept_epoch']:g} of {results['epochs_trained']:g} ({results['kept_because']})."]
     elif results.get("head_solver") == "lbfgs":

@@ -160,8 +160,8 @@ def fit_head_first(job: Job, choice: str) -> dict:
                    choice=choice)
     l2, scaling = fit.results["head_l2"], fit.results["head_feature_scaling"]
     kept = next(c for c in fit.results["head_candidates"] if c["l2"] == l2 and c["scaling"] == scaling)
-    summary = {"head_l2": l2, "head_feature_scaling": scaling, "eval_accuracy": kept["eval_accuracy"], "kept_because": CHOICES[choice], "fit_seconds": fit.results["train_runtime"],
-               "feature_cache": status}
+    summary = {"head_l2": l2, "head_feature_scaling": scaling, "eval_accuracy": kept["eval_accuracy"], "kept_because": CHOICES[choice],
+               "fit_seconds": fit.results["train_runtime"], "feature_cache": status}
     print(f"new head fitted first: a logistic regression on cached features, fitted in {summary['fit_seconds']:.1f} s: validation accuracy "
           f"{100 * summary['eval_accuracy']:.2f}% (l2 {summary['head_l2']:g}, {summary['head_feature_scaling']}: {summary['kept_because']})")
     return summary
