@@ -233,6 +233,8 @@ def test_full_finetune_head_phase_cached_starts_every_layer_from_the_fitted_head
     fitted = all(torch.allclose(at_start[k], v, atol=1e-5) for k, v in head.state_dict().items())
     assert fitted == (head_phase == "cached")
     assert ("head_phase_fit" in results) == (head_phase == "cached")
+    if head_phase == "cached":  # the fine-tuning start is the smallest head within one standard error, not the most accurate
+        assert "one standard error" in results["head_phase_fit"]["kept_because"]
     assert ("first fitted as a logistic regression" in (tmp_path / "out" / "README.md").read_text()) == (head_phase == "cached")
 
 
