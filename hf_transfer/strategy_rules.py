@@ -80,7 +80,8 @@ def recommend(m: Measurements) -> Advice:
                                                         f"{100 * (1 - m.linear_probe):.1f} points are left, and a head on cached features costs seconds"])
     if m.parameters > LARGE_MODEL:
         return _advice("lora", m, [facts, f"{m.parameters / 1e6:.0f}M parameters: full fine-tuning would keep optimizer state for all of them; "
-                                          "LoRA trains well under 1% and came within 1.1-3.1 points of full fine-tuning at 100 examples per class on the bundled data"])
+                                          "LoRA trains well under 1% and came within 1.1-3.1 points of full fine-tuning "
+                                          "at 100 examples per class on the bundled data"])
     if m.batchnorm_shift is not None and m.batchnorm_shift >= FAR_DOMAIN and m.smallest_class >= LARGE_DATA:
         return _advice("full_finetune", m, [facts, "far domain and enough data to re-estimate BatchNorm statistics: fine-tune everything, "
                                                    "statistics included"], update_bn_statistics=True)
