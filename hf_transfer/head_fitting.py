@@ -130,13 +130,9 @@ def choose_candidate(candidates: list[tuple[tuple[float, float], tuple]], choice
     between scalings at that L2, the lower loss."""
     if choice not in CHOICES:
         raise ValueError(f"choice {choice!r}: one of {', '.join(CHOICES)}")
+    if choice == "best":  # the first of exact ties, as _better keeps it
+        return min(candidates, key=lambda c: (-c[0][0], c[0][1]))[1]
     top = max(score[0] for score, _ in candidates)
-    if choice == "best":
-        best = None
-        for score, params in candidates:
-            if _better(score, best[0] if best else None):
-                best = (score, params)
-        return best[1]
     floor = top - math.sqrt(top * (1 - top) / n_validation)
     eligible = [(params[1], score[1], params) for score, params in candidates if score[0] >= floor - 1e-9]
     return max(eligible, key=lambda c: (c[0], -c[1]))[2]
