@@ -31,6 +31,7 @@ from .cli import parse_recipe_args
 from .console import command_line
 from .errors import TransferError
 from .feature_cache import FeatureCacheArguments, cache_options, cached_features
+from .features import ExtractionSettings
 from .finetuning import FineTuningArguments
 from .freezing import is_batchnorm
 from .strategy_rules import Measurements, recommend
@@ -50,7 +51,7 @@ def measure(argv: list[str], overrides: dict) -> Measurements:
     job = training.prepare(args, native=False)
     model = job.model.to(args.training.device).eval()
     splits = {s: job.datasets[s] for s in ("train", "validation")}
-    cached, _ = cached_features(model, splits, job.collator, args.training.per_device_eval_batch_size, **cache_options(args.extra))
+    cached, _ = cached_features(model, splits, job.collator, ExtractionSettings.of_run(args.training), **cache_options(args.extra))
     (train_x, train_y), (val_x, val_y) = (cached["train"].tensors, cached["validation"].tensors)
     counts = np.bincount(train_y.numpy(), minlength=len(job.data.label_names))
     shift = None

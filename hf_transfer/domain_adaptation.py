@@ -173,11 +173,12 @@ def target_label_ids(frame, label_names: list[str], source: str) -> np.ndarray |
 
 
 @torch.no_grad()
-def class_probabilities(classifier: nn.Module, dataset, collator, batch_size: int, device) -> np.ndarray:
-    """Softmax outputs of the classifier over a dataset (labels, if any, are not used), in eval mode."""
+def class_probabilities(classifier: nn.Module, dataset, collator, settings, device) -> np.ndarray:
+    """Softmax outputs of the classifier over a dataset (labels, if any, are not used), in eval mode.
+    `settings`: features.ExtractionSettings (the run's batch size, workers and precision)."""
     from .features import extract_features
 
-    features = extract_features(classifier, dataset, collator, batch_size, device).tensors[0].to(device)
+    features = extract_features(classifier, dataset, collator, settings, device).tensors[0].to(device)
     was_training = classifier.training
     classifier.eval()
     try:

@@ -1,7 +1,7 @@
 """Frozen-backbone features on disk, reused across runs, seeds and recipes, and never stale.
 
 A split's features (what the new head sees) are stored under a fingerprint of everything they depend on:
-the weights below the head (its tensors, hashed), the pooling, the model inputs after preprocessing (token ids, or image files with
+the weights below the head (its tensors, hashed), the pooling, the autocast precision, the model inputs after preprocessing (token ids, or image files with
 size and modification time plus the processor's settings) and the labels. Change any of them and the key
 changes, so the features are extracted again. Under `accelerate launch` every rank extracts its own shard
 and all ranks then read the whole split. `--no_feature_cache` turns it off.
@@ -18,7 +18,7 @@ import pathlib
 import numpy as np
 import torch
 
-from .features import extract_features
+from .features import ExtractionSettings, extract_features
 
 VERSION = "1"  # bump when the stored format or the pooling code changes
 
@@ -89,24 +89,26 @@ def _image_identity(image) -> bytes:
     return repr(image).encode()
 
 
-def cached_features(model, datasets: dict, collator, batch_size: int, *, cache_dir: pathlib.Path | None = None,
+def cached_features(model, datasets: dict, collator, settings: ExtractionSettings, *, cache_dir: pathlib.Path | None = None,
                     enabled: bool = True) -> tuple[dict, dict[str, str]]:
     """({split: TensorDataset(features, labels)}, {split: "hit" | "extracted" | "off"})."""
     from safetensors.torch import load_file, save_file
 
     folder = cache_dir or default_cache_dir()
     model_key = model_fingerprint(model) if enabled else None
+    if settings.autocast_dtype is not None and enabled:  # features computed in bf16 / fp16 are not the float32 ones (keys of float32 unchanged)
+        model_key += str(settings.autocast_dtype)
     features, status = {}, {}
     for split, dataset in datasets.items():
         if not enabled:
-            features[split], status[split] = extract_features(model, dataset, collator, batch_size), "off"
+            features[split], status[split] = extract_features(model, dataset, collator, settings), "off"
             continue
         path = folder / f"{hashlib.sha256((model_key + data_fingerprint(dataset)).encode()).hexdigest()[:32]}.safetensors"
         if path.is_file():
             stored = load_file(str(path))
             features[split], status[split] = torch.utils.data.TensorDataset(stored["features"], stored["labels"]), "hit"
             continue
-        extracted = _extract_sharded(model, dataset, collator, batch_size)
+        extracted = _extract_sharded(model, dataset, collator, settings)
         if _is_main_process():
             folder.mkdir(parents=True, exist_ok=True)
             partial = path.with_name(f".{path.name}.{os.getpid()}.partial")  # written whole or not at all
@@ -122,14 +124,14 @@ def _is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-def _extract_sharded(model, dataset, collator, batch_size: int) -> torch.utils.data.TensorDataset:
+def _extract_sharded(model, dataset, collator, settings: ExtractionSettings) -> torch.utils.data.TensorDataset:
     """Under DDP each rank extracts every world_size-th example; the shards are gathered back into order."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return extract_features(model, dataset, collator, batch_size)
+        return extract_features(model, dataset, collator, settings)
     rank, world = dist.get_rank(), dist.get_world_size()
-    shard = extract_features(model, torch.utils.data.Subset(dataset, range(rank, len(dataset), world)), collator, batch_size)
+    shard = extract_features(model, torch.utils.data.Subset(dataset, range(rank, len(dataset), world)), collator, settings)
     gathered = [None] * world
     dist.all_gather_object(gathered, (shard.tensors[0], shard.tensors[1]))
     features = torch.empty((len(dataset), gathered[0][0].shape[1]), dtype=gathered[0][0].dtype)

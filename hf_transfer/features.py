@@ -8,6 +8,8 @@ forward pre-hook, so the same extraction serves feature extraction and gradual u
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -44,21 +46,44 @@ def head_inputs(model: nn.Module, batch: dict, head: nn.Module | None = None) ->
     return captured[0]
 
 
+@dataclasses.dataclass(frozen=True)
+class ExtractionSettings:
+    """How the frozen layers are run over a data set. `of_run` takes the run's own settings, so extraction is fed and
+    computed as its training steps are: on an accelerator, DataLoader workers (one process decoding images cannot
+    keep a GPU's forward pass busy) and pinned memory, and the run's autocast precision."""
+
+    batch_size: int = 64
+    num_workers: int = 0
+    pin_memory: bool = False
+    autocast_dtype: torch.dtype | None = None  # None: the model's own dtype
+
+    @classmethod
+    def of_run(cls, training_args) -> ExtractionSettings:
+        """--per_device_eval_batch_size, --dataloader_num_workers (chosen from the machine on an accelerator unless
+        given: cli), --dataloader_pin_memory (on an accelerator) and --bf16 / --fp16."""
+        dtype = torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else None
+        return cls(training_args.per_device_eval_batch_size, training_args.dataloader_num_workers,
+                   training_args.dataloader_pin_memory and training_args.device.type != "cpu", dtype)
+
+
 @torch.no_grad()
-def extract_features(model, dataset, collator, batch_size: int = 64, device: torch.device | None = None) -> torch.utils.data.TensorDataset:
-    """The head's input features and labels for every example, in eval mode (no dropout, BN running stats)."""
+def extract_features(model, dataset, collator, settings: ExtractionSettings = ExtractionSettings(),
+                     device: torch.device | None = None) -> torch.utils.data.TensorDataset:
+    """The head's input features (float32) and labels for every example, in eval mode (no dropout, BN running stats)."""
     was_training = model.training
     model.eval()
     device = device or next(model.parameters()).device
     head = None if says_its_features(model) else new_head(model)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collator)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, collate_fn=collator, num_workers=settings.num_workers,
+                                         pin_memory=settings.pin_memory)
     features, labels = [], []
     from tqdm.auto import tqdm
 
     for batch in tqdm(loader, desc="extracting features", unit="batch", leave=False, dynamic_ncols=True):
         labels.append(batch.pop("labels"))
-        batch = {k: v.to(device) for k, v in batch.items()}
-        features.append(head_inputs(model, batch, head).float().cpu())
+        batch = {k: v.to(device, non_blocking=settings.pin_memory) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=settings.autocast_dtype, enabled=settings.autocast_dtype is not None):
+            features.append(head_inputs(model, batch, head).float().cpu())
     model.train(was_training)
     return torch.utils.data.TensorDataset(torch.cat(features), torch.cat(labels))
 

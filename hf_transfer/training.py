@@ -135,13 +135,14 @@ def head_features(job: Job, splits: tuple[str, ...] | None = None) -> tuple[dict
     Extracted from the inputs as they are evaluated (no --augment crops): the frozen layers see each example once.
     """
     from .feature_cache import cache_options, cached_features
+    from .features import ExtractionSettings
 
     datasets = {split: job.datasets[split] for split in (splits or job.datasets) if split in job.datasets}
     if job.args.data.augment and "train" in datasets:  # only the training split is augmented; read once, so nothing kept
         train_only = LabelledData({"train": job.data.splits["train"]}, job.data.label_names, job.data.modality, job.data.description)
         datasets["train"] = build_datasets(train_only, job.processor, job.image_config, job.args.data.max_seq_length, False, False)[0]["train"]
     job.model.to(job.args.training.device)
-    cached, status = cached_features(job.model, datasets, job.collator, job.args.training.per_device_eval_batch_size, **cache_options(job.args.extra))
+    cached, status = cached_features(job.model, datasets, job.collator, ExtractionSettings.of_run(job.args.training), **cache_options(job.args.extra))
     if "hit" in status.values():
         print(f"features from the cache for {', '.join(s for s, v in status.items() if v == 'hit')} (--no_feature_cache to extract again)")
     return cached, status

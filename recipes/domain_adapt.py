@@ -30,6 +30,7 @@ from hf_transfer.data import read_unlabeled
 from hf_transfer.domain_adaptation import (ALIGNMENT, AdaptationModel, DomainAdaptationArguments, PairedCollator, PairedDataset, TrainingProgress,
                                            alignment_weights, check_options, class_probabilities, parse_methods, target_label_ids, with_prefix)
 from hf_transfer.errors import TransferError
+from hf_transfer.features import ExtractionSettings
 from hf_transfer.finetuning import FineTuningArguments, apply_batchnorm_policy, body_and_head_groups, group_learning_rates
 from hf_transfer.preprocessing import augmented_training_set
 from hf_transfer.pseudo_labels import round_report, select
@@ -81,7 +82,7 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
         source_only = {k: v for k, v in results.items() if k in ("test_accuracy", "eval_accuracy", "target_test_accuracy")}
     rounds, target_truth = [], target_label_ids(target, job.data.label_names, "target")
     for number in range(1, options["pseudo_label_rounds"] + 1 if "pseudo_label" in methods else 1):
-        probabilities = class_probabilities(classifier, target_fixed, job.collator, args.training.per_device_eval_batch_size, args.training.device)
+        probabilities = class_probabilities(classifier, target_fixed, job.collator, ExtractionSettings.of_run(args.training), args.training.device)
         rows, labels = select(probabilities, options["pseudo_label_threshold"], options["class_balance"])
         report = round_report(number, rows, labels, len(target), len(job.data.label_names), target_truth)
         if len(rows) == 0:

@@ -1,8 +1,8 @@
 """Feature extraction: the pretrained backbone frozen (BatchNorm statistics included), a new head trained.
 
-The backbone's pooled features are computed once and kept on disk under a fingerprint of the weights, the
-preprocessed inputs and the labels, so a second run (another seed, another head) skips extraction;
-`--no_feature_cache` opts out. The head is then fitted on the device in seconds: a linear head as a logistic
+The backbone's pooled features are computed once, as the run computes (its DataLoader workers, `--bf16` /
+`--fp16`), and kept on disk under a fingerprint of the weights, the precision, the preprocessed inputs and the
+labels, so a second run (another seed, another head) skips extraction; `--no_feature_cache` opts out. The head is then fitted on the device in seconds: a linear head as a logistic
 regression fitted to convergence, its L2 strength chosen on validation (`--head_solver lbfgs`, `--head_l2`);
 the MLP head by AdamW with the run's learning rate, epochs and schedule (`--head_solver adamw`).
 With `--augment` (features change every epoch) the frozen backbone runs in every Trainer step.
@@ -17,6 +17,7 @@ checkpoints such as the bundled MiniLM); `--head linear|mlp`, `--head_hidden_siz
 """
 
 import dataclasses
+import time
 
 from hf_transfer import training
 from hf_transfer.cli import parse_recipe_args, recipe_main
@@ -54,13 +55,16 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
         solver = resolve_solver(args.extra["head_solver"], job.model.head)
         if notice := unused_options_notice(solver, args):
             print(notice)
+        started = time.perf_counter()
         cached, status = training.head_features(job)
+        feature_seconds = round(time.perf_counter() - started, 3)  # extraction (or reading the cache): most of a run's time
         trainer = training.make_trainer(job, model=HeadOnly(job.model.head), datasets=cached, collator=collate_features)
         training.clear_previous_run(job, trainer)
         fit = fit_head(job.model.head, cached["train"].tensors, cached["validation"].tensors, solver=solver,
                        training_args=args.training, l2=args.extra["head_l2"])
         trainer.state.log_history.extend(fit.log_history)  # the training curves of the card
-        results = {**fit.results, **training.evaluate_splits(job, trainer, datasets=cached), "feature_cache": status}
+        results = {**fit.results, **training.evaluate_splits(job, trainer, datasets=cached), "feature_cache": status,
+                   "feature_seconds": feature_seconds}
     else:
         if given := [f"--{k}" for k in ("head_solver", "head_l2") if k in args.explicit]:
             print(f"{', '.join(given)}: not used without cached features (--augment, --cache_features false): the head trains through Trainer steps")

@@ -18,6 +18,7 @@ import torch
 from hf_transfer import training
 from hf_transfer.cli import parse_recipe_args
 from hf_transfer.feature_cache import FeatureCacheArguments, cached_features
+from hf_transfer.features import ExtractionSettings
 from hf_transfer.freezing import freeze
 from hf_transfer.head_fitting import HeadFitArguments, fit_by_gradient_steps, fit_logistic_regression
 from hf_transfer.transfer_classifier import ClassificationHead
@@ -46,7 +47,7 @@ def features_of(options: dict):
     job = training.prepare(args, native=False)
     freeze(job.model.backbone)
     start = time.perf_counter()
-    cached, status = cached_features(job.model, job.datasets, job.collator, 64)
+    cached, status = cached_features(job.model, job.datasets, job.collator, ExtractionSettings.of_run(job.args.training))
     return {split: d.tensors for split, d in cached.items()}, time.perf_counter() - start, status, args.training
 
 

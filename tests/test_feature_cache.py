@@ -88,13 +88,13 @@ def test_a_classifier_without_features_method_gives_its_heads_input_and_keys_on_
     with any weight below the head and not with the head itself (a new head does not invalidate the features)."""
     from transformers import TimmWrapperConfig, TimmWrapperForImageClassification, default_data_collator
 
-    from hf_transfer.features import extract_features, new_head
+    from hf_transfer.features import ExtractionSettings, extract_features, new_head
 
     torch.manual_seed(0)
     model = TimmWrapperForImageClassification(TimmWrapperConfig(architecture="resnet10t", num_labels=3)).eval()
     images = torch.randn(5, 3, 32, 32)
     data = [{"pixel_values": image, "labels": torch.tensor(i % 3)} for i, image in enumerate(images)]
-    features, labels = extract_features(model, data, default_data_collator, batch_size=2).tensors
+    features, labels = extract_features(model, data, default_data_collator, ExtractionSettings(batch_size=2)).tensors
     with torch.no_grad():
         expected = model.timm_model.forward_head(model.timm_model.forward_features(images), pre_logits=True)
     assert torch.allclose(features, expected, atol=1e-5) and labels.tolist() == [0, 1, 2, 0, 1]
@@ -130,3 +130,44 @@ def test_under_augment_the_head_phase_reads_the_unaugmented_images(tmp_path, tin
     plain = gradual_unfreeze.run(**common, output_dir=str(tmp_path / "plain"))
     assert augmented["head_phase_fit"]["feature_cache"] == {"train": "extracted", "validation": "extracted"}
     assert plain["head_phase_fit"]["feature_cache"] == {"train": "hit", "validation": "hit"}
+
+
+def test_extraction_is_fed_by_the_runs_workers_and_computed_in_its_precision(tmp_path, tiny_bert_dir, text_csv, monkeypatch):
+    """--dataloader_num_workers feeds the frozen layers from worker processes (the features, so the fitted head, are
+    the same), and --bf16 runs them under autocast: features of their own, stored under their own key."""
+    import os
+
+    from safetensors.torch import load_file
+
+    from hf_transfer import preprocessing
+
+    readers = tmp_path / "readers"
+    readers.mkdir()
+    read = preprocessing.TokenizedDataset.__getitem__
+
+    def recording(self, index):  # a file per reading process: workers are forked, so a list would not come back
+        (readers / str(os.getpid())).touch()
+        return read(self, index)
+
+    monkeypatch.setattr(preprocessing.TokenizedDataset, "__getitem__", recording)
+    common = dict(model_name_or_path=tiny_bert_dir, train_file=str(text_csv))
+    in_process = run(tmp_path, "in-process", **common, no_feature_cache=True)
+    assert [p.name for p in readers.iterdir()] == [str(os.getpid())]
+    for p in readers.iterdir():
+        p.unlink()
+    with_workers = run(tmp_path, "workers", **common, no_feature_cache=True, dataloader_num_workers=2)
+    workers = {p.name for p in readers.iterdir()}
+    assert len(workers) >= 2 and str(os.getpid()) not in workers  # two per split
+    assert with_workers["eval_accuracy"] == in_process["eval_accuracy"] and with_workers["head_l2"] == in_process["head_l2"]
+    assert with_workers["train_loss"] == pytest.approx(in_process["train_loss"], rel=1e-5)
+
+    cache = tmp_path / "cache"
+    run(tmp_path, "fp32", **common)
+    fp32 = {p.name: load_file(str(p))["features"] for p in cache.glob("*.safetensors")}
+    assert set(run(tmp_path, "bf16", **common, bf16=True)["feature_cache"].values()) == {"extracted"}
+    bf16 = {p.name: load_file(str(p))["features"] for p in cache.glob("*.safetensors") if p.name not in fp32}
+    assert len(fp32) == len(bf16) == 2
+    for half in bf16.values():
+        same_split = next(f for f in fp32.values() if f.shape == half.shape)
+        assert not torch.equal(half, same_split) and torch.allclose(half, same_split, atol=0.1, rtol=0.05)
+    assert set(run(tmp_path, "bf16-again", **common, bf16=True)["feature_cache"].values()) == {"hit"}

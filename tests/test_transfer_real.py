@@ -30,12 +30,13 @@ def cached_splits(options: dict) -> dict:
     from hf_transfer import training
     from hf_transfer.cli import parse_recipe_args
     from hf_transfer.feature_cache import FeatureCacheArguments, cache_options, cached_features
+    from hf_transfer.features import ExtractionSettings
     from hf_transfer.head_fitting import HeadFitArguments
 
     args = parse_recipe_args(feature_extraction.DEFAULTS, [], {**options, "output_dir": "unused"},
                              extra_dataclasses=(FeatureCacheArguments, HeadFitArguments))
     job = training.prepare(args, native=False)
-    cached, status = cached_features(job.model, job.datasets, job.collator, 64, **cache_options(args.extra))
+    cached, status = cached_features(job.model, job.datasets, job.collator, ExtractionSettings(), **cache_options(args.extra))
     assert set(status.values()) == {"hit"}  # the recipe's own features
     return {split: dataset.tensors for split, dataset in cached.items()}
 
