@@ -54,9 +54,19 @@ def unused_options_notice(solver: str, args) -> str | None:
     return "; ".join(notes) or None
 
 
+IDENTITY_AT_INFERENCE = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Flatten, nn.Identity)
+
+
 def single_linear(head: nn.Module) -> nn.Linear | None:
-    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
-    return linears[0] if len(linears) == 1 else None
+    """The head's Linear layer when the head is a linear map of its input: that layer alone, or beside modules that
+    are the identity at inference (Dropout, Flatten). A norm (LeViT's BatchNorm1d, torchvision ConvNeXt's
+    LayerNorm2d), an activation or a second layer would sit between the features and a logistic regression fitted
+    to them, so such a head is not fitted that way (None)."""
+    leaves = [m for m in head.modules() if not any(True for _ in m.children())]
+    linears = [m for m in leaves if isinstance(m, nn.Linear)]
+    if len(linears) != 1 or not all(isinstance(m, (nn.Linear, *IDENTITY_AT_INFERENCE)) for m in leaves):
+        return None
+    return linears[0]
 
 
 def resolve_solver(solver: str, head: nn.Module) -> str:
@@ -72,15 +82,18 @@ def resolve_solver(solver: str, head: nn.Module) -> str:
 def cached_head_phase(head_phase: str, model: nn.Module, choices: tuple[str, ...] = ("steps", "cached"),
                       otherwise: str = "the head-only phase trains through Trainer steps") -> bool:
     """Whether the new head can be fitted first as a logistic regression on cached features (LP-FT's linear probe):
-    `head_phase` is "cached" and the head is one Linear layer. `otherwise` says what a recipe does instead."""
-    from .features import new_head
+    `head_phase` is "cached" and the head is one Linear layer (DistilBERT's and ModernBERT's are two modules, RoBERTa's
+    two layers: they start random). `otherwise` says what a recipe does instead."""
+    from .adapter_targets import head_modules
 
     if head_phase not in choices:
         raise TransferError(f"--head_phase {head_phase!r}: choose one of {', '.join(choices)}")
     if head_phase != "cached":
         return False
-    if single_linear(new_head(model)) is None:
-        print(f"--head_phase cached fits a linear head, and the new head of this {type(model).__name__} is not one Linear layer: {otherwise}")
+    heads = head_modules(model)
+    if len(heads) != 1 or single_linear(model.get_submodule(heads[0])) is None:
+        print(f"--head_phase cached fits a linear head, and the new head of this {type(model).__name__} ({', '.join(heads)}) is not one "
+              f"Linear layer: {otherwise}")
         return False
     return True
 

@@ -2,8 +2,8 @@
 
 For each: the modality is right, layer groups run input to output with every parameter in exactly one group and
 the classifier in `head`, adapters go by default on the attention / MLP projections (or the layers of a CNN that
-hold its weights), and feature extraction, gradual unfreezing and LoRA each run two steps and save a run whose
-preprocessing reloads. torchvision models are covered at the library level (groups, head, adapter targets).
+hold its weights), and feature extraction, full fine-tuning (its head fitted first where the new head is one Linear
+layer), gradual unfreezing and LoRA each run two steps and save a run whose preprocessing reloads. torchvision models are covered at the library level (groups, head, adapter targets).
 """
 
 import json
@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import recipes.feature_extraction as feature_extraction
+import recipes.full_finetune as full_finetune
 import recipes.gradual_unfreeze as gradual_unfreeze
 import recipes.lora_bert as lora_bert
 from hf_transfer import assets
@@ -29,6 +30,9 @@ EXPECTED_TARGETS = {
     "dinov2": {"q_proj", "v_proj"}, "clip_vision_model": {"q_proj", "v_proj"}, "siglip_vision_model": {"q_proj", "v_proj"},
     "swin": {"q_proj", "v_proj"}, "pvt": {"query", "value"}, "mobilevit": {"query", "value"}, "timm:vit_tiny_patch16_224": {"qkv", "fc1", "fc2"},
 }
+# Families whose new classification head is more than one Linear layer (a pooler beside it, two layers, an activation):
+# full fine-tuning starts their head from its random initialisation instead of fitting it first.
+HEAD_NOT_ONE_LINEAR = {"roberta", "xlm-roberta", "electra", "mpnet", "distilbert", "deberta-v2", "modernbert"}
 SIZES = {"timm:vit_tiny_patch16_224": None}  # a timm ViT keeps its 224 px; everything else runs at 32 px
 
 
@@ -71,10 +75,12 @@ def test_architecture_coverage(kind, checkpoints, tmp_path, text_csv, image_dir)
     data = {"train_dir": str(image_dir)} if image else {"train_file": str(text_csv)}
     size = {"image_size": SIZES.get(kind, 32)} if image and SIZES.get(kind, 32) else {}
     short = {"max_steps": 2, "eval_strategy": "no", "save_strategy": "no", "load_best_model_at_end": False, "per_device_train_batch_size": 4, **data, **size}
-    for recipe, extra in ((feature_extraction, {}), (gradual_unfreeze, {"epochs_per_phase": 1}), (lora_bert, {})):
+    for recipe, extra in ((feature_extraction, {}), (full_finetune, {}), (gradual_unfreeze, {"epochs_per_phase": 1}), (lora_bert, {})):
         out = tmp_path / recipe.__name__.split(".")[-1]
         results = recipe.run(**options, **short, **extra, output_dir=str(out))
         assert results["eval_accuracy"] >= 0 and (out / "all_results.json").is_file()
+        if recipe is full_finetune:
+            assert ("head_phase_fit" in results) == (kind not in HEAD_NOT_ONE_LINEAR), "the head is fitted first exactly where it is one Linear"
     from transformers import AutoImageProcessor, AutoTokenizer
 
     run = tmp_path / "feature_extraction"

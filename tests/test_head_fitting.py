@@ -93,6 +93,23 @@ def test_solver_choice_and_its_errors():
         resolve_solver("sgd", ClassificationHead(4, 2, "linear"))
 
 
+def test_only_a_head_that_is_a_linear_map_of_its_input_is_fitted_as_a_logistic_regression():
+    """A norm before the Linear layer (LeViT's BatchNorm1d, torchvision ConvNeXt's LayerNorm2d) would transform the
+    features the regression was fitted to: such a head trains by gradient steps. Dropout and Flatten are the identity
+    at inference, so a head with them beside its Linear layer is fitted."""
+    from torch import nn
+
+    from hf_transfer.head_fitting import single_linear
+
+    assert isinstance(single_linear(nn.Sequential(nn.Dropout(0.1), nn.Flatten(), nn.Linear(4, 2))), nn.Linear)
+    for head in (nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 2)), nn.Sequential(nn.LayerNorm(4), nn.Linear(4, 2)),
+                 nn.Sequential(nn.Linear(4, 2), nn.Tanh())):
+        assert single_linear(head) is None
+        assert resolve_solver("auto", head) == "adamw"
+        with pytest.raises(TransferError, match="fits a linear head"):
+            resolve_solver("lbfgs", head)
+
+
 def test_recipe_options_change_the_head(tmp_path, tiny_bert_dir, text_csv, capsys):
     common = {"model_name_or_path": tiny_bert_dir, "train_file": str(text_csv), "feature_cache_dir": str(tmp_path / "cache")}
     chosen = feature_extraction.run(**common, output_dir=str(tmp_path / "auto"))
