@@ -48,9 +48,13 @@ def transformer_blocks(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]
     from .transfer_classifier import TransferClassifier
 
     inner = model.backbone if isinstance(model, TransferClassifier) else model
-    if getattr(inner, "timm_model", None) is not None or not hasattr(inner, "config"):
-        raise TransferError(f"a student cannot be cut from a {type(inner).__name__}: its blocks change shape from stage to stage; "
-                            "pass a smaller checkpoint as the student with --model_name_or_path")
+    if getattr(inner, "timm_model", None) is not None:
+        raise TransferError(f"a student cannot be cut from a timm model ({type(inner).__name__}): timm rebuilds a model from its architecture "
+                            "name, which fixes its depth, so a shallower copy would not reload; pass a smaller checkpoint as the student "
+                            "with --model_name_or_path")
+    if not hasattr(inner, "config"):
+        raise TransferError(f"a student cannot be cut from a {type(inner).__name__}: it has no transformers config to rebuild a shallower "
+                            "copy from; pass a smaller checkpoint as the student with --model_name_or_path")
     _, base = base_module(inner)
     entry = lookup(inner)
     if entry is not None and entry.shared_blocks:
@@ -66,9 +70,9 @@ def transformer_blocks(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]
     owner = base.get_submodule(owner_path) if owner_path else base
     blocks = getattr(owner, attribute)
     shapes = {tuple((n, tuple(p.shape)) for n, p in block.named_parameters()) for block in blocks} if isinstance(blocks, nn.ModuleList) else set()
-    if len(shapes) != 1:
-        raise TransferError(f"a student cannot be cut from a {type(inner).__name__}: its blocks change shape from stage to stage; "
-                            "pass a smaller checkpoint as the student with --model_name_or_path")
+    if len(shapes) != 1:  # stages of a hierarchical model; ModernBERT's first block, which has no attention norm
+        raise TransferError(f"a student cannot be cut from a {type(inner).__name__}: its blocks are not all alike (their parameters differ "
+                            "in name or shape); pass a smaller checkpoint as the student with --model_name_or_path")
     return owner, attribute, blocks
 
 

@@ -85,12 +85,21 @@ def test_student_keeps_the_teachers_blocks_and_reloads_at_its_new_depth(tmp_path
         assert torch.allclose(reloaded(**inputs).logits, student(**inputs).logits, atol=1e-6)
 
 
-def test_a_cnn_cannot_be_cut_and_says_what_to_do():
-    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
+def test_teachers_a_student_cannot_be_cut_from_say_why_and_what_to_do():
+    from transformers import (ModernBertConfig, ModernBertForSequenceClassification, ResNetConfig, ResNetForImageClassification,
+                              TimmWrapperConfig, TimmWrapperForImageClassification)
 
-    cnn = TimmWrapperForImageClassification(TimmWrapperConfig(architecture="tf_efficientnet_lite0", num_labels=2))
-    with pytest.raises(TransferError, match="--model_name_or_path"):
-        transformer_blocks(cnn)
+    from tests.tiny_architectures import TEXT, TRANSFORMER
+
+    teachers = {
+        "timm rebuilds a model from its architecture name": TimmWrapperForImageClassification(TimmWrapperConfig(architecture="vit_tiny_patch16_224")),
+        "its blocks are not all alike": ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1])),
+        "its blocks are not all alike ": ModernBertForSequenceClassification(  # its first block has no attention norm
+            ModernBertConfig(vocab_size=100, max_position_embeddings=64, **TRANSFORMER, **TEXT["modernbert"][1])),
+    }
+    for reason, teacher in teachers.items():
+        with pytest.raises(TransferError, match=rf"{reason.strip()}.*--model_name_or_path"):
+            transformer_blocks(teacher)
 
 
 # ---------------------------------------------------------------- the recipe on tiny checkpoints
