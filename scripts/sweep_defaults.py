@@ -1,15 +1,20 @@
 """Choose a recipe's defaults on a validation split: run a grid of settings and print validation accuracy only.
 
 The test split is never looked at (it is capped at a handful of examples and its figures are dropped), and
-no best-epoch selection is done, so each setting is judged by its final-epoch validation accuracy.
+no best-epoch selection is done, so each setting is judged by its final-epoch validation accuracy. A setting's
+UPPER-CASE keys set the recipe module's constants for its runs (rules that are not command-line options, such as
+full fine-tuning's HEAD_L2_CHOICE).
 
     python scripts/sweep_defaults.py --recipe full_finetune --task image_fmnist --per_class 50 \
         --grid '[{"learning_rate": 1e-4}, {"learning_rate": 1e-3}]' --seeds 0 --output sweep.jsonl
+    python scripts/sweep_defaults.py --recipe gradual_unfreeze --task image_mnist --per_class 5 --epochs 5 --seeds 0 1 2 \
+        --grid '[{"HEAD_L2_CHOICE": "best"}, {"HEAD_L2_CHOICE": "one_se"}]'
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import pathlib
@@ -21,6 +26,19 @@ TASKS = {
     "image_fmnist": {"model_name_or_path": "bundled:efficientnet-lite0", "dataset_name": "bundled:fashion_mnist", "image_size": 64},
     "image_mnist": {"model_name_or_path": "bundled:efficientnet-lite0", "dataset_name": "bundled:mnist", "image_size": 64},
 }
+
+
+@contextlib.contextmanager
+def recipe_constants(module, values: dict):
+    """Set a recipe module's constants for the runs inside, and put the old values back."""
+    previous = {name: getattr(module, name) for name in values}
+    for name, value in values.items():
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            setattr(module, name, value)
 
 
 def main() -> None:
@@ -35,16 +53,23 @@ def main() -> None:
     parser.add_argument("--output", default=None, help="append one JSON line per run here")
     args = parser.parse_args()
 
-    run = importlib.import_module(f"recipes.{args.recipe}").run
+    recipe = importlib.import_module(f"recipes.{args.recipe}")
+    grid = json.loads(args.grid)
+    for setting in grid:
+        if unknown := [k for k in setting if k.isupper() and not hasattr(recipe, k)]:
+            parser.error(f"recipes/{args.recipe}.py has no constant {unknown[0]}")
     common = {**TASKS[args.task], "max_train_samples_per_class": args.per_class, "max_eval_samples": args.max_eval_samples,
               "max_test_samples": 10, "num_train_epochs": args.epochs, "save_strategy": "no", "load_best_model_at_end": False,
               "disable_tqdm": True}
     summary = []
     with tempfile.TemporaryDirectory() as scratch:
-        for index, setting in enumerate(json.loads(args.grid)):
+        for index, setting in enumerate(grid):
             accuracies = []
+            constants = {k: v for k, v in setting.items() if k.isupper()}
+            options = {k: v for k, v in setting.items() if not k.isupper()}
             for seed in args.seeds:
-                result = run(**common, **setting, seed=seed, output_dir=str(pathlib.Path(scratch) / f"run-{index}-{seed}"))
+                with recipe_constants(recipe, constants):
+                    result = recipe.run(**common, **options, seed=seed, output_dir=str(pathlib.Path(scratch) / f"run-{index}-{seed}"))
                 accuracies.append(result["eval_accuracy"])
                 record = {"recipe": args.recipe, "task": args.task, "per_class": args.per_class, "seed": seed, "setting": setting,
                           "eval_accuracy": result["eval_accuracy"], "eval_loss": result.get("eval_loss"), "train_runtime": result["train_runtime"]}
