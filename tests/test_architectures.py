@@ -3,7 +3,8 @@
 For each: the modality is right, layer groups run input to output with every parameter in exactly one group and
 the classifier in `head`, adapters go by default on the attention / MLP projections (or the layers of a CNN that
 hold its weights), and feature extraction, full fine-tuning (its head fitted first where the new head is one Linear
-layer), gradual unfreezing and LoRA each run two steps and save a run whose preprocessing reloads. torchvision models are covered at the library level (groups, head, adapter targets).
+layer), gradual unfreezing and LoRA each run two steps and save a run whose preprocessing reloads. torchvision
+models are covered at the library level (groups, head, adapter targets).
 """
 
 import json
