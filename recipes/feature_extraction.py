@@ -2,9 +2,10 @@
 
 The backbone's pooled features are computed once, as the run computes (its DataLoader workers, `--bf16` /
 `--fp16`), and kept on disk under a fingerprint of the weights, the precision, the preprocessed inputs and the
-labels, so a second run (another seed, another head) skips extraction; `--no_feature_cache` opts out. The head is then fitted on the device in seconds: a linear head as a logistic
-regression fitted to convergence, its L2 strength chosen on validation (`--head_solver lbfgs`, `--head_l2`);
-the MLP head by AdamW with the run's learning rate, epochs and schedule (`--head_solver adamw`).
+labels, so a second run (another seed, another head) skips extraction; `--no_feature_cache` opts out. The head
+is then fitted on the device in seconds: a linear head as a logistic regression fitted to convergence, its L2
+strength chosen on validation (`--head_solver lbfgs`, `--head_l2`); the MLP head by AdamW with the run's learning
+rate, epochs and schedule (`--head_solver adamw`).
 With `--augment` (features change every epoch) the frozen backbone runs in every Trainer step.
 Text features are pooled as the checkpoint was trained (mean pooling for sentence-transformers
 checkpoints such as the bundled MiniLM); `--head linear|mlp`, `--head_hidden_size`, `--head_dropout`.

@@ -91,14 +91,14 @@ def test_teachers_a_student_cannot_be_cut_from_say_why_and_what_to_do():
 
     from tests.tiny_architectures import TEXT, TRANSFORMER
 
-    teachers = {
-        "timm rebuilds a model from its architecture name": TimmWrapperForImageClassification(TimmWrapperConfig(architecture="vit_tiny_patch16_224")),
-        "its blocks are not all alike": ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1])),
-        "its blocks are not all alike ": ModernBertForSequenceClassification(  # its first block has no attention norm
-            ModernBertConfig(vocab_size=100, max_position_embeddings=64, **TRANSFORMER, **TEXT["modernbert"][1])),
-    }
-    for reason, teacher in teachers.items():
-        with pytest.raises(TransferError, match=rf"{reason.strip()}.*--model_name_or_path"):
+    teachers = [
+        ("timm rebuilds a model from its architecture name", TimmWrapperForImageClassification(TimmWrapperConfig(architecture="vit_tiny_patch16_224"))),
+        ("its blocks are not all alike", ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1]))),
+        ("its blocks are not all alike", ModernBertForSequenceClassification(  # its first block has no attention norm
+            ModernBertConfig(vocab_size=100, max_position_embeddings=64, **TRANSFORMER, **TEXT["modernbert"][1]))),
+    ]
+    for reason, teacher in teachers:
+        with pytest.raises(TransferError, match=rf"{reason}.*--model_name_or_path"):
             transformer_blocks(teacher)
 
 
