@@ -15,7 +15,7 @@ import torch
 from transformers import TrainerCallback
 
 
-def _synchronize() -> None:
+def synchronize() -> None:
     """Wait for queued accelerator work, so a timestamp covers it (nothing to wait for on the CPU)."""
     if torch.accelerator.is_available():
         torch.accelerator.synchronize()
@@ -37,7 +37,7 @@ class TrainingThroughput(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):
         if self._started is None:
-            _synchronize()
+            synchronize()
             self._started = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -46,7 +46,7 @@ class TrainingThroughput(TrainerCallback):
     def on_epoch_end(self, args, state, control, train_dataloader=None, **kwargs):
         if self._started is None or not self._steps:
             return
-        _synchronize()
+        synchronize()
         seconds = time.perf_counter() - self._started
         per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
         samples = self._steps * per_step
@@ -85,11 +85,11 @@ def inference_rate(model: torch.nn.Module, batches: list[dict], repeats: int = 2
         examples = sum(len(next(iter(b.values()))) for b in batches)
         best = float("inf")
         for _ in range(repeats):
-            _synchronize()
+            synchronize()
             start = time.perf_counter()
             for batch in batches:
                 model(**batch)
-            _synchronize()
+            synchronize()
             best = min(best, time.perf_counter() - start)
     finally:
         model.train(was_training)

@@ -49,6 +49,8 @@ def measure_limit(options) -> dict:
     from accelerate import PartialState
     from transformers import AutoConfig, AutoModelForImageClassification
 
+    from hf_transfer.throughput import synchronize
+
     device = PartialState().device  # the device Accelerate (and so Trainer) would train on
     on_gpu = device.type == "cuda"  # the script measures a GPU; on the CPU only its smoke test runs (tests/test_benchmarks.py)
     config = AutoConfig.from_pretrained(options.model_name_or_path, num_labels=10)
@@ -72,10 +74,6 @@ def measure_limit(options) -> dict:
     def forward():
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             model(pixel_values=x)
-
-    def synchronize():
-        if on_gpu:
-            torch.cuda.synchronize()
 
     def rate(step, repeats=30) -> float:
         for _ in range(5):

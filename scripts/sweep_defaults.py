@@ -20,25 +20,13 @@ import json
 import pathlib
 import statistics
 import tempfile
+from unittest import mock
 
 TASKS = {
     "text": {"model_name_or_path": "bundled:minilm-l6", "dataset_name": "bundled:rotten_tomatoes"},
     "image_fmnist": {"model_name_or_path": "bundled:efficientnet-lite0", "dataset_name": "bundled:fashion_mnist", "image_size": 64},
     "image_mnist": {"model_name_or_path": "bundled:efficientnet-lite0", "dataset_name": "bundled:mnist", "image_size": 64},
 }
-
-
-@contextlib.contextmanager
-def recipe_constants(module, values: dict):
-    """Set a recipe module's constants for the runs inside, and put the old values back."""
-    previous = {name: getattr(module, name) for name in values}
-    for name, value in values.items():
-        setattr(module, name, value)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            setattr(module, name, value)
 
 
 def main() -> None:
@@ -68,7 +56,7 @@ def main() -> None:
             constants = {k: v for k, v in setting.items() if k.isupper()}
             options = {k: v for k, v in setting.items() if not k.isupper()}
             for seed in args.seeds:
-                with recipe_constants(recipe, constants):
+                with mock.patch.multiple(recipe, **constants) if constants else contextlib.nullcontext():  # restored after the run
                     result = recipe.run(**common, **options, seed=seed, output_dir=str(pathlib.Path(scratch) / f"run-{index}-{seed}"))
                 accuracies.append(result["eval_accuracy"])
                 record = {"recipe": args.recipe, "task": args.task, "per_class": args.per_class, "seed": seed, "setting": setting,
