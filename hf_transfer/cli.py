@@ -172,15 +172,20 @@ def _check_report_to(training: TrainingArguments) -> None:
 
 
 def _device_defaults() -> dict:
-    """On an accelerator, DataLoader workers (kept alive between epochs) feed it; without one, train on the CPU
-    outright: --bf16 then means CPU autocast rather than an error. The user's own settings win over both."""
+    """On an accelerator, DataLoader workers (kept alive between epochs) feed it, and nothing in a training step
+    makes the host wait for it, so the host queues the next step's kernels while the GPU runs this one: batches
+    are copied from pinned memory without blocking (Trainer copies them blocking by default) and the step's loss
+    is not checked for nan / inf on the host (Trainer's --logging_nan_inf_filter reads every step's loss back).
+    Without an accelerator, train on the CPU outright: --bf16 then means CPU autocast rather than an error.
+    The user's own settings win over both."""
     import os
 
     import torch
 
     if not torch.accelerator.is_available():
         return {"use_cpu": True}
-    return {"dataloader_num_workers": min(8, max(1, (os.cpu_count() or 2) - 1)), "dataloader_persistent_workers": True}
+    return {"dataloader_num_workers": min(8, max(1, (os.cpu_count() or 2) - 1)), "dataloader_persistent_workers": True,
+            "accelerator_config": {"non_blocking": True}, "logging_nan_inf_filter": False}
 
 
 def _check_precision(training: TrainingArguments) -> None:

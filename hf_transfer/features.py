@@ -83,7 +83,10 @@ def extract_features(model, dataset, collator, settings: ExtractionSettings = Ex
         labels.append(batch.pop("labels"))
         batch = {k: v.to(device, non_blocking=settings.pin_memory) for k, v in batch.items()}
         with torch.autocast(device.type, dtype=settings.autocast_dtype, enabled=settings.autocast_dtype is not None):
-            features.append(head_inputs(model, batch, head).float().cpu())
+            # copied back without waiting (into pinned memory), so the host queues the next batch meanwhile
+            features.append(head_inputs(model, batch, head).float().to("cpu", non_blocking=True))
+    if device.type != "cpu":
+        torch.accelerator.synchronize(device)  # every copy above has landed before the features are read
     model.train(was_training)
     return torch.utils.data.TensorDataset(torch.cat(features), torch.cat(labels))
 

@@ -17,6 +17,7 @@ Each run gets its own process, so peak GPU memory is its own.
     python scripts/benchmark_gpu.py --model_name_or_path random:vit-base --train_dir fmnist/train --test_dir fmnist/test
     python scripts/benchmark_gpu.py --model_name_or_path ./my-vit --train_dir photos/ --precision fp16 --runs full_finetune lora
     python scripts/benchmark_gpu.py --model_name_or_path random:vit-base --train_dir fmnist/train --runs limit full_finetune full_finetune_augment
+    python scripts/benchmark_gpu.py --model_name_or_path random:vit-base --train_dir fmnist/train --runs limit full_finetune full_finetune_waiting
 
 `random:vit-base` is a randomly initialised ViT-B/16 at 224 px (speed does not depend on the weights; no download).
 """
@@ -36,6 +37,8 @@ RECIPES = {  # name -> (module, recipe options beyond the data and precision)
     "gradual_unfreeze": ("recipes.gradual_unfreeze", {}),
     "feature_extraction": ("recipes.feature_extraction", {}),
     "full_finetune_augment": ("recipes.full_finetune", {"augment": True}),  # later epochs: kept decoded images, only augmentation
+    # Trainer's defaults for what the recipes change on a GPU: each step waits for the GPU twice (blocking batch copy, nan check)
+    "full_finetune_waiting": ("recipes.full_finetune", {"accelerator_config": {"non_blocking": False}, "logging_nan_inf_filter": True}),
 }
 
 

@@ -248,3 +248,20 @@ def test_full_finetune_head_phase_is_checked(tmp_path, tiny_bert_dir, text_csv, 
     results = full_finetune.run(**common, output_dir=str(tmp_path / "mlp"), head="mlp", head_phase="cached")
     assert "not one Linear layer: it starts from its random initialisation" in capsys.readouterr().out
     assert "head_phase_fit" not in results and not (tmp_path / "cache").exists()
+
+
+def test_on_an_accelerator_steps_do_not_wait_for_it_unless_the_user_says(tmp_path, monkeypatch):
+    """On a GPU the defaults copy batches without blocking and read no step's loss back (Trainer's defaults make
+    the host wait for the GPU twice a step); workers feed it. What the user sets wins. tests/test_gpu.py checks
+    on a real GPU that no step then synchronises."""
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    chosen = parse_recipe_args({}, argv=["--output_dir", str(tmp_path)]).training
+    assert chosen.accelerator_config.non_blocking and chosen.dataloader_pin_memory
+    assert not chosen.logging_nan_inf_filter
+    assert chosen.dataloader_num_workers >= 1 and chosen.dataloader_persistent_workers
+    asked = parse_recipe_args({}, argv=["--output_dir", str(tmp_path), "--accelerator_config", '{"non_blocking": false}',
+                                        "--logging_nan_inf_filter", "True", "--dataloader_num_workers", "0"]).training
+    assert not asked.accelerator_config.non_blocking and asked.logging_nan_inf_filter and asked.dataloader_num_workers == 0
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    on_cpu = parse_recipe_args({}, argv=["--output_dir", str(tmp_path)]).training
+    assert not on_cpu.accelerator_config.non_blocking and on_cpu.logging_nan_inf_filter and on_cpu.use_cpu

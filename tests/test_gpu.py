@@ -58,3 +58,31 @@ def test_recipe_trains_and_saves_in_mixed_precision(tmp_path, tiny_bert_own_voca
     inputs = ["a joy to watch", "a dull tedious mess"] if modality == "text" else read_images([str(p) for p in sorted((tmp_path / "images" / "circle").glob("*.png"))[:2]])
     probabilities = class_probabilities(run, inputs)
     assert torch.isfinite(torch.as_tensor(probabilities)).all()
+
+
+@pytest.mark.parametrize("recipe", ["full_finetune", "lora_vit"])
+def test_training_steps_never_wait_for_the_gpu(tmp_path, monkeypatch, recipe):
+    """In the middle of an epoch nothing in a step, nor fetching the next batch, synchronises with the GPU, so the
+    host queues the next step's kernels while the GPU runs this one (Trainer's defaults wait twice a step: a
+    blocking batch copy and the nan check of the loss). The first synchronising call raises, with its traceback."""
+    from hf_transfer import throughput
+
+    module = importlib.import_module(f"recipes.{recipe}")
+    watched = range(2, 6)  # steps after the second: past the first step's one-off checks, before the epoch's end
+    original = throughput.TrainingThroughput.on_step_end
+    steps = []
+
+    def watch_next_steps(self, args, state, control, **kwargs):
+        original(self, args, state, control, **kwargs)
+        steps.append(state.global_step)
+        torch.cuda.set_sync_debug_mode("error" if state.global_step in watched else "default")
+
+    monkeypatch.setattr(throughput.TrainingThroughput, "on_step_end", watch_next_steps)
+    images = write_image_folder(tmp_path / "images", per_class=40)
+    try:
+        results = module.run(output_dir=str(tmp_path / "out"), model_name_or_path="bundled:efficientnet-lite0", train_dir=str(images),
+                             image_size=64, num_train_epochs=1, per_device_train_batch_size=4, bf16=True, disable_tqdm=True)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert results["device"].startswith("cuda") and math.isfinite(results["train_loss"])
+    assert max(steps) > max(watched) + 1, "the watched steps and the fetches after them are inside the epoch"
