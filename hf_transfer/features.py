@@ -61,9 +61,10 @@ class ExtractionSettings:
     def of_run(cls, training_args) -> ExtractionSettings:
         """--per_device_eval_batch_size, --dataloader_num_workers (chosen from the machine on an accelerator unless
         given: cli), --dataloader_pin_memory (on an accelerator) and --bf16 / --fp16."""
-        dtype = torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else None
+        from .frozen_precision import autocast_dtype
+
         return cls(training_args.per_device_eval_batch_size, training_args.dataloader_num_workers,
-                   training_args.dataloader_pin_memory and training_args.device.type != "cpu", dtype)
+                   training_args.dataloader_pin_memory and training_args.device.type != "cpu", autocast_dtype(training_args))
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ from hf_transfer.assets import is_bundled
 from hf_transfer.cli import parse_recipe_args, recipe_main
 from hf_transfer.errors import TransferError
 from hf_transfer.finetuning import FineTuningArguments, apply_batchnorm_policy, body_and_head_groups, group_learning_rates
+from hf_transfer.frozen_precision import keep_frozen_base_in_compute_precision
 from hf_transfer.hub import hub_offline
 from hf_transfer.modeling import resolve_checkpoint
 
@@ -55,6 +56,7 @@ def run_with_defaults(defaults: dict, recipe: str, argv: list[str] | None, overr
         args.training.learning_rate = adapters.LEARNING_RATES.get(options.peft_method, args.training.learning_rate)
     job = training.prepare(args)
     model = adapters.attach(job.model, options, gradient_checkpointing=args.training.activation_checkpointing)
+    args.extra["frozen_weights_dtype"] = keep_frozen_base_in_compute_precision(model, args.training, options.peft_method)
     apply_batchnorm_policy(model, args.extra)
     groups = body_and_head_groups(model, args.extra, args.explicit)
     lrs = group_learning_rates(groups, args.training.learning_rate, args.extra, job.data.modality) if groups else None

@@ -100,6 +100,22 @@ def test_default_targets_follow_the_architecture(tiny_bert_dir, tiny_vit_dir):
     assert out.shape == (2, 3)
 
 
+@pytest.mark.parametrize("method", ["loha", "lokr"])
+def test_loha_and_lokr_leave_out_convolutions_that_pad_themselves(method, capsys):
+    """timm's Conv2dSame pads in its forward; peft's LoHa / LoKr add their update with a plain convolution of the
+    layer's (zero) padding attribute, so on it the update had another shape and the forward crashed."""
+    import timm
+
+    cnn = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=3)
+    convs, _ = default_targets(cnn, method)
+    assert "conv_stem" not in convs and "blocks.0.0.conv_pw" in convs
+    assert "skips conv_stem" in capsys.readouterr().out
+    adapted = adapters.attach(cnn, AdapterArguments(peft_method=method, lora_r=4))
+    adapted(torch.randn(2, 3, 64, 64)).sum().backward()
+    with pytest.raises(TransferError, match="conv_stem, a Conv2dSame whose forward does more"):
+        resolve_targets(timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=3), method, ["conv_stem", "conv_pw"], None)
+
+
 def test_head_modules_asks_the_model(tiny_bert_dir, tiny_vit_dir):
     assert head_modules(classifier(tiny_bert_dir)) == ["classifier"]
     assert head_modules(classifier(tiny_bert_dir, pooling="mean")) == ["head"]
@@ -282,3 +298,59 @@ def test_parameter_counts_hold_the_head_once(tiny_bert_dir):
     assert counts["total_params"] == base_total + lora
     head = sum(p.numel() for n, p in adapted.named_parameters() if "modules_to_save" in n)
     assert counts["trainable_params"] == lora + head
+
+
+def saved_for_backward_bytes(model, batch) -> tuple[torch.Tensor, dict, int]:
+    """Logits, gradients and the bytes of tensors autograd keeps for the backward pass (parameters not counted),
+    for one bf16-autocast training step."""
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept = {}
+
+    def keep(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    model.zero_grad()
+    torch.manual_seed(0)  # the same dropout masks
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor), torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(**batch, labels=torch.tensor([0, 1, 0]))
+    output.loss.backward()
+    return output.logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, sum(kept.values())
+
+
+@pytest.mark.parametrize("kind", ["bert", "vit"])
+def test_a_lora_base_stored_in_bf16_computes_the_same_and_holds_less(kind, tiny_bert_dir, tiny_vit_dir):
+    """Under bf16 autocast a frozen fp32 weight is cast at every call and its copy kept for backward; stored in bf16
+    once it is neither duplicated nor kept twice, and autocast's numbers are the same to the bit."""
+    from transformers import TrainingArguments
+
+    from hf_transfer.frozen_precision import keep_frozen_base_in_compute_precision
+
+    model = adapters.attach(classifier(tiny_bert_dir if kind == "bert" else tiny_vit_dir), AdapterArguments(lora_dropout=0.0))
+    with torch.no_grad():  # lora_B starts at zero: make the adapter part of the output, so lora_A gets a gradient too
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.1)
+    model.train()
+    batch = text_batch(tiny_bert_dir) if kind == "bert" else image_batch()
+    frozen_linear = [m for m in model.modules() if type(m) is nn.Linear and not m.weight.requires_grad]
+    needs_input_grad = set()  # frozen layers whose input's gradient is needed: autocast keeps their weight's bf16 copy for it
+    hooks = [m.register_forward_pre_hook(lambda m, args: needs_input_grad.add(m) if args[0].requires_grad else None) for m in frozen_linear]
+    logits_before, grads_before, kept_before = saved_for_backward_bytes(model, batch)
+    for hook in hooks:
+        hook.remove()
+    bf16 = TrainingArguments("unused", bf16=True, use_cpu=True)
+    assert keep_frozen_base_in_compute_precision(model, bf16, "dora") is None, "DoRA normalises the base weight itself"
+    assert keep_frozen_base_in_compute_precision(model, TrainingArguments("unused", use_cpu=True), "lora") is None
+    assert keep_frozen_base_in_compute_precision(model, bf16, "lora") == "bfloat16"
+    assert all(m.weight.dtype == torch.bfloat16 for m in frozen_linear)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all(p.dtype == torch.float32 for p in trainable), "adapter and head train in fp32"
+    logits_after, grads_after, kept_after = saved_for_backward_bytes(model, batch)
+    assert torch.equal(logits_after, logits_before)
+    assert grads_after.keys() == grads_before.keys() and all(torch.equal(grads_after[n], grads_before[n]) for n in grads_before)
+    assert any("lora_A" in n and g.abs().sum() > 0 for n, g in grads_after.items())
+    copies = sum(2 * m.weight.numel() for m in needs_input_grad)
+    assert needs_input_grad and kept_before - kept_after == copies

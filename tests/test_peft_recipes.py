@@ -74,6 +74,11 @@ def test_lora_bert_bf16_on_cpu_and_gradient_checkpointing(tmp_path, tiny_bert_di
                             bf16=True, gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": True},
                             learning_rate=1e-2, save_strategy="no", load_best_model_at_end=False)
     assert results["mixed_precision"] == "bf16" and results["device"] == "cpu"
+    assert results["training_config"]["frozen_weights_dtype"] == "bfloat16", "the frozen base was stored in the autocast precision"
+    from safetensors.torch import load_file
+
+    saved = load_file(tmp_path / "out" / "adapter_model.safetensors")
+    assert saved and all(t.dtype == torch.float32 for t in saved.values()), "the adapter and head it saves are fp32"
     model, _ = adapter_files.load_adapter(str(tmp_path / "out"))
     lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert len(lora_b) == 4 and all(p.abs().sum() > 0 for p in lora_b), "every adapter trained under reentrant checkpointing"
