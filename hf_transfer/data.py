@@ -356,8 +356,8 @@ def _drop_unreadable(frame: pd.DataFrame, strict: bool) -> tuple[pd.DataFrame, l
         if isinstance(value, np.ndarray):
             keep.append(True)
             continue
-        try:
-            open_image(value).load()
+        try:  # every byte decoded, a large JPEG at 1/8 scale (as fast as a small one; truncation still found)
+            open_image(value, max_side=1).load()
             keep.append(True)
         except Exception as exc:  # PIL raises many types for broken files
             if strict:

@@ -80,6 +80,25 @@ def test_unreadable_image_is_skipped_counted_and_said_without_strict(tmp_path, c
     assert not any("broken" in p for split in data.splits.values() for p in split["image"])
 
 
+def test_a_truncated_large_jpeg_is_found_although_the_check_decodes_it_small(tmp_path):
+    """The readability check decodes a large JPEG at 1/8 scale (its cost is most of a photo's); that still reads every
+    byte of it, so a file cut short is still skipped."""
+    import numpy as np
+    from PIL import Image
+
+    from hf_transfer.data import DataArguments, load_labelled_data
+
+    root = write_image_folder(tmp_path / "imgs")
+    noise = np.random.default_rng(0).integers(0, 256, (1200, 1600, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(root / "square" / "photo.jpg", quality=90)
+    whole = (root / "square" / "photo.jpg").read_bytes()
+    (root / "circle" / "cut.jpg").write_bytes(whole[: len(whole) * 2 // 3])
+    data = load_labelled_data(DataArguments(train_dir=str(root)))
+    assert data.skipped_images == 1
+    kept = [p for split in data.splits.values() for p in split["image"]]
+    assert any(p.endswith("photo.jpg") for p in kept) and not any(p.endswith("cut.jpg") for p in kept)
+
+
 def test_unknown_model_name(tmp_path, text_csv):
     fails(tmp_path, r"unknown bundled checkpoint 'bundled:gpt9'.*bundled:minilm-l6", model_name_or_path="bundled:gpt9", train_file=str(text_csv))
 
