@@ -98,24 +98,29 @@ def cached_features(model, datasets: dict, collator, settings: ExtractionSetting
     model_key = model_fingerprint(model) if enabled else None
     if settings.autocast_dtype is not None and enabled:  # features computed in bf16 / fp16 are not the float32 ones (keys of float32 unchanged)
         model_key += str(settings.autocast_dtype)
-    features, status = {}, {}
+    features, status, missing = {}, {}, {}
     for split, dataset in datasets.items():
-        if not enabled:
-            features[split], status[split] = extract_features(model, dataset, collator, settings), "off"
-            continue
-        path = folder / f"{hashlib.sha256((model_key + data_fingerprint(dataset)).encode()).hexdigest()[:32]}.safetensors"
-        if path.is_file():
+        path = folder / f"{hashlib.sha256((model_key + data_fingerprint(dataset)).encode()).hexdigest()[:32]}.safetensors" if enabled else None
+        if path is not None and path.is_file():
             stored = load_file(str(path))
             features[split], status[split] = torch.utils.data.TensorDataset(stored["features"], stored["labels"]), "hit"
-            continue
-        extracted = _extract_sharded(model, dataset, collator, settings)
-        if _is_main_process():
+        else:
+            missing[split] = (dataset, path)
+    if not missing:
+        return features, status
+    # the splits not stored yet in one pass: DataLoader workers start once and stay busy from split to split
+    together = _extract_sharded(model, torch.utils.data.ConcatDataset([dataset for dataset, _ in missing.values()]), collator, settings)
+    start = 0
+    for split, (dataset, path) in missing.items():
+        extracted = torch.utils.data.TensorDataset(*(t[start : start + len(dataset)].clone() for t in together.tensors))
+        start += len(dataset)
+        if path is not None and _is_main_process():
             folder.mkdir(parents=True, exist_ok=True)
             partial = path.with_name(f".{path.name}.{os.getpid()}.partial")  # written whole or not at all
-            save_file({"features": extracted.tensors[0].contiguous(), "labels": extracted.tensors[1].contiguous()}, str(partial))
+            save_file({"features": extracted.tensors[0], "labels": extracted.tensors[1]}, str(partial))
             partial.replace(path)
-        features[split], status[split] = extracted, "extracted"
-    return features, status
+        features[split], status[split] = extracted, "extracted" if enabled else "off"
+    return {split: features[split] for split in datasets}, {split: status[split] for split in datasets}
 
 
 def _is_main_process() -> bool:
