@@ -71,9 +71,11 @@ def _adaptable_modules(model: nn.Module) -> dict[str, nn.Module]:
 OWN_CONV_CALL = ("loha", "lokr")
 
 
-def computes_beyond_its_conv(module: nn.Module) -> bool:
-    """A Conv2d subclass with its own forward (dynamic 'same' padding, weight standardisation ...)."""
-    return isinstance(module, nn.Conv2d) and type(module).forward is not nn.Conv2d.forward
+def beyond_their_conv(model: nn.Module, names: list[str]) -> list[str]:
+    """Which of the named layers are Conv2d subclasses with their own forward (dynamic 'same' padding, weight
+    standardisation ...)."""
+    modules = _adaptable_modules(model)
+    return [n for n in names if isinstance(modules.get(n), nn.Conv2d) and type(modules[n]).forward is not nn.Conv2d.forward]
 
 
 def family(model: nn.Module) -> Targets | None:
@@ -137,13 +139,11 @@ def default_targets(model: nn.Module, method: str) -> tuple[list[str], list[str]
             raise TransferError(f"{name} has no layers we recognise for --peft_method {method}: pass --target_modules (candidates: {candidate_names(model)})")
         inner, _ = _unwrap(model)
         depthwise = sum(1 for m in inner.modules() if isinstance(m, nn.Conv2d) and m.groups != 1)
-        if method in OWN_CONV_CALL:
-            modules = _adaptable_modules(model)
-            own_forward = [n for n in layers if computes_beyond_its_conv(modules[n])]
-            if own_forward:
-                layers = [n for n in layers if n not in own_forward]
-                print(f"{method} skips {', '.join(own_forward)}: peft's {method} adds its update by a plain convolution, "
-                      f"and {type(modules[own_forward[0]]).__name__} computes more in its forward (use --peft_method lora to adapt it)")
+        own_forward = beyond_their_conv(model, layers) if method in OWN_CONV_CALL else []
+        if own_forward:
+            layers = [n for n in layers if n not in own_forward]
+            print(f"{method} skips {', '.join(own_forward)}: peft's {method} adds its update by a plain convolution, and "
+                  f"{type(inner.get_submodule(own_forward[0])).__name__} computes more in its forward (use --peft_method lora to adapt it)")
         if depthwise:
             print(f"{method} skips {depthwise} grouped (depthwise) convolutions, which peft cannot adapt: it goes on the {len(layers)} "
                   "Linear and ungrouped convolutional layers of the body")
@@ -168,12 +168,11 @@ def resolve_targets(model: nn.Module, method: str, targets: list[str] | None, fe
         targets, default_feedforward = default_targets(model, method)
     else:
         check_targets(model, targets)
-        if method in OWN_CONV_CALL:
-            modules = _adaptable_modules(model)
-            own_forward = next((n for n, m in modules.items() if computes_beyond_its_conv(m) and any(matches(n, t) for t in targets)), None)
-            if own_forward:
-                raise TransferError(f"--target_modules reaches {own_forward}, a {type(modules[own_forward]).__name__} whose forward does more "
-                                    f"than the convolution peft's {method} adds its update with: leave it out, or use --peft_method lora")
+        reached = [n for n in _adaptable_modules(model) if any(matches(n, t) for t in targets)]
+        own_forward = beyond_their_conv(model, reached) if method in OWN_CONV_CALL else []
+        if own_forward:
+            raise TransferError(f"--target_modules reaches {own_forward[0]}, a {type(_unwrap(model)[0].get_submodule(own_forward[0])).__name__} "
+                                f"whose forward does more than the convolution peft's {method} adds its update with: leave it out, or use --peft_method lora")
         default_feedforward = []
         if method == "ia3" and feedforward is None and family(model) is not None:  # the family's feed-forward layers among the user's targets
             default_feedforward = [f for f in default_targets(model, method)[1] if f in targets]
