@@ -285,6 +285,15 @@ def test_the_gradient_check_waits_for_the_first_finite_step():
         cut_off.on_pre_optimizer_step(None, None, None)
 
 
+def test_lora_dropout_is_off_unless_asked(tiny_bert_dir):
+    def dropouts(model):
+        return {type(m.lora_dropout["default"]).__name__ + str(getattr(m.lora_dropout["default"], "p", "")) for m in model.modules()
+                if hasattr(m, "lora_dropout")}
+
+    assert dropouts(adapters.attach(classifier(tiny_bert_dir), AdapterArguments())) == {"Identity"}
+    assert dropouts(adapters.attach(classifier(tiny_bert_dir), AdapterArguments(lora_dropout=0.2))) == {"Dropout0.2"}
+
+
 def test_parameter_counts_hold_the_head_once(tiny_bert_dir):
     """peft keeps the original head beside the trained copy; the reported total is the served model's."""
     from hf_transfer.freezing import count_parameters
