@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from . import bottleneck
-from .adapters import _undistributed, method
+from .adapters import _undistributed, method, return_what_the_base_returns
 from .card import HUB_IDS
 from .errors import TransferError
 from .freezing import count_parameters
@@ -95,6 +95,7 @@ def _load_peft(base: nn.Module, folder: pathlib.Path) -> nn.Module:
     from safetensors.torch import load_file
 
     model = PeftModel.from_pretrained(base, str(folder))
+    return_what_the_base_returns(model)
     saved = load_file(str(folder / PEFT_WEIGHTS))
     loaded = get_peft_model_state_dict(model)
     wrong = [k for k, v in saved.items() if k not in loaded or not torch.equal(loaded[k].cpu(), v)]

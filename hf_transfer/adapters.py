@@ -83,6 +83,7 @@ def attach(model: nn.Module, args: AdapterArguments, *, gradient_checkpointing: 
             adapted = get_peft_model(model, _peft_config(args, targets, feedforward, heads))
         except ValueError as exc:  # e.g. a rank the layer shapes do not allow
             raise TransferError(f"peft cannot put {args.peft_method} on {type(model).__name__}: {str(exc).splitlines()[0]}") from None
+    return_what_the_base_returns(adapted)
     # A frozen base includes its BatchNorm statistics (Lightning #15062): peft freezes BN's weights but
     # leaves the layers in train mode, where they would normalise with batch statistics and drift.
     inner = _unwrap(adapted)[0]
@@ -96,6 +97,24 @@ def attach(model: nn.Module, args: AdapterArguments, *, gradient_checkpointing: 
         if enable is not None:
             enable()
     return adapted
+
+
+def _as_autocast_returns(module, args, output):
+    if isinstance(output, torch.Tensor) and output.is_floating_point() and torch.is_autocast_enabled(output.device.type):
+        return output.to(torch.get_autocast_dtype(output.device.type))
+    return None
+
+
+def return_what_the_base_returns(model: nn.Module) -> None:
+    """Under autocast a Linear / convolution returns half precision, and LoRA's layers return what their base layer
+    does; peft's LoHa / LoKr layers return their input's fp32. DeBERTa masks half-precision attention scores with
+    the minimum of its query projection's dtype, so under --bf16 / --fp16 it stopped with "value cannot be converted
+    to type c10::BFloat16 without overflow". A hook gives those layers their base layer's output dtype."""
+    from peft.tuners.lycoris_utils import LycorisLayer
+
+    for module in model.modules():
+        if isinstance(module, LycorisLayer):
+            module.register_forward_hook(_as_autocast_returns)
 
 
 def _undistributed(model: nn.Module) -> nn.Module:

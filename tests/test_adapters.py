@@ -363,3 +363,22 @@ def test_a_lora_base_stored_in_bf16_computes_the_same_and_holds_less(kind, tiny_
     assert any("lora_A" in n and g.abs().sum() > 0 for n, g in grads_after.items())
     copies = sum(2 * m.weight.numel() for m in needs_input_grad)
     assert needs_input_grad and kept_before - kept_after == copies
+
+
+@pytest.mark.parametrize("method", ["loha", "lokr"])
+def test_loha_and_lokr_train_deberta_under_bf16_autocast(method, tmp_path):
+    """peft's LoHa / LoKr layers returned fp32 under autocast where the layer they wrap returns bf16; DeBERTa then
+    masked bf16 attention scores with the fp32 minimum and stopped ("cannot be converted to type c10::BFloat16")."""
+    from tiny_architectures import save_transformers
+
+    from hf_transfer import assets
+
+    checkpoint = save_transformers("deberta-v2", tmp_path, str(assets.bundled_checkpoint_path("bundled:minilm-l6")))
+    model = adapters.attach(classifier(checkpoint), AdapterArguments(peft_method=method)).train()
+    batch = text_batch(checkpoint)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(**batch, labels=torch.tensor([0, 1, 0])).loss
+    loss.backward()
+    assert torch.isfinite(loss) and any(p.grad is not None and p.grad.abs().sum() > 0 for p in adapters.adapter_parameters(model).values())
+    fp32 = model(**batch).logits
+    assert fp32.dtype == torch.float32, "without autocast the layers return what they did"
