@@ -157,6 +157,41 @@ def test_preprocessed_images_are_kept_after_their_first_pass(tmp_path, monkeypat
     assert len(decoded) == count + 5, "--cache_images false decodes every time"
 
 
+@pytest.mark.parametrize("timm_architecture", [None, "resnet18"])
+def test_kept_preprocessed_images_take_a_byte_per_value_and_give_the_processors_pixels(tmp_path, monkeypatch, timm_architecture):
+    """A split that is not augmented keeps the processor's resized uint8 image (a quarter of float32's memory); every
+    pass, first or kept, in the main process or in DataLoader workers, gives exactly the processor's output."""
+    import numpy as np
+    from PIL import Image
+
+    from hf_transfer import preprocessing
+    from hf_transfer.data import DataArguments, load_labelled_data
+
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i, shape in enumerate([(37, 53), (60, 20), (30, 30), (45, 61)]):  # noise: every rounding shows
+            Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(tmp_path / "images" / label / f"{i}.png")
+    data = load_labelled_data(DataArguments(train_dir=str(tmp_path / "images"), validation_split_percentage=25), seed=0)
+    config = ImageConfig(size=24, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), interpolation="bicubic", crop_pct=0.875)
+    processor = config.processor(timm_architecture)
+    images = sum(len(frame) for frame in data.splits.values())
+    budget = preprocessing.ImageMemoryBudget(total=images * 3 * 24 * 24)  # every split fits in uint8, none in float32
+    datasets, collate = preprocessing.build_datasets(data, processor, config, 128, augment=False, cache_images=True, budget=budget)
+    train = datasets["train"]
+    assert train.cache.dtype == torch.uint8 and datasets["validation"].cache is not None and budget.left == 0
+    expected = torch.stack([processor(open_image(path), return_tensors="pt")["pixel_values"][0] for path in train.images])
+    loader = torch.utils.data.DataLoader(train, batch_size=3, num_workers=2, collate_fn=collate)
+    assert torch.equal(torch.cat([batch["pixel_values"] for batch in loader]), expected), "first pass, filled by workers"
+    assert bool(train.filled.all())
+    assert torch.equal(torch.stack([train[i]["pixel_values"] for i in range(len(train))]), expected), "later passes read the kept pixels"
+    # where the two halves would not reproduce the processor exactly, the split keeps float32 (and a 4-byte budget)
+    monkeypatch.setattr(preprocessing._ProcessorTransform, "finish", lambda self, pixels: pixels.float())
+    datasets, _ = preprocessing.build_datasets(data, processor, config, 128, augment=False, cache_images=True)
+    assert datasets["train"].cache.dtype == torch.float32
+    assert torch.equal(torch.stack([datasets["train"][i]["pixel_values"] for i in range(len(train))]), expected)
+
+
 def test_the_memory_budget_keeps_the_training_split_first(tmp_path, monkeypatch, capsys):
     from conftest import write_image_folder
     from hf_transfer import preprocessing
