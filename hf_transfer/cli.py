@@ -8,6 +8,7 @@ pick modality-dependent defaults (a learning rate for text vs images) only where
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import sys
 
@@ -93,7 +94,10 @@ def parse_recipe_args(defaults: dict, argv: list[str] | None = None, overrides: 
         raise TransferError(f"{where} has unknown argument '{unknown[0]}': see `python recipes/<recipe>.py --help`")
     _check_types(parser, user_values, config_path, from_yaml)
     argv_keys = {a.split("=")[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
-    parser.set_defaults(**{**COMMON_DEFAULTS, **_device_defaults(), **defaults, **user_values})
+    device_defaults = _device_defaults()
+    if "accelerator_config" in device_defaults:
+        _keep_non_blocking(argv, user_values)
+    parser.set_defaults(**{**COMMON_DEFAULTS, **device_defaults, **defaults, **user_values})
     try:
         parsed = parser.parse_args_into_dataclasses(args=argv)
     except SystemExit as exc:  # argparse already printed its one-line reason
@@ -186,6 +190,28 @@ def _device_defaults() -> dict:
         return {"use_cpu": True}
     return {"dataloader_num_workers": min(8, max(1, (os.cpu_count() or 2) - 1)), "dataloader_persistent_workers": True,
             "accelerator_config": {"non_blocking": True}, "logging_nan_inf_filter": False}
+
+
+def _keep_non_blocking(argv: list[str], user_values: dict) -> None:
+    """A user's --accelerator_config that does not mention non_blocking keeps the device default (True) rather than
+    replacing it with accelerate's False: asking for split_batches should not make every batch copy blocking."""
+    def merged(value):
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.lstrip().startswith("{") else json.loads(pathlib.Path(value).read_text())
+            except (OSError, ValueError):
+                return None  # TrainingArguments says what is wrong with it
+        if isinstance(value, dict) and "non_blocking" not in value:
+            return json.dumps({**value, "non_blocking": True})
+        return None
+
+    for at, arg in enumerate(argv):
+        if arg == "--accelerator_config" and at + 1 < len(argv) and (value := merged(argv[at + 1])):
+            argv[at + 1] = value
+        elif arg.startswith("--accelerator_config=") and (value := merged(arg.split("=", 1)[1])):
+            argv[at] = f"--accelerator_config={value}"
+    if "accelerator_config" in user_values and (value := merged(user_values["accelerator_config"])):
+        user_values["accelerator_config"] = value
 
 
 def _check_precision(training: TrainingArguments) -> None:

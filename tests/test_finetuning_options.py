@@ -262,6 +262,12 @@ def test_on_an_accelerator_steps_do_not_wait_for_it_unless_the_user_says(tmp_pat
     asked = parse_recipe_args({}, argv=["--output_dir", str(tmp_path), "--accelerator_config", '{"non_blocking": false}',
                                         "--logging_nan_inf_filter", "True", "--dataloader_num_workers", "0"]).training
     assert not asked.accelerator_config.non_blocking and asked.logging_nan_inf_filter and asked.dataloader_num_workers == 0
+    # an --accelerator_config that does not mention non_blocking keeps it (as JSON, a file, or a dict from run())
+    (tmp_path / "accelerator.json").write_text('{"even_batches": false}')
+    for argv, overrides in ([["--accelerator_config", '{"split_batches": true}'], {}], [["--accelerator_config=" + str(tmp_path / "accelerator.json")], {}],
+                            [[], {"accelerator_config": {"split_batches": True}}]):
+        merged = parse_recipe_args({}, argv=["--output_dir", str(tmp_path), *argv], overrides=overrides).training.accelerator_config
+        assert merged.non_blocking and (merged.split_batches or not merged.even_batches), (argv, overrides)
     monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
     on_cpu = parse_recipe_args({}, argv=["--output_dir", str(tmp_path)]).training
     assert not on_cpu.accelerator_config.non_blocking and on_cpu.logging_nan_inf_filter and on_cpu.use_cpu
