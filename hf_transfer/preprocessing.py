@@ -192,7 +192,7 @@ class ImageDataset(torch.utils.data.Dataset):
         self.images = frame["image"].tolist()
         self.labels = frame["label"].tolist()
         self.transform = transform
-        self.compact = compact
+        self.compact = compact and bool(cache_side)
         self.cache = self.filled = None
         if cache_side:
             dtype = torch.uint8 if compact else torch.float32
@@ -208,7 +208,7 @@ class ImageDataset(torch.utils.data.Dataset):
             return {"pixel_values": self.transform.finish(kept) if self.compact else kept.clone(), "labels": self.labels[index]}
         image = open_image(self.images[index])
         kept = self.transform.resized(image) if self.compact else self.transform(image)
-        if self.cache is not None and kept.shape == self.cache.shape[1:]:
+        if self.cache is not None and kept.shape == self.cache.shape[1:] and kept.dtype == self.cache.dtype:
             self.cache[index] = kept
             self.filled[index] = True
         return {"pixel_values": self.transform.finish(kept) if self.compact else kept, "labels": self.labels[index]}
