@@ -204,13 +204,13 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         if self.filled is not None and self.filled[index]:
-            kept = self.cache[index]
-            return {"pixel_values": self.transform.finish(kept) if self.compact else kept.clone(), "labels": self.labels[index]}
-        image = open_image(self.images[index])
-        kept = self.transform.resized(image) if self.compact else self.transform(image)
-        if self.cache is not None and kept.shape == self.cache.shape[1:] and kept.dtype == self.cache.dtype:
-            self.cache[index] = kept
-            self.filled[index] = True
+            kept = self.cache[index] if self.compact else self.cache[index].clone()  # finish() makes a new tensor
+        else:
+            image = open_image(self.images[index])
+            kept = self.transform.resized(image) if self.compact else self.transform(image)
+            if self.cache is not None and kept.shape == self.cache.shape[1:] and kept.dtype == self.cache.dtype:
+                self.cache[index] = kept
+                self.filled[index] = True
         return {"pixel_values": self.transform.finish(kept) if self.compact else kept, "labels": self.labels[index]}
 
 
