@@ -7,6 +7,8 @@
 - Optional gradual unfreezing: each group's LR multiplier is 0 until its phase, then Trainer's own
   schedule (linear, cosine, ... with warmup) or ULMFiT's slanted triangular one.
 - Every layer group's LR in the logs (`learning_rate/<group>`); `learning_rate` is the body's highest.
+- Checkpoints (the best epoch, `--resume_from_checkpoint`) loaded back under the model's current weight names,
+  every weight or an error: `Trainer`'s own reload skips the weights transformers 5 renamed (see checkpoint_loading).
 - Best-checkpoint selection that breaks ties on the selection metric by validation loss: on a small
   validation set several epochs often share the top accuracy, and keeping the first of them can throw
   away every later phase of a schedule.
@@ -19,7 +21,7 @@ import math
 import numpy as np
 import torch
 from torch import nn
-from transformers import Trainer, get_scheduler
+from transformers import PreTrainedModel, Trainer, get_scheduler
 
 from .architectures import decays
 
@@ -113,6 +115,23 @@ class TransferTrainer(Trainer):
         if body:
             rates["learning_rate"] = max(body)
         return rates
+
+    def _loads_weights_itself(self, model) -> bool:
+        """Whole-model weights saved by `save_pretrained`; DeepSpeed, FSDP and adapters keep Trainer's own loaders."""
+        return isinstance(model, PreTrainedModel) and not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        from .checkpoint_loading import load_checkpoint
+
+        model = self.model if model is None else model
+        if not (self._loads_weights_itself(model) and load_checkpoint(model, resume_from_checkpoint)):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self) -> None:
+        from .checkpoint_loading import load_checkpoint
+
+        if not (self._loads_weights_itself(self.model) and load_checkpoint(self.model, self.state.best_model_checkpoint)):
+            super()._load_best_model()
 
     def _determine_best_metric(self, metrics, trial) -> bool:
         """Trainer's rule (strictly better wins), plus: a tie on the metric goes to the lower validation loss."""

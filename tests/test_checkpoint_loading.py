@@ -1,0 +1,64 @@
+"""Checkpoints come back whole: the kept epoch and a resumed run get every weight, also on architectures whose
+weights transformers 5 saves under their original names (ViT, Swin, DINOv2 …), where `Trainer` alone skips them."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainingArguments
+
+import recipes.full_finetune as full_finetune
+from hf_transfer.checkpoint_loading import saved_to_live_names
+from hf_transfer.cli import ModelArguments
+from hf_transfer.errors import TransferError
+from hf_transfer.modeling import build_classifier, resolve_checkpoint
+from hf_transfer.trainer import TransferTrainer
+from tiny_architectures import save_transformers
+
+
+def classifier(path, **model_args):
+    args = ModelArguments(model_name_or_path=path, **model_args)
+    return build_classifier(resolve_checkpoint(args), ["neg", "pos"], args)
+
+
+@pytest.mark.parametrize("kind, head", [("vit", "linear"), ("vit", "mlp"), ("swin", "linear"), ("dinov2", "linear"), ("bert", "linear")])
+def test_the_best_checkpoint_and_a_resume_point_load_back_every_weight(tmp_path, kind, head, tiny_bert_dir):
+    model = classifier(save_transformers(kind, tmp_path, tokenizer_dir=tiny_bert_dir), head=head)  # mlp: our TransferClassifier around the backbone
+    if kind != "bert":  # the architectures this guards: saved names differ from the live ones
+        assert any(saved != live for saved, live in saved_to_live_names(model).items())
+    trainer = TransferTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True))
+    checkpoint = tmp_path / "out" / "checkpoint-1"
+    trainer._save(str(checkpoint))
+    kept = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+    for load in (lambda: trainer._load_best_model(), lambda: trainer._load_from_checkpoint(str(checkpoint))):
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(1.0)  # training moved on after the checkpoint
+        trainer.state.best_model_checkpoint = str(checkpoint)
+        load()
+        now = model.state_dict()
+        assert [name for name in kept if not torch.equal(kept[name], now[name])] == []
+
+
+def test_a_checkpoint_of_another_model_is_a_one_line_error_naming_it(tmp_path, tiny_bert_dir, tiny_vit_dir):
+    vit = classifier(tiny_vit_dir)
+    trainer = TransferTrainer(model=vit, args=TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True))
+    other = tmp_path / "bert-checkpoint"
+    classifier(tiny_bert_dir).save_pretrained(other)
+    with pytest.raises(TransferError, match=f"checkpoint '{other}' does not match .* weights missing"):
+        trainer._load_from_checkpoint(str(other))
+
+
+def test_a_resumed_vit_run_matches_the_uninterrupted_one(tmp_path, tiny_vit_dir, image_dir):
+    common = dict(model_name_or_path=tiny_vit_dir, train_dir=str(image_dir), per_device_train_batch_size=4, num_train_epochs=3,
+                  learning_rate=1e-3, load_best_model_at_end=False, seed=3)
+    full = tmp_path / "full"
+    full_finetune.run(**common, output_dir=str(full), save_strategy="epoch", save_total_limit=None, keep_checkpoints=True)
+    middle = sorted(full.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[0]
+    resumed = tmp_path / "resumed"
+    full_finetune.run(**common, output_dir=str(resumed), save_strategy="no", resume_from_checkpoint=str(middle))
+    a, b = load_file(full / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert [key for key in a if not torch.allclose(a[key], b[key], atol=1e-6)] == []
+    start = load_file(f"{tiny_vit_dir}/model.safetensors")
+    assert any(not torch.equal(start[key], a["vit." + key]) for key in start if ".layer.0." in key), "the encoder must have trained"
