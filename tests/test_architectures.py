@@ -21,6 +21,7 @@ from hf_transfer.adapter_targets import default_targets, head_modules
 from hf_transfer.architectures import decays
 from hf_transfer.layer_groups import layer_groups
 from hf_transfer.modeling import ModelArguments, build_classifier, resolve_checkpoint
+from test_checkpoint_loading import assert_checkpoints_load_back_whole
 from tiny_architectures import IMAGE, TEXT, TIMM, TORCHVISION, save_timm, save_transformers, torchvision_model
 
 # What the default LoRA targets must include for each family (attention projections; CNNs: their weight-holding layers).
@@ -72,6 +73,7 @@ def test_architecture_coverage(kind, checkpoints, tmp_path, text_csv, image_dir)
     assert targets and set(EXPECTED_TARGETS.get(kind, set())) <= set(targets), targets
     if kind in ("convnext",):
         assert any(t.endswith("pwconv1") for t in targets), "ConvNeXt's pointwise layers hold its weights and get adapters"
+    assert_checkpoints_load_back_whole(model, tmp_path / "checkpoints")
 
     data = {"train_dir": str(image_dir)} if image else {"train_file": str(text_csv)}
     size = {"image_size": SIZES.get(kind, 32)} if image and SIZES.get(kind, 32) else {}
