@@ -21,6 +21,7 @@ from .errors import TransferError
 
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
+TORCH_WEIGHTS = "pytorch_model.bin"
 
 
 def saved_to_live_names(model: nn.Module) -> dict[str, str]:
@@ -43,7 +44,8 @@ def saved_to_live_names(model: nn.Module) -> dict[str, str]:
 
 
 def read_checkpoint(folder: str | pathlib.Path) -> dict[str, torch.Tensor] | None:
-    """The weights of a checkpoint folder in safetensors (one file or shards); None when it holds none."""
+    """The weights of a checkpoint folder: safetensors (one file or shards), else a torch file loaded with
+    weights_only=True; None when it holds neither (an FSDP or adapter checkpoint)."""
     from safetensors.torch import load_file
 
     folder = pathlib.Path(folder)
@@ -52,11 +54,13 @@ def read_checkpoint(folder: str | pathlib.Path) -> dict[str, torch.Tensor] | Non
     if (folder / WEIGHTS_INDEX).is_file():
         shards = sorted(set(json.loads((folder / WEIGHTS_INDEX).read_text())["weight_map"].values()))
         return {name: tensor for shard in shards for name, tensor in load_file(str(folder / shard), device="cpu").items()}
+    if (folder / TORCH_WEIGHTS).is_file():
+        return torch.load(folder / TORCH_WEIGHTS, map_location="cpu", weights_only=True)
     return None
 
 
 def load_checkpoint(model: nn.Module, folder: str | pathlib.Path) -> bool:
-    """Copy a checkpoint's weights into `model` in place; False when the folder holds no safetensors weights.
+    """Copy a checkpoint's weights into `model` in place; False when the folder holds no whole-model weights.
 
     Every weight of the model must come back, except those `save_pretrained` leaves out because they share
     storage with one that is saved (tied embeddings) or that the model asks not to save.

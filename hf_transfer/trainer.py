@@ -120,6 +120,13 @@ class TransferTrainer(Trainer):
         """Whole-model weights saved by `save_pretrained`; DeepSpeed, FSDP and adapters keep Trainer's own loaders."""
         return isinstance(model, PreTrainedModel) and not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
 
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        if (self.args.load_best_model_at_end or resume_from_checkpoint) and self._loads_weights_itself(self.model):
+            from .checkpoint_loading import saved_to_live_names
+
+            saved_to_live_names(self.model)  # a model whose checkpoints cannot be read back is refused before training, not after
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         from .checkpoint_loading import load_checkpoint
 

@@ -67,3 +67,41 @@ def test_a_resumed_vit_run_matches_the_uninterrupted_one(tmp_path, tiny_vit_dir,
     assert [key for key in a if not torch.allclose(a[key], b[key], atol=1e-6)] == []
     start = load_file(f"{tiny_vit_dir}/model.safetensors")
     assert any(not torch.equal(start[key], a["vit." + key]) for key in start if ".layer.0." in key), "the encoder must have trained"
+
+
+def test_a_model_whose_checkpoints_cannot_be_read_back_is_refused_before_training(tmp_path):
+    """Weights that save_pretrained splits or merges (fused MoE experts) have no one-to-one name: one line, no step taken."""
+    from transformers import BertConfig, BertForSequenceClassification
+    from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+    from transformers.core_model_loading import Concatenate, WeightConverter
+
+    class FusedHeadBert(BertForSequenceClassification):
+        pass
+
+    register_checkpoint_conversion_mapping("FusedHeadBert", [WeightConverter(
+        source_patterns=["classifier.weight_a", "classifier.weight_b"], target_patterns="classifier.weight", operations=[Concatenate(dim=0)])],
+        overwrite=True)
+    model = FusedHeadBert(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, num_labels=2))
+    out = tmp_path / "out"
+    args = TrainingArguments(output_dir=str(out), report_to=[], use_cpu=True, eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True)
+    examples = [{"input_ids": torch.tensor([1, 2, 3]), "labels": torch.tensor(i % 2)} for i in range(4)]
+    trainer = TransferTrainer(model=model, args=args, train_dataset=examples, eval_dataset=examples)
+    with pytest.raises(TransferError, match="FusedHeadBert saves 2 weights in a converted layout .* pass --load_best_model_at_end false"):
+        trainer.train()
+    assert trainer.state.global_step == 0 and not any(out.glob("*"))
+
+
+def test_a_checkpoint_in_a_torch_file_loads_back_whole_too(tmp_path, tiny_vit_dir):
+    from hf_transfer.checkpoint_loading import load_checkpoint
+
+    model = classifier(tiny_vit_dir)
+    model.save_pretrained(tmp_path / "saved")
+    (tmp_path / "old").mkdir()
+    torch.save(load_file(tmp_path / "saved" / "model.safetensors"), tmp_path / "old" / "pytorch_model.bin")  # original names, as older Trainers wrote
+    kept = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(0.0)
+    assert load_checkpoint(model, tmp_path / "old")
+    assert all(torch.equal(kept[name], tensor) for name, tensor in model.state_dict().items())
+    assert not load_checkpoint(model, tmp_path)  # no weights here: Trainer's own loaders (FSDP, adapters) take over
