@@ -135,12 +135,18 @@ def label_order(teacher: Teacher, label_names: list[str]) -> list[int]:
 
 
 def teacher_logits(teacher: Teacher, frame: pd.DataFrame, order: list[int], batch_size: int) -> torch.Tensor:
-    """The teacher's logits for every row of a data frame (its own preprocessing), columns in the data's label order."""
-    if teacher.modality == "text":
-        pairs = frame["text_pair"].tolist() if "text_pair" in frame.columns else None
-        logits = class_logits(teacher.run, frame["text"].tolist(), text_pairs=pairs, batch_size=batch_size)
-    else:
-        logits = class_logits(teacher.run, frame["image"].tolist(), batch_size=batch_size)
+    """The teacher's logits for every row of a data frame (its own preprocessing), columns in the data's label order.
+    Under DDP each rank runs the teacher on its share of the rows and every rank gets them all."""
+    from .sharding import rows_across_ranks
+
+    def logits_for(rows):
+        part = frame.iloc[list(rows)]
+        if teacher.modality == "text":
+            pairs = part["text_pair"].tolist() if "text_pair" in part.columns else None
+            return (class_logits(teacher.run, part["text"].tolist(), text_pairs=pairs, batch_size=batch_size),)
+        return (class_logits(teacher.run, part["image"].tolist(), batch_size=batch_size),)
+
+    (logits,) = rows_across_ranks(logits_for, len(frame))
     return logits[:, order]
 
 

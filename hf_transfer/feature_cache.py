@@ -131,16 +131,9 @@ def _is_main_process() -> bool:
 
 def _extract_sharded(model, dataset, collator, settings: ExtractionSettings) -> torch.utils.data.TensorDataset:
     """Under DDP each rank extracts every world_size-th example; the shards are gathered back into order."""
-    import torch.distributed as dist
+    from .sharding import rows_across_ranks
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return extract_features(model, dataset, collator, settings)
-    rank, world = dist.get_rank(), dist.get_world_size()
-    shard = extract_features(model, torch.utils.data.Subset(dataset, range(rank, len(dataset), world)), collator, settings)
-    gathered = [None] * world
-    dist.all_gather_object(gathered, (shard.tensors[0], shard.tensors[1]))
-    features = torch.empty((len(dataset), gathered[0][0].shape[1]), dtype=gathered[0][0].dtype)
-    labels = torch.empty(len(dataset), dtype=gathered[0][1].dtype)
-    for r, (f, y) in enumerate(gathered):
-        features[r::world], labels[r::world] = f, y
-    return torch.utils.data.TensorDataset(features, labels)
+    def extract(rows):
+        return extract_features(model, torch.utils.data.Subset(dataset, rows), collator, settings).tensors
+
+    return torch.utils.data.TensorDataset(*rows_across_ranks(extract, len(dataset)))

@@ -1,23 +1,35 @@
 """Run by `accelerate launch` in the DDP tests: `ddp_worker.py RECIPE ARGS...` runs the recipe, and each rank saves its own
-weights to OUTPUT_DIR-ranks/rankN.safetensors before the run is written."""
+weights to OUTPUT_DIR-ranks/rankN.safetensors before the run is written, and how many inputs its distillation teacher
+scored to OUTPUT_DIR-ranks/rankN-teacher.json."""
 
 import importlib
+import json
 import os
 import sys
 
 from safetensors.torch import save_file
 
-from hf_transfer import training
+from hf_transfer import distillation, training
 
 finish = training.finish
+class_logits = distillation.class_logits
+scored = []
+
+
+def counted_class_logits(run, inputs, **kwargs):
+    scored.append(len(inputs))
+    return class_logits(run, inputs, **kwargs)
 
 
 def finish_and_save_rank(job, trainer, results, **kwargs):
     state = {k: v.detach().cpu().contiguous() for k, v in trainer.accelerator.unwrap_model(job.model).state_dict().items()}
     save_file(state, os.path.join(job.args.training.output_dir + "-ranks", f"rank{trainer.args.process_index}.safetensors"))
+    with open(os.path.join(job.args.training.output_dir + "-ranks", f"rank{trainer.args.process_index}-teacher.json"), "w") as file:
+        json.dump(scored, file)
     return finish(job, trainer, results, **kwargs)
 
 
 training.finish = finish_and_save_rank
+distillation.class_logits = counted_class_logits
 if __name__ == "__main__":
     importlib.import_module(f"recipes.{sys.argv[1]}").run(argv=sys.argv[2:])

@@ -245,3 +245,73 @@ def test_unlabeled_dir_and_its_cap_reach_the_student(tmp_path, tiny_vit_dir, ima
     seen.clear()
     plain = distill.run(output_dir=str(tmp_path / "plain"), **common)
     assert plain["unlabeled_samples"] == 0 and seen and sum(n for n, _ in seen) == 0
+
+
+# ---------------------------------------------------------------- several processes
+
+
+def _gather_rows(rank: int, world: int, port: int, lengths: list[int], results):
+    import torch.distributed as dist
+
+    from hf_transfer.sharding import rows_across_ranks
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    seen = []
+    for length in lengths:
+        rows_here = []
+
+        def compute(rows):
+            rows_here.extend(rows)
+            rows = torch.tensor(list(rows), dtype=torch.long)
+            return rows * 10, torch.stack([rows, -rows], dim=1).float()
+
+        seen.append((rows_here, rows_across_ranks(compute, length)))
+    results.put((rank, seen))
+    dist.destroy_process_group()
+
+
+def test_rows_split_across_ranks_come_back_whole_and_in_order_on_every_rank():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    lengths = [7, 1, 0]  # not a multiple of the world size; fewer rows than ranks; none
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    processes = [context.Process(target=_gather_rows, args=(rank, 2, port, lengths, results)) for rank in range(2)]
+    for process in processes:
+        process.start()
+    answers = dict(results.get(timeout=120) for _ in processes)
+    for process in processes:
+        process.join(timeout=60)
+    for rank, seen in answers.items():
+        for length, (rows_here, (tens, pairs)) in zip(lengths, seen):
+            assert rows_here == list(range(rank, length, 2)), "each rank computes only its own rows"
+            assert torch.equal(tens, torch.arange(length) * 10)
+            assert torch.equal(pairs, torch.stack([torch.arange(length), -torch.arange(length)], dim=1).float())
+
+
+def test_two_process_distillation_runs_the_teacher_once_over_the_data(tmp_path, tiny_teacher):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    teacher, data = tiny_teacher
+    out = tmp_path / "out"
+    (tmp_path / "out-ranks").mkdir()
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    arguments = ["--teacher", str(teacher), "--train_file", str(data), "--output_dir", str(out), "--num_train_epochs", "1",
+                 "--per_device_train_batch_size", "2", "--save_strategy", "no", "--load_best_model_at_end", "false"]
+    result = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "tests/ddp_worker.py", "distill", "--use_cpu", *arguments],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (load_file(tmp_path / "out-ranks" / f"rank{r}.safetensors") for r in (0, 1))
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), "ranks diverged: they trained on different teacher logits"
+    results = json.loads((out / "all_results.json").read_text())
+    scored = [sum(json.loads((tmp_path / "out-ranks" / f"rank{r}-teacher.json").read_text())) for r in (0, 1)]
+    total = results["train_samples"] + results["eval_samples"] + results["test_samples"]  # soft targets, then the teacher's own scores
+    assert sum(scored) == total and abs(scored[0] - scored[1]) <= 3, (scored, total)
