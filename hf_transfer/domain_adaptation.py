@@ -175,10 +175,16 @@ def target_label_ids(frame, label_names: list[str], source: str) -> np.ndarray |
 @torch.no_grad()
 def class_probabilities(classifier: nn.Module, dataset, collator, settings, device) -> np.ndarray:
     """Softmax outputs of the classifier over a dataset (labels, if any, are not used), in eval mode.
-    `settings`: features.ExtractionSettings (the run's batch size, workers and precision)."""
+    `settings`: features.ExtractionSettings (the run's batch size, workers and precision). Under DDP each rank
+    runs the backbone on its share of the rows and every rank gets them all."""
     from .features import extract_features
+    from .sharding import rows_across_ranks
 
-    features = extract_features(classifier, dataset, collator, settings, device).tensors[0].to(device)
+    def features_of(rows):
+        return (extract_features(classifier, torch.utils.data.Subset(dataset, rows), collator, settings, device).tensors[0],)
+
+    (features,) = rows_across_ranks(features_of, len(dataset))
+    features = features.to(device)
     was_training = classifier.training
     classifier.eval()
     try:

@@ -213,3 +213,31 @@ def test_a_named_target_data_set_is_read_unlabelled_and_scored_on_its_test_split
                                target_dataset_name="bundled:mnist_m", max_target_samples=20, target_test_dir=str(held_out), method="coral",
                                output_dir=str(tmp_path / "out2"), **QUICK)
     assert results["target_samples"] == 20 and results["target_test_samples"] == 4
+
+
+def test_two_process_pseudo_labelling_scores_each_target_row_once_and_ranks_agree(tmp_path, tiny_bert_dir):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    data = write_text_table(tmp_path / "train")
+    target = write_text_table(tmp_path / "target", rows_per_class=7)
+    out = tmp_path / "out"
+    (tmp_path / "out-ranks").mkdir()
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    arguments = ["--model_name_or_path", tiny_bert_dir, "--train_file", str(data), "--target_file", str(target), "--method", "pseudo_label",
+                 "--pseudo_label_threshold", "0.3", "--pseudo_label_rounds", "1", "--output_dir", str(out), "--num_train_epochs", "1",
+                 "--per_device_train_batch_size", "2", "--save_strategy", "no", "--load_best_model_at_end", "false"]
+    result = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "tests/ddp_worker.py", "domain_adapt", "--use_cpu",
+                             *arguments], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (load_file(tmp_path / "out-ranks" / f"rank{r}.safetensors") for r in (0, 1))
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), "ranks diverged: they kept different pseudo-labels"
+    results = json.loads((out / "all_results.json").read_text())
+    scored = [json.loads((tmp_path / "out-ranks" / f"rank{r}-teacher.json").read_text()) for r in (0, 1)]
+    rounds = len(results["pseudo_label_rounds"])
+    assert rounds >= 1 and len(scored[0]) == len(scored[1]) == rounds
+    assert [a + b for a, b in zip(*scored)] == [results["target_samples"]] * rounds, (scored, results["target_samples"])
