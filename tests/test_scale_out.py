@@ -116,3 +116,47 @@ def _checkpoint_key(key: str, checkpoint: dict) -> str:
         if key.startswith(prefix) and key[len(prefix):] in checkpoint:
             return key[len(prefix):]
     return key
+
+
+def _gather_rows(rank: int, world: int, port: int, lengths: list[int], results):
+    import torch.distributed as dist
+
+    from hf_transfer.sharding import rows_across_ranks
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    seen = []
+    for length in lengths:
+        rows_here = []
+
+        def compute(rows):
+            rows_here.extend(rows)
+            rows = torch.tensor(list(rows), dtype=torch.long)
+            return rows * 10, torch.stack([rows, -rows], dim=1).float()
+
+        seen.append((rows_here, rows_across_ranks(compute, length)))
+    results.put((rank, seen))
+    dist.destroy_process_group()
+
+
+def test_rows_split_across_ranks_come_back_whole_and_in_order_on_every_rank():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    lengths = [7, 1, 0]  # not a multiple of the world size; fewer rows than ranks; none
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    processes = [context.Process(target=_gather_rows, args=(rank, 2, port, lengths, results)) for rank in range(2)]
+    for process in processes:
+        process.start()
+    answers = dict(results.get(timeout=120) for _ in processes)
+    for process in processes:
+        process.join(timeout=60)
+    for rank, seen in answers.items():
+        for length, (rows_here, (tens, pairs)) in zip(lengths, seen):
+            assert rows_here == list(range(rank, length, 2)), "each rank computes only its own rows"
+            assert torch.equal(tens, torch.arange(length) * 10)
+            assert torch.equal(pairs, torch.stack([torch.arange(length), -torch.arange(length)], dim=1).float())
