@@ -15,6 +15,7 @@ os.environ.setdefault("HF_TRANSFER_CACHE", tempfile.mkdtemp(prefix="hf_transfer-
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from hf_transfer import assets
@@ -31,7 +32,9 @@ def tiny_bert_dir(tmp_path_factory):
     tokenizer = AutoTokenizer.from_pretrained(assets.bundled_checkpoint_path("bundled:minilm-l6"))
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=37, max_position_embeddings=128)
-    BertModel(config).save_pretrained(path)
+    with torch.random.fork_rng():  # the same weights whichever test asks first: results do not depend on test order
+        torch.manual_seed(0)
+        BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
 
@@ -42,7 +45,9 @@ def tiny_vit_dir(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("tiny-vit")
     config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)
-    ViTModel(config).save_pretrained(path)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        ViTModel(config).save_pretrained(path)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
     return str(path)
 
