@@ -3,6 +3,8 @@ real from_pretrained path), small text tables and image folders. Nothing here to
 
 import json
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -111,3 +113,18 @@ def pipeline_accuracy(run_dir, table, task) -> dict:
                             env=env, cwd="/", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_on_two_ranks(recipe: str, arguments: list, output_dir) -> tuple[dict, dict]:
+    """`accelerate launch` of tests/ddp_worker.py RECIPE on two CPU processes (torchrun + gloo: accelerate 1.15's
+    `--cpu --num_processes 2` starts one); each rank's final weights, which the worker saves to OUTPUT_DIR-ranks."""
+    from safetensors.torch import load_file
+
+    ranks = pathlib.Path(f"{output_dir}-ranks")
+    ranks.mkdir(exist_ok=True)
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    result = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "tests/ddp_worker.py", recipe, "--use_cpu",
+                             "--output_dir", str(output_dir), *map(str, arguments)],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return load_file(ranks / "rank0.safetensors"), load_file(ranks / "rank1.safetensors")

@@ -8,16 +8,10 @@ from transformers import TrainingArguments
 
 import recipes.full_finetune as full_finetune
 from hf_transfer.checkpoint_loading import saved_to_live_names
-from hf_transfer.cli import ModelArguments
 from hf_transfer.errors import TransferError
-from hf_transfer.modeling import build_classifier, resolve_checkpoint
 from hf_transfer.trainer import TransferTrainer
+from test_adapters import classifier
 from tiny_architectures import save_transformers
-
-
-def classifier(path, **model_args):
-    args = ModelArguments(model_name_or_path=path, **model_args)
-    return build_classifier(resolve_checkpoint(args), ["neg", "pos"], args)
 
 
 def assert_checkpoints_load_back_whole(model, folder):

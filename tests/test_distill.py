@@ -23,7 +23,7 @@ from hf_transfer.student import (
     transformer_blocks,
 )
 from recipes import distill, full_finetune
-from tests.conftest import NEGATIVE, POSITIVE, pipeline_accuracy, write_text_table
+from tests.conftest import NEGATIVE, POSITIVE, pipeline_accuracy, run_on_two_ranks, write_text_table
 
 QUICK = {"num_train_epochs": 2, "save_strategy": "no", "load_best_model_at_end": False}
 
@@ -251,21 +251,10 @@ def test_unlabeled_dir_and_its_cap_reach_the_student(tmp_path, tiny_vit_dir, ima
 
 
 def test_two_process_distillation_runs_the_teacher_once_over_the_data(tmp_path, tiny_teacher):
-    import os
-    import shutil
-    import subprocess
-    import sys
-
     teacher, data = tiny_teacher
     out = tmp_path / "out"
-    (tmp_path / "out-ranks").mkdir()
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    arguments = ["--teacher", str(teacher), "--train_file", str(data), "--output_dir", str(out), "--num_train_epochs", "1",
-                 "--per_device_train_batch_size", "2", "--save_strategy", "no", "--load_best_model_at_end", "false"]
-    result = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "tests/ddp_worker.py", "distill", "--use_cpu", *arguments],
-                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rank0, rank1 = (load_file(tmp_path / "out-ranks" / f"rank{r}.safetensors") for r in (0, 1))
+    rank0, rank1 = run_on_two_ranks("distill", ["--teacher", teacher, "--train_file", data, "--num_train_epochs", "1", "--per_device_train_batch_size", "2",
+                                                "--save_strategy", "no", "--load_best_model_at_end", "false"], out)
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), "ranks diverged: they trained on different teacher logits"
     results = json.loads((out / "all_results.json").read_text())
     scored = [sum(json.loads((tmp_path / "out-ranks" / f"rank{r}-teacher.json").read_text())) for r in (0, 1)]

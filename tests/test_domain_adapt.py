@@ -19,7 +19,7 @@ from hf_transfer.domain_alignment import (
 from hf_transfer.errors import TransferError
 from hf_transfer.pseudo_labels import select
 from recipes import domain_adapt
-from tests.conftest import pipeline_accuracy, write_image_folder, write_text_table
+from tests.conftest import pipeline_accuracy, run_on_two_ranks, write_image_folder, write_text_table
 
 QUICK = {"num_train_epochs": 1, "save_strategy": "no", "load_best_model_at_end": False}
 
@@ -216,25 +216,13 @@ def test_a_named_target_data_set_is_read_unlabelled_and_scored_on_its_test_split
 
 
 def test_two_process_pseudo_labelling_scores_each_target_row_once_and_ranks_agree(tmp_path, tiny_bert_dir):
-    import os
-    import shutil
-    import subprocess
-    import sys
-
-    from safetensors.torch import load_file
-
     data = write_text_table(tmp_path / "train")
     target = write_text_table(tmp_path / "target", rows_per_class=7)
     out = tmp_path / "out"
-    (tmp_path / "out-ranks").mkdir()
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    arguments = ["--model_name_or_path", tiny_bert_dir, "--train_file", str(data), "--target_file", str(target), "--method", "pseudo_label",
-                 "--pseudo_label_threshold", "0.3", "--pseudo_label_rounds", "1", "--output_dir", str(out), "--num_train_epochs", "1",
-                 "--per_device_train_batch_size", "2", "--save_strategy", "no", "--load_best_model_at_end", "false"]
-    result = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "tests/ddp_worker.py", "domain_adapt", "--use_cpu",
-                             *arguments], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rank0, rank1 = (load_file(tmp_path / "out-ranks" / f"rank{r}.safetensors") for r in (0, 1))
+    rank0, rank1 = run_on_two_ranks("domain_adapt", ["--model_name_or_path", tiny_bert_dir, "--train_file", data, "--target_file", target,
+                                                     "--method", "pseudo_label", "--pseudo_label_threshold", "0.3", "--pseudo_label_rounds", "1",
+                                                     "--num_train_epochs", "1", "--per_device_train_batch_size", "2", "--save_strategy", "no",
+                                                     "--load_best_model_at_end", "false"], out)
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), "ranks diverged: they kept different pseudo-labels"
     results = json.loads((out / "all_results.json").read_text())
     scored = [json.loads((tmp_path / "out-ranks" / f"rank{r}-teacher.json").read_text()) for r in (0, 1)]

@@ -18,6 +18,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
+from tests.conftest import run_on_two_ranks
+
 
 @pytest.fixture(scope="module")
 def sharded_runs(tmp_path_factory, tiny_bert_dir):
@@ -86,14 +88,9 @@ def test_lora_trains_only_the_adapter_and_head_when_sharded(sharded_runs):
                                              ("peft_finetune", ["--peft_method", "lora", "--learning_rate", "0.01"])])
 def test_two_process_ddp_ranks_agree_and_train_what_they_should(tmp_path, tiny_bert_dir, text_csv, recipe, options):
     out = tmp_path / "out"
-    (tmp_path / "out-ranks").mkdir()
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    arguments = ["--model_name_or_path", tiny_bert_dir, "--train_file", str(text_csv), "--output_dir", str(out), "--num_train_epochs", "2",
-                 "--per_device_train_batch_size", "2", "--save_strategy", "no", "--load_best_model_at_end", "false", *options]
-    result = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "tests/ddp_worker.py", recipe, "--use_cpu", *arguments],
-                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rank0, rank1 = (load_file(tmp_path / "out-ranks" / f"rank{r}.safetensors") for r in (0, 1))
+    rank0, rank1 = run_on_two_ranks(recipe, ["--model_name_or_path", tiny_bert_dir, "--train_file", text_csv, "--num_train_epochs", "2",
+                                             "--per_device_train_batch_size", "2", "--save_strategy", "no", "--load_best_model_at_end", "false",
+                                             *options], out)
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), "ranks diverged"
     loaded = load_file(f"{tiny_bert_dir}/model.safetensors")
     base = {k: rank0[k] for k in rank0 if "lora_" not in k and "classifier" not in k and "head" not in k}

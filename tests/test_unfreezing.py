@@ -1,10 +1,6 @@
 """Gradual unfreezing: frozen really is frozen, thawed layers learn, resume is exact, DDP ranks agree."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,6 +9,7 @@ from safetensors.torch import load_file
 import recipes.gradual_unfreeze as gradual_unfreeze
 from hf_transfer.layer_groups import layer_groups
 from hf_transfer.unfreezing import GradualUnfreezing, Phase, default_phases
+from tests.conftest import run_on_two_ranks
 
 HEAD_THEN_BLOCK1 = [{"at_epoch": 0, "unfreeze": ["head"]}, {"at_epoch": 1, "unfreeze": ["block.1"]}]
 
@@ -156,16 +153,11 @@ def test_batchnorm_statistics_stay_pretrained_unless_asked(tmp_path, image_dir, 
 def test_two_process_ddp_ranks_agree_and_thawed_layers_change(tmp_path, tiny_bert_dir, text_csv, head_phase):
     """cached: each rank extracts half the features, all fit the same head from the gathered whole."""
     out = tmp_path / "out"
-    (tmp_path / "out-ranks").mkdir()
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    arguments = ["--model_name_or_path", tiny_bert_dir, "--train_file", str(text_csv), "--output_dir", str(out), "--num_train_epochs", "3",
-                 "--per_device_train_batch_size", "2", "--learning_rate", "0.01", "--lr_factor", "2", "--save_strategy", "no",
-                 "--load_best_model_at_end", "false", "--phases", json.dumps(HEAD_THEN_BLOCK1), "--head_phase", head_phase,
-                 "--feature_cache_dir", str(tmp_path / "cache")]
-    result = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "tests/ddp_worker.py", "gradual_unfreeze", "--use_cpu", *arguments],
-                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
-    assert result.returncode == 0, result.stderr[-3000:]
-    rank0, rank1 = (load_file(tmp_path / "out-ranks" / f"rank{r}.safetensors") for r in (0, 1))
+    rank0, rank1 = run_on_two_ranks("gradual_unfreeze", ["--model_name_or_path", tiny_bert_dir, "--train_file", text_csv, "--num_train_epochs", "3",
+                                                         "--per_device_train_batch_size", "2", "--learning_rate", "0.01", "--lr_factor", "2",
+                                                         "--save_strategy", "no", "--load_best_model_at_end", "false",
+                                                         "--phases", json.dumps(HEAD_THEN_BLOCK1), "--head_phase", head_phase,
+                                                         "--feature_cache_dir", tmp_path / "cache"], out)
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), f"ranks diverged at {key}"
     before = load_file(f"{tiny_bert_dir}/model.safetensors")
