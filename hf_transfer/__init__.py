@@ -1,15 +1,15 @@
 """hf_transfer: transfer learning for the Hugging Face ecosystem, from a pretrained checkpoint and a few labelled examples."""
 
-from .adapter_files import load_adapter, merge as merge_adapter
-from .adapters import AdapterArguments
+from .runs.adapter_files import load_adapter, merge as merge_adapter
+from .adapters.attach import AdapterArguments
 from .errors import TransferError
-from .freezing import count_parameters, freeze, unfreeze
+from .models.freezing import count_parameters, freeze, unfreeze
 from .metrics import classification_report, make_compute_metrics
-from .modeling import ModelArguments, TransferClassifier, TransferClassifierConfig, build_classifier, resolve_checkpoint
-from .data import DataArguments, load_labelled_data
-from .layer_groups import LayerGroup, layer_groups
-from .optim import build_optimizer, discriminative_lrs, slanted_triangular
-from .unfreezing import GradualUnfreezing, Phase
+from .models.loading import ModelArguments, TransferClassifier, TransferClassifierConfig, build_classifier, resolve_checkpoint
+from .data.loading import DataArguments, load_labelled_data
+from .models.layer_groups import LayerGroup, layer_groups
+from .engine.optim import build_optimizer, discriminative_lrs, slanted_triangular
+from .engine.unfreezing import GradualUnfreezing, Phase
 
 __version__ = "0.1.0"
 
@@ -18,7 +18,7 @@ def __getattr__(name: str):
     """`hf_transfer.advise(...)` is the advisor function, imported on first use so that `python -m hf_transfer.advise`
     runs its module without the package having imported it first."""
     if name == "advise":
-        from .advise import advise
+        from .advice.advise import advise
 
         globals()["advise"] = advise  # the import set the attribute to the module; the function is what users call
         return advise

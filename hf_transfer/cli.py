@@ -1,248 +1,38 @@
-"""One way to configure every recipe: recipe defaults < YAML (--config) < command line / run() keywords.
+"""The command-line layer: the `hf-transfer` command, and the entry point every recipe file runs under.
 
-Argument names are those of Hugging Face's example scripts (`model_name_or_path`, `train_file`,
-`output_dir`, ...) plus `TrainingArguments`. We remember which keys the user set, so a recipe can
-pick modality-dependent defaults (a learning rate for text vs images) only where the user did not.
+    hf-transfer predict  --model outputs/full_finetune --input_file new.csv --output_file predictions.csv
+    hf-transfer evaluate --model outputs/lora_vit --test_dir photos_test/
+    hf-transfer advise   --train_dir photos/ --model_name_or_path bundled:efficientnet-lite0 ./my-vit
+    hf-transfer merge    outputs/lora_bert outputs/lora_bert_merged
+    hf-transfer push     outputs/lora_vit me/vit-photos-lora --private
+
+Training is not a subcommand: a recipe is a file (`python recipes/x.py`, `accelerate launch recipes/x.py`).
+Nothing in the library imports this module; it parses arguments, calls the library, prints, and turns a
+`TransferError` into one line `error: ...` with exit status 2.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import pathlib
+import argparse
 import sys
 
-import yaml
-from transformers import HfArgumentParser, TrainingArguments
-
-from .data import DataArguments
 from .errors import TransferError
-from .modeling import ModelArguments
-from .saving import OutputArguments
-
-# With no data named, every recipe runs on bundled real assets in a few minutes on a CPU.
-DEMO_DATA = {"dataset_name": "bundled:rotten_tomatoes", "max_train_samples_per_class": 100, "max_eval_samples": 500}
-
-# Defaults every recipe shares; recipes add their own on top.
-COMMON_DEFAULTS = {
-    "model_name_or_path": "bundled:minilm-l6",
-    **DEMO_DATA,
-    "eval_strategy": "epoch",
-    "save_strategy": "epoch",
-    "save_total_limit": 2,
-    "logging_strategy": "epoch",
-    "load_best_model_at_end": True,
-    "metric_for_best_model": "accuracy",
-    "report_to": "none",
-    "remove_unused_columns": False,
-    "per_device_train_batch_size": 16,
-    "per_device_eval_batch_size": 64,
-    "seed": 42,
-}
 
 
-@dataclasses.dataclass
-class RecipeArgs:
-    model: ModelArguments
-    data: DataArguments
-    training: TrainingArguments
-    output: OutputArguments
-    explicit: set  # keys the user set (YAML, command line or keywords)
-    extra: dict = dataclasses.field(default_factory=dict)  # recipe-specific keys
+def command_line(function, **kwargs):
+    """Run a command-line tool's function quietly; bad input ends in one line `error: ...` and exit code 2."""
+    from .engine.console import quiet_dependencies
 
-
-def _parser(extra_dataclasses=()) -> HfArgumentParser:
-    # The recipe's own options first, then model, data and output folder, then Trainer's ~150: --help reads top-down.
-    parser = HfArgumentParser((*extra_dataclasses, ModelArguments, DataArguments, OutputArguments, TrainingArguments))
-    parser.add_argument("--config", help="YAML file of argument values; the command line overrides them")
-    return parser
-
-
-def _read_yaml(path_text: str) -> dict:
-    path = pathlib.Path(path_text)
-    if not path.is_file():
-        raise TransferError(f"--config '{path}' does not exist: check the path")
+    quiet_dependencies()
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise TransferError(f"--config '{path}' is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(loaded, dict):
-        raise TransferError(f"--config '{path}' must be a mapping of argument names to values")
-    return loaded
-
-
-def parse_recipe_args(defaults: dict, argv: list[str] | None = None, overrides: dict | None = None,
-                      extra_dataclasses=()) -> RecipeArgs:
-    """Parse argv (command line) or overrides (keywords from a notebook) on top of YAML and defaults."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    overrides = dict(overrides or {})
-    config_path = overrides.pop("config", None)
-    if "--config" in argv:
-        at = argv.index("--config")
-        if at + 1 >= len(argv):
-            raise TransferError("--config needs a YAML file path")
-        config_path = argv[at + 1]
-        del argv[at : at + 2]
-    from_yaml = _read_yaml(config_path) if config_path else {}
-
-    parser = _parser(extra_dataclasses)
-    known = {action.dest for action in parser._actions} - {"config", "help"}
-    user_values = {**from_yaml, **overrides}
-    unknown = sorted(set(user_values) - known)
-    if unknown:
-        where = f"--config '{config_path}'" if unknown[0] in from_yaml else "run()"
-        raise TransferError(f"{where} has unknown argument '{unknown[0]}': see `python recipes/<recipe>.py --help`")
-    _check_types(parser, user_values, config_path, from_yaml)
-    argv_keys = {a.split("=")[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
-    device_defaults = _device_defaults()
-    if "accelerator_config" in device_defaults:
-        _keep_non_blocking(argv, user_values)
-    parser.set_defaults(**{**COMMON_DEFAULTS, **device_defaults, **defaults, **user_values})
-    try:
-        parsed = parser.parse_args_into_dataclasses(args=argv)
-    except SystemExit as exc:  # argparse already printed its one-line reason
-        if exc.code in (0, None):
-            raise
-        raise TransferError(f"bad command line: {' '.join(argv)}") from None
-    except ValueError as exc:
-        raise TransferError(str(exc).splitlines()[0]) from None
-    explicit = set(user_values) | argv_keys
-    *rest, model_args, data_args, output_args, training_args, _config_namespace = parsed  # last: the non-dataclass --config
-    _check_precision(training_args)
-    _one_data_source(data_args, explicit)
-    extra = {k: v for d in rest for k, v in dataclasses.asdict(d).items()}
-    _check_values(data_args, training_args, extra)
-    return RecipeArgs(model_args, data_args, training_args, output_args, explicit, extra)
-
-
-def _check_types(parser: HfArgumentParser, user_values: dict, config_path, from_yaml: dict) -> None:
-    """A number given as text in run() or YAML (num_train_epochs="three") is one line, not argparse's usage dump."""
-    actions = {action.dest: action for action in parser._actions}
-    for key, value in user_values.items():
-        kind = actions[key].type
-        if kind in (int, float) and value is not None and not isinstance(value, bool):
-            try:
-                kind(value)
-            except (TypeError, ValueError):
-                where = f"--config '{config_path}'" if key in from_yaml else "run()"
-                raise TransferError(f"{where}: {key}={value!r} is not a valid {kind.__name__}") from None
-
-
-def _check_values(data_args, training: TrainingArguments, extra: dict) -> None:
-    """Values argparse accepts but no run can use: one line before anything is loaded or written."""
-    positive = {"learning_rate": training.learning_rate, **{k: extra[k] for k in ("head_learning_rate", "lowest_learning_rate") if extra.get(k) is not None}}
-    for key, value in positive.items():
-        if not value > 0:
-            raise TransferError(f"--{key} {value:g} must be positive (e.g. 1e-4)")
-    if data_args.image_size is not None and data_args.image_size < 1:
-        raise TransferError(f"--image_size {data_args.image_size} must be a positive number of pixels (e.g. 224), or left unset for the checkpoint's own")
-    if training.max_steps <= 0 and not training.num_train_epochs > 0:
-        raise TransferError(f"--num_train_epochs {training.num_train_epochs:g} must be positive (or set --max_steps)")
-    _check_resume(training)
-    _check_report_to(training)
-
-
-def _check_resume(training: TrainingArguments) -> None:
-    """--resume_from_checkpoint names a checkpoint-* folder, or is true / last: the newest in --output_dir."""
-    value = training.resume_from_checkpoint
-    if not value:
-        return
-    from transformers.trainer_utils import get_last_checkpoint
-
-    if str(value).lower() in ("true", "last"):
-        last = get_last_checkpoint(training.output_dir) if pathlib.Path(training.output_dir).is_dir() else None
-        if last is None:
-            raise TransferError(f"--resume_from_checkpoint {value}: '{training.output_dir}' holds no checkpoint-* folder to resume from")
-        training.resume_from_checkpoint = last
-    elif not (pathlib.Path(value) / "trainer_state.json").is_file():
-        raise TransferError(f"--resume_from_checkpoint '{value}' is not a checkpoint folder (no trainer_state.json): "
-                            "name a checkpoint-* folder of an earlier run, or pass true for the newest in --output_dir")
-
-
-REPORTING_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "comet_ml": ("comet_ml",), "mlflow": ("mlflow",),
-                      "neptune": ("neptune",), "clearml": ("clearml",), "dvclive": ("dvclive",), "trackio": ("trackio",),
-                      "codecarbon": ("codecarbon",), "swanlab": ("swanlab",), "azure_ml": ("azureml",), "dagshub": ("dagshub",),
-                      "flyte": ("flytekit",), "kubeflow": ("kubeflow",)}
-
-
-def _check_report_to(training: TrainingArguments) -> None:
-    """An experiment tracker that is not installed is one line now, not a traceback once training starts."""
-    import importlib.util
-
-    for name in training.report_to or []:
-        packages = REPORTING_PACKAGES.get(name, ())
-        if packages and not any(importlib.util.find_spec(p) for p in packages):
-            raise TransferError(f"--report_to {name}: the '{packages[0]}' package is not installed: pip install {packages[0]}, or pass --report_to none")
-
-
-def _device_defaults() -> dict:
-    """On an accelerator, DataLoader workers (kept alive between epochs) feed it, and nothing in a training step
-    makes the host wait for it, so the host queues the next step's kernels while the GPU runs this one: batches
-    are copied from pinned memory without blocking (Trainer copies them blocking by default) and the step's loss
-    is not checked for nan / inf on the host (Trainer's --logging_nan_inf_filter reads every step's loss back).
-    Without an accelerator, train on the CPU outright: --bf16 then means CPU autocast rather than an error.
-    The user's own settings win over both."""
-    import os
-
-    import torch
-
-    if not torch.accelerator.is_available():
-        return {"use_cpu": True}
-    return {"dataloader_num_workers": min(8, max(1, (os.cpu_count() or 2) - 1)), "dataloader_persistent_workers": True,
-            "accelerator_config": {"non_blocking": True}, "logging_nan_inf_filter": False}
-
-
-def _keep_non_blocking(argv: list[str], user_values: dict) -> None:
-    """A user's --accelerator_config that does not mention non_blocking keeps the device default (True) rather than
-    replacing it with accelerate's False: asking for split_batches should not make every batch copy blocking."""
-    def merged(value):
-        if isinstance(value, str):
-            try:
-                value = json.loads(value) if value.lstrip().startswith("{") else json.loads(pathlib.Path(value).read_text())
-            except (OSError, ValueError):
-                return None  # TrainingArguments says what is wrong with it
-        if isinstance(value, dict) and "non_blocking" not in value:
-            return json.dumps({**value, "non_blocking": True})
-        return None
-
-    for at, arg in enumerate(argv):
-        if arg == "--accelerator_config" and at + 1 < len(argv) and (value := merged(argv[at + 1])):
-            argv[at + 1] = value
-        elif arg.startswith("--accelerator_config=") and (value := merged(arg.split("=", 1)[1])):
-            argv[at] = f"--accelerator_config={value}"
-    if "accelerator_config" in user_values and (value := merged(user_values["accelerator_config"])):
-        user_values["accelerator_config"] = value
-
-
-def _check_precision(training: TrainingArguments) -> None:
-    import torch
-
-    if training.fp16 and not torch.accelerator.is_available():
-        raise TransferError("--fp16 needs a GPU and none is available: on the CPU train in fp32 (the default) or pass --bf16")
-
-
-def _one_data_source(data_args: DataArguments, explicit: set) -> None:
-    """The demo data set and its sample caps give way to data the user names; two named sources are an error."""
-    named = [k for k in ("dataset_name", "train_file", "train_dir") if k in explicit and getattr(data_args, k)]
-    if len(named) > 1:
-        raise TransferError(f"--{named[0]} and --{named[1]} both name training data: give only one")
-    if named:
-        for key in DEMO_DATA:
-            if key not in explicit:
-                setattr(data_args, key, None)
-
-
-def split_list(value, separator: str = ",") -> list[str] | None:
-    """A list option given as one string ("a,b" on the command line) or already as a list (YAML, run())."""
-    if value is None or isinstance(value, list):
-        return value
-    return [v.strip() for v in str(value).split(separator) if v.strip()] or None
+        return function(**kwargs)
+    except TransferError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def recipe_main(run_function) -> None:
     """Entry point for `python recipes/x.py` / `accelerate launch recipes/x.py`: one clear line on bad input."""
-    from .console import command_line
-
     try:
         command_line(run_function, argv=sys.argv[1:])
     finally:
@@ -256,3 +46,115 @@ def _close_process_group() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def _predict(argv: list[str]) -> None:
+    from .runs.predict import predict
+
+    parser = argparse.ArgumentParser(prog="hf-transfer predict", description="Predict with a saved run on new, unlabelled inputs.",
+                                     allow_abbrev=False)
+    parser.add_argument("--model", required=True, help="a run's output folder (full model or adapter) or a Hub repo")
+    parser.add_argument("--input_file", help="CSV / JSON / JSONL / Parquet with a text column (or image paths)")
+    parser.add_argument("--input_dir", help="a folder of images (searched recursively)")
+    parser.add_argument("--output_file", default="predictions.csv", help="CSV written (default: predictions.csv in the current folder)")
+    parser.add_argument("--all_scores", action="store_true", help="a probability column for every class")
+    parser.add_argument("--text_column_name", default="text", help="'a,b' for sentence pairs")
+    parser.add_argument("--image_column_name", default="image")
+    parser.add_argument("--batch_size", type=int, default=64)
+    args = parser.parse_args(argv)
+    frame = command_line(predict, **vars(args))
+    counts = frame["predicted_label"].value_counts()
+    print(f"{len(frame)} predictions written to {args.output_file} ({', '.join(f'{k}: {v}' for k, v in counts.items())})")
+
+
+def _evaluate(argv: list[str]) -> None:
+    from .runs.evaluate import evaluate
+
+    parser = argparse.ArgumentParser(prog="hf-transfer evaluate", description="Evaluate a saved run on a new labelled file or image folder.",
+                                     allow_abbrev=False)
+    parser.add_argument("--model", required=True, help="a run's output folder (full model or adapter) or a Hub repo")
+    parser.add_argument("--test_file", help="CSV / JSON / JSONL / Parquet with text (or image paths) and labels")
+    parser.add_argument("--test_dir", help="a folder with one subfolder of images per class")
+    parser.add_argument("--output_dir", help="where evaluation.json and confusion_matrix.png go (default: <model>/evaluation)")
+    parser.add_argument("--text_column_name", default="text", help="'a,b' for sentence pairs")
+    parser.add_argument("--label_column_name", default="label")
+    parser.add_argument("--image_column_name", default="image")
+    parser.add_argument("--batch_size", type=int, default=64)
+    report = command_line(evaluate, **vars(parser.parse_args(argv)))
+    print(f"{report['examples']} examples: accuracy {100 * report['accuracy']:.2f}%, macro-F1 {100 * report['f1_macro']:.2f}%")
+    for name, row in report["per_class"].items():
+        print(f"  {name[:24]:<24} precision {row['precision']:.3f}  recall {row['recall']:.3f}  f1 {row['f1']:.3f}  n={row['support']}")
+    print(f"written to {report['output_dir']}/evaluation.json and confusion_matrix.png")
+
+
+def _advise(argv: list[str]) -> None:
+    from .advice import advise as advice_module
+
+    if argv and argv[0] in ("-h", "--help"):
+        print(advice_module.__doc__)
+        print("Options: --model_name_or_path NAME [NAME ...], the data options of every recipe (python recipes/full_finetune.py --help), "
+              "--output_dir (default outputs/advice), --no_feature_cache, --feature_cache_dir.")
+        return
+    outcome = command_line(advice_module.advise, argv=argv)
+    print(outcome["report"])
+
+
+def _merge(argv: list[str]) -> None:
+    from .runs.adapter_files import merge
+
+    parser = argparse.ArgumentParser(prog="hf-transfer merge", allow_abbrev=False,
+                                     description="Fold a trained peft adapter (LoRA, DoRA, LoHa, LoKr, IA3) into its base: a standalone model "
+                                                 "that reloads with from_pretrained and predicts what base + adapter predicted.")
+    parser.add_argument("adapter", help="an adapter folder written by an hf_transfer recipe, or its Hub repo id")
+    parser.add_argument("merged_dir", help="a new (or empty) folder for the merged model")
+    parser.add_argument("--model_name_or_path", default=None, help="the base checkpoint, when it is no longer where training found it")
+    args = parser.parse_args(argv)
+    out = command_line(merge, path_or_repo=args.adapter, out_dir=args.merged_dir, model_name_or_path=args.model_name_or_path)
+    print(f"merged model written to {out}")
+
+
+def _push(argv: list[str]) -> None:
+    from .hub import HubTarget
+    from .runs.push import push_run
+
+    parser = argparse.ArgumentParser(prog="hf-transfer push", allow_abbrev=False,
+                                     description="Push a finished run (adapter, merged or fully fine-tuned model) to the Hugging Face Hub "
+                                                 "with its model card. The token comes from `hf auth login` or HF_TOKEN and is never printed.")
+    parser.add_argument("output_dir", help="a recipe's output folder (with all_results.json)")
+    parser.add_argument("repo_id", help="the Hub repo to push to: user/name")
+    parser.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps its visibility)")
+    parser.add_argument("--revision", default=None, help="push to this branch (created from main if missing)")
+    args = parser.parse_args(argv)
+    url = command_line(push_run, folder=args.output_dir, target=HubTarget(args.repo_id, private=args.private or None, revision=args.revision))
+    print(f"pushed {args.output_dir} to {url}" + (f" (branch {args.revision})" if args.revision else ""))
+
+
+COMMANDS = {
+    "predict": (_predict, "predict with a saved run on new inputs (CSV of texts or image paths, or a folder of images)"),
+    "evaluate": (_evaluate, "evaluate a saved run on a labelled file or image folder"),
+    "advise": (_advise, "rank checkpoints and pick a strategy for your data from frozen features, with the command to run"),
+    "merge": (_merge, "fold a peft adapter run into its base model"),
+    "push": (_push, "push a finished run to the Hugging Face Hub with its model card"),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`hf-transfer COMMAND ...` (the console script); `python -m hf_transfer COMMAND ...` does the same."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: hf-transfer COMMAND [options]   (hf-transfer COMMAND --help for its options)\n\ncommands:")
+        for name, (_, summary) in COMMANDS.items():
+            print(f"  {name:<9} {summary}")
+        print("\ntraining runs as a recipe: python recipes/<recipe>.py --help (or accelerate launch recipes/<recipe>.py)")
+        if not argv:
+            sys.exit(2)
+        return
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(name, COMMANDS, n=1)
+        hint = f": did you mean '{close[0]}'?" if close else f": one of {', '.join(COMMANDS)}"
+        print(f"error: unknown command '{name}'{hint}", file=sys.stderr)
+        sys.exit(2)
+    COMMANDS[name][0](rest)

@@ -1,92 +1,10 @@
-"""Evaluate a saved run on a new labelled file or image folder.
+"""Old spelling of `hf-transfer evaluate`: `python -m hf_transfer.evaluate ...` keeps working. The function lives in `hf_transfer.runs.evaluate`."""
 
-    python -m hf_transfer.evaluate --model outputs/full_finetune --test_file test.csv
-    python -m hf_transfer.evaluate --model outputs/lora_vit --test_dir photos_test/ --output_dir eval/
+import sys
 
-    from hf_transfer.evaluate import evaluate; report = evaluate("outputs/full_finetune", test_file="test.csv")
-
-Accuracy, macro-F1, a per-class report and the confusion matrix, written as `evaluation.json` next to
-`confusion_matrix.png` (in `<model>/evaluation/` unless --output_dir says otherwise).
-"""
-
-from __future__ import annotations
-
-import argparse
-import json
-import pathlib
-
-import numpy as np
-
-from . import plots
-from .console import command_line
-from .data import (
-    DataArguments,
-    label_key,
-    normalise_columns,
-    read_image_folder,
-    read_table,
-)
-from .errors import TransferError
-from .inference import class_probabilities, load_run, read_images
-from .metrics import classification_report, confusion_matrix
-
-
-def evaluate(model: str, *, test_file: str | None = None, test_dir: str | None = None, output_dir: str | None = None,
-             text_column_name: str = "text", label_column_name: str = "label", image_column_name: str = "image", batch_size: int = 64) -> dict:
-    """The report (also written to `output_dir`/evaluation.json with confusion_matrix.png)."""
-    if bool(test_file) == bool(test_dir):
-        raise TransferError("give exactly one of --test_file (a labelled table) and --test_dir (a folder with one subfolder of images per class)")
-    run = load_run(model)
-    if test_dir:
-        frame = read_image_folder(test_dir, "test_dir")
-        if run.modality != "image":
-            raise TransferError(f"--test_dir '{test_dir}': this run classifies text; give --test_file")
-    else:
-        frame = read_table(test_file, "test_file")
-        if run.modality == "image" and image_column_name in frame.columns:
-            base = pathlib.Path(test_file).parent
-            frame[image_column_name] = [str(p) if pathlib.Path(str(p)).is_absolute() else str(base / str(p)) for p in frame[image_column_name]]
-    columns = DataArguments(text_column_name=text_column_name, label_column_name=label_column_name, image_column_name=image_column_name)
-    frame = normalise_columns(frame, run.modality, columns)
-    label_ids = {label_key(name): i for i, name in enumerate(run.label_names)}
-    unknown = [v for v in frame["label"].unique() if label_key(v) not in label_ids]
-    if unknown:
-        raise TransferError(f"{frame.attrs.get('source', 'test data')} has label '{unknown[0]}' that the model does not know "
-                            f"(it predicts {', '.join(run.label_names[:10])}): remove those rows or evaluate a model trained on them")
-    labels = np.array([label_ids[label_key(v)] for v in frame["label"]])
-    if run.modality == "image":
-        inputs, pairs = read_images(frame["image"].tolist()), None
-    else:
-        inputs, pairs = frame["text"].tolist(), frame["text_pair"].tolist() if "text_pair" in frame.columns else None
-    predictions = class_probabilities(run, inputs, text_pairs=pairs, batch_size=batch_size).argmax(axis=1)
-    report = classification_report(labels, predictions, run.label_names)
-    matrix = confusion_matrix(labels, predictions, len(run.label_names))
-    report.update(confusion_matrix=matrix.tolist(), label_names=run.label_names, examples=int(len(labels)),
-                  model=str(model), test_data=str(test_file or test_dir))
-    out = pathlib.Path(output_dir) if output_dir else run.folder / "evaluation"
-    out.mkdir(parents=True, exist_ok=True)
-    plots.confusion_matrix(matrix, run.label_names, out / "confusion_matrix.png", title=f"{pathlib.Path(str(test_file or test_dir)).name}")
-    (out / "evaluation.json").write_text(json.dumps(report, indent=2))
-    report["output_dir"] = str(out)
-    return report
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m hf_transfer.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="a run's output folder (full model or adapter) or a Hub repo")
-    parser.add_argument("--test_file", help="CSV / JSON / JSONL / Parquet with text (or image paths) and labels")
-    parser.add_argument("--test_dir", help="a folder with one subfolder of images per class")
-    parser.add_argument("--output_dir", help="where evaluation.json and confusion_matrix.png go (default: <model>/evaluation)")
-    parser.add_argument("--text_column_name", default="text", help="'a,b' for sentence pairs")
-    parser.add_argument("--label_column_name", default="label")
-    parser.add_argument("--image_column_name", default="image")
-    parser.add_argument("--batch_size", type=int, default=64)
-    report = command_line(evaluate, **vars(parser.parse_args(argv)))
-    print(f"{report['examples']} examples: accuracy {100 * report['accuracy']:.2f}%, macro-F1 {100 * report['f1_macro']:.2f}%")
-    for name, row in report["per_class"].items():
-        print(f"  {name[:24]:<24} precision {row['precision']:.3f}  recall {row['recall']:.3f}  f1 {row['f1']:.3f}  n={row['support']}")
-    print(f"written to {report['output_dir']}/evaluation.json and confusion_matrix.png")
-
+from .runs.evaluate import evaluate  # noqa: F401  (`from hf_transfer.evaluate import evaluate` keeps working)
 
 if __name__ == "__main__":
-    main()
+    from .cli import main
+
+    main(["evaluate", *sys.argv[1:]])

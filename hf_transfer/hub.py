@@ -104,7 +104,7 @@ def check_access(target: HubTarget) -> str:
     from huggingface_hub import HfApi, get_token
 
     if hub_offline():
-        raise TransferError(f"cannot push to '{target.repo_id}': HF_HUB_OFFLINE=1 is set; unset it, or push later with scripts/push_adapter.py")
+        raise TransferError(f"cannot push to '{target.repo_id}': HF_HUB_OFFLINE=1 is set; unset it, or push later with hf-transfer push")
     token = get_token()
     if not token:
         raise TransferError(f"no Hugging Face token to push to '{target.repo_id}': run `hf auth login` or set HF_TOKEN")
@@ -136,25 +136,3 @@ def push_folder(folder: pathlib.Path, target: HubTarget, card: str | None = None
     except Exception as exc:  # noqa: BLE001 - translated to one line
         raise hub_error(exc, target.repo_id) from None
     return str(url)
-
-
-def push_run(folder: str | pathlib.Path, target: HubTarget) -> str:
-    """Push a recipe's output folder with a model card naming the repo in its how-to-load snippet."""
-    import json
-
-    from .card import model_card
-
-    folder = pathlib.Path(folder)
-    check_repo_id(target.repo_id)
-    if not folder.is_dir():
-        raise TransferError(f"'{folder}' is not a folder: pass the output_dir of a finished hf_transfer run")
-    results_path = folder / "all_results.json"
-    if not results_path.is_file():
-        raise TransferError(f"'{folder}' has no all_results.json: pass the output_dir of a finished hf_transfer run")
-    if not any(folder.glob("*.safetensors")):
-        raise TransferError(f"'{folder}' holds no .safetensors weights: nothing to push")
-    results = json.loads(results_path.read_text())
-    recipe = results.get("recipe", "hf_transfer")
-    card = model_card(results, recipe=recipe, model_class=results.get("model_class", ""), repo_id=target.repo_id)
-    message = f"hf_transfer {recipe}: {results.get('model_name_or_path')} on {results.get('dataset')}"
-    return push_folder(folder, target, card, commit_message=message)

@@ -17,9 +17,9 @@ import pathlib
 import recipes.feature_extraction as feature_extraction
 import recipes.full_finetune as full_finetune
 import recipes.peft_finetune as peft_finetune
-from hf_transfer.advise import advise, option_value
+from hf_transfer.advice.advise import advise, option_value
 from hf_transfer.cli import recipe_main
-from hf_transfer.saving import check_output_dir
+from hf_transfer.runs.saving import check_output_dir
 
 RECIPES = {"feature_extraction": feature_extraction.run, "full_finetune": full_finetune.run, "lora": peft_finetune.run}
 DEFAULT_OUTPUT_DIR = "outputs/auto"

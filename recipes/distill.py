@@ -19,23 +19,23 @@ and the inference speed-up measured in the same run.
 
 import torch
 
-from hf_transfer import training
-from hf_transfer.cli import parse_recipe_args, recipe_main
-from hf_transfer.data import read_unlabeled
-from hf_transfer.distillation import (DistillationArguments, DistillationTrainer, TeacherLogitsCollator, WithTeacherLogits, check_options,
-                                      label_order, load_teacher, reorder_outputs, teacher_logits)
-from hf_transfer.distillation_report import speed_comparison, summary_lines, teacher_scores
-from hf_transfer.finetuning import FineTuningArguments, apply_batchnorm_policy, body_and_head_groups, group_learning_rates
-from hf_transfer.student import default_layers, parse_layers, student_from_teacher, transformer_blocks
+from hf_transfer import defaults
+from hf_transfer.pipeline import training
+from hf_transfer.cli import recipe_main
+from hf_transfer.pipeline.arguments import parse_recipe_args
+from hf_transfer.data.loading import read_unlabeled
+from hf_transfer.distill.distillation import DistillationArguments, DistillationTrainer, TeacherLogitsCollator, WithTeacherLogits, check_options, label_order, load_teacher, reorder_outputs, teacher_logits
+from hf_transfer.distill.report import speed_comparison, summary_lines, teacher_scores
+from hf_transfer.engine.finetuning import FineTuningArguments, apply_batchnorm_policy, body_and_head_groups, group_learning_rates
+from hf_transfer.distill.student import default_layers, parse_layers, student_from_teacher, transformer_blocks
 
 DEFAULTS = {
-    "num_train_epochs": 10,
+    "num_train_epochs": defaults.FINETUNE_EPOCHS,
     "warmup_steps": 0.1,
     "lr_scheduler_type": "linear",
     "weight_decay": 0.01,
     "output_dir": "outputs/distill",
 }
-LEARNING_RATES = {"text": 5e-5, "image": 3e-4}  # as full fine-tuning; chosen on validation (README)
 
 
 def run(argv: list[str] | None = None, **overrides) -> dict:
@@ -51,7 +51,7 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
         num_blocks = len(transformer_blocks(network)[2])
         layers = (parse_layers(options["student_layers"], num_blocks) if options.get("student_layers")
                   else default_layers(num_blocks, options.get("student_num_layers")))
-    job = training.prepare(args, learning_rates=LEARNING_RATES)
+    job = training.prepare(args, learning_rates=defaults.BODY_LEARNING_RATES)
     if cut_from_teacher and "head_learning_rate" not in args.explicit:  # the head is the teacher's, already trained
         options["head_learning_rate"] = args.training.learning_rate
     order = label_order(teacher, job.data.label_names)

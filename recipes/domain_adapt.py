@@ -24,16 +24,18 @@ import tempfile
 import numpy as np
 import torch
 
-from hf_transfer import adapters, training
-from hf_transfer.cli import parse_recipe_args, recipe_main
-from hf_transfer.data import read_unlabeled
-from hf_transfer.domain_adaptation import (ALIGNMENT, AdaptationModel, DomainAdaptationArguments, PairedCollator, PairedDataset, TrainingProgress,
-                                           alignment_weights, check_options, class_probabilities, parse_methods, target_label_ids, with_prefix)
+from hf_transfer.adapters import attach as adapters
+from hf_transfer import defaults
+from hf_transfer.pipeline import training
+from hf_transfer.cli import recipe_main
+from hf_transfer.pipeline.arguments import parse_recipe_args
+from hf_transfer.data.loading import read_unlabeled
+from hf_transfer.domain.adaptation import ALIGNMENT, AdaptationModel, DomainAdaptationArguments, PairedCollator, PairedDataset, TrainingProgress, alignment_weights, check_options, class_probabilities, parse_methods, target_label_ids, with_prefix
 from hf_transfer.errors import TransferError
-from hf_transfer.features import ExtractionSettings
-from hf_transfer.finetuning import FineTuningArguments, apply_batchnorm_policy, body_and_head_groups, group_learning_rates
-from hf_transfer.preprocessing import augmented_training_set
-from hf_transfer.pseudo_labels import round_report, select
+from hf_transfer.features.extraction import ExtractionSettings
+from hf_transfer.engine.finetuning import FineTuningArguments, apply_batchnorm_policy, body_and_head_groups, group_learning_rates
+from hf_transfer.data.preprocessing import augmented_training_set
+from hf_transfer.domain.pseudo_labels import round_report, select
 
 DEFAULTS = {
     "num_train_epochs": 5,
@@ -42,7 +44,6 @@ DEFAULTS = {
     "weight_decay": 0.01,
     "output_dir": "outputs/domain_adapt",
 }
-LEARNING_RATES = {"text": 5e-5, "image": 3e-4}  # as full fine-tuning
 
 
 def run(argv: list[str] | None = None, **overrides) -> dict:
@@ -51,7 +52,7 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
                                                                                    adapters.AdapterArguments))
     options = args.extra
     check_options(options)
-    job = training.prepare(args, native=False, learning_rates=LEARNING_RATES)  # TransferClassifier: pooled features to align
+    job = training.prepare(args, native=False, learning_rates=defaults.BODY_LEARNING_RATES)  # TransferClassifier: pooled features to align
     methods = parse_methods(options["method"], job.data.modality)
     target, target_test = read_target(job, options)
     source_alone = job.datasets["train"]  # the baseline's training set: never augmented toward the target
@@ -111,7 +112,7 @@ def trainable_part(args):
         return lambda classifier: classifier
     options = adapters.AdapterArguments(**{f.name: args.extra[f.name] for f in dataclasses.fields(adapters.AdapterArguments)})
     if "learning_rate" not in args.explicit:
-        args.training.learning_rate = adapters.LEARNING_RATES.get(options.peft_method, args.training.learning_rate)
+        args.training.learning_rate = defaults.ADAPTER_LEARNING_RATES.get(options.peft_method, args.training.learning_rate)
     return lambda classifier: adapters.attach(classifier, options)
 
 
@@ -145,7 +146,7 @@ def read_target(job, options):
 def target_from_dataset(job, options):
     """A named data set as the target: its train split without labels, its test split (else validation) to score on
     unless --target_test_file / --target_test_dir name another."""
-    from hf_transfer.data import UNLABELED, DataArguments, load_labelled_data
+    from hf_transfer.data.loading import UNLABELED, DataArguments, load_labelled_data
 
     if options["target_file"] or options["target_dir"]:
         raise TransferError("--target_dataset_name and --target_file / --target_dir both name the target: give only one")

@@ -20,21 +20,18 @@ checkpoints such as the bundled MiniLM); `--head linear|mlp`, `--head_hidden_siz
 import dataclasses
 import time
 
-from hf_transfer import training
-from hf_transfer.cli import parse_recipe_args, recipe_main
-from hf_transfer.feature_cache import FeatureCacheArguments
-from hf_transfer.features import HeadOnly, collate_features
-from hf_transfer.freezing import freeze
-from hf_transfer.head_fitting import (
-    HeadFitArguments,
-    fit_head,
-    resolve_solver,
-    unused_options_notice,
-)
+from hf_transfer import defaults
+from hf_transfer.pipeline import training
+from hf_transfer.cli import recipe_main
+from hf_transfer.pipeline.arguments import parse_recipe_args
+from hf_transfer.features.cache import FeatureCacheArguments
+from hf_transfer.features.extraction import HeadOnly, collate_features
+from hf_transfer.models.freezing import freeze
+from hf_transfer.features.head_fitting import HeadFitArguments, fit_head, resolve_solver, unused_options_notice
 
 DEFAULTS = {
-    "learning_rate": 1e-3,
-    "num_train_epochs": 30,
+    "learning_rate": defaults.FROZEN_HEAD_LEARNING_RATE,
+    "num_train_epochs": defaults.FROZEN_HEAD_EPOCHS,
     "warmup_steps": 0.05,
     "lr_scheduler_type": "cosine",
     "weight_decay": 0.01,

@@ -19,43 +19,41 @@ Parquet files, image folders, Hub / save_to_disk / bundled data sets; few-shot s
 
 import dataclasses
 
-from hf_transfer import training
-from hf_transfer.cli import parse_recipe_args, recipe_main
-from hf_transfer.feature_cache import FeatureCacheArguments
-from hf_transfer.finetuning import FineTuningArguments, apply_batchnorm_policy, body_and_head_groups, group_learning_rates
-from hf_transfer.head_fitting import cached_head_phase
+from hf_transfer import defaults
+from hf_transfer.pipeline import training
+from hf_transfer.cli import recipe_main
+from hf_transfer.pipeline.arguments import parse_recipe_args
+from hf_transfer.features.cache import FeatureCacheArguments
+from hf_transfer.engine.finetuning import FineTuningArguments, apply_batchnorm_policy, body_and_head_groups, group_learning_rates
+from hf_transfer.features.head_fitting import cached_head_phase
 
 DEFAULTS = {
-    "num_train_epochs": 10,
+    "num_train_epochs": defaults.FINETUNE_EPOCHS,
     "warmup_steps": 0.1,  # a ratio of all steps (transformers 5)
     "lr_scheduler_type": "linear",
     "weight_decay": 0.01,
     "output_dir": "outputs/full_finetune",
 }
-LEARNING_RATES = {"text": 5e-5, "image": 3e-4}  # the pretrained body's, unless the user sets --learning_rate; chosen on validation (README)
-# The fitted head's L2: the strongest within one standard error of the best on validation. A smaller head is a better
-# start for fine-tuning every layer than the most accurate probe (validation splits, README).
-HEAD_L2_CHOICE = "one_se"
 
 
 @dataclasses.dataclass
 class HeadStartArguments:
     head_phase: str = dataclasses.field(default="cached", metadata={
         "help": "cached: LP-FT, the new linear head is first fitted as a logistic regression on cached features of the pretrained "
-                "body, then every layer fine-tunes from it (chosen on validation, README); none: the head starts from its random initialisation"})
+                "body, then every layer fine-tunes from it (chosen on validation: docs/results/defaults.md); none: the head starts from its random initialisation"})
 
 
 def run(argv: list[str] | None = None, **overrides) -> dict:
     """Fine-tune every layer; returns the results also written to all_results.json."""
     args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(FineTuningArguments, HeadStartArguments, FeatureCacheArguments))
-    job = training.prepare(args, learning_rates=LEARNING_RATES)
+    job = training.prepare(args, learning_rates=defaults.BODY_LEARNING_RATES)
     apply_batchnorm_policy(job.model, args.extra, random_init=args.model.random_init)
     head_fit = {}
     fit_first = cached_head_phase(args.extra["head_phase"], job.model, choices=("none", "cached"), otherwise="it starts from its random initialisation")
     if fit_first and args.model.random_init:
         print("--head_phase cached with --random_init: random features have nothing to probe, the head starts from its random initialisation")
     elif fit_first and not args.training.resume_from_checkpoint:  # resuming: the checkpoint holds the fitted head
-        head_fit = training.fit_head_first(job, HEAD_L2_CHOICE)
+        head_fit = training.fit_head_first(job, defaults.FULL_FINETUNE_HEAD_L2_CHOICE)
     groups = body_and_head_groups(job.model, args.extra, args.explicit)
     lrs = group_learning_rates(groups, args.training.learning_rate, args.extra, job.data.modality) if groups else None
     trainer = training.make_trainer(job, layer_groups=groups, group_lrs=lrs)

@@ -24,33 +24,27 @@ al. 2022), in seconds and to convergence; the top group then thaws with the head
 import dataclasses
 import json
 
-from hf_transfer import training
-from hf_transfer.architectures import shared_blocks_note
-from hf_transfer.cli import parse_recipe_args, recipe_main, split_list
-from hf_transfer.feature_cache import FeatureCacheArguments
-from hf_transfer.finetuning import FineTuningArguments, group_learning_rates
-from hf_transfer.head_fitting import cached_head_phase
-from hf_transfer.layer_groups import layer_groups
-from hf_transfer.partial_transfer import reinitialize_groups
-from hf_transfer.unfreezing import GradualUnfreezing, default_phases
+from hf_transfer import defaults
+from hf_transfer.pipeline import training
+from hf_transfer.models.architectures import shared_blocks_note
+from hf_transfer.options import split_list
+from hf_transfer.cli import recipe_main
+from hf_transfer.pipeline.arguments import parse_recipe_args
+from hf_transfer.features.cache import FeatureCacheArguments
+from hf_transfer.engine.finetuning import FineTuningArguments, group_learning_rates
+from hf_transfer.features.head_fitting import cached_head_phase
+from hf_transfer.models.layer_groups import layer_groups
+from hf_transfer.models.partial_transfer import reinitialize_groups
+from hf_transfer.engine.unfreezing import GradualUnfreezing, default_phases
 
 DEFAULTS = {
-    "num_train_epochs": 10,
+    "num_train_epochs": defaults.FINETUNE_EPOCHS,
     "warmup_steps": 0.1,
     "lr_scheduler_type": "linear",
     "weight_decay": 0.01,
     "ddp_find_unused_parameters": True,  # frozen groups are unused parameters under DDP
     "output_dir": "outputs/gradual_unfreeze",
 }
-# The body's LR (flat unless --lowest_learning_rate / --lr_factor / --group_lrs), chosen on validation splits: within
-# gradual unfreezing a flat body beat a 10x range (the schedule already trains lower groups for fewer epochs).
-LEARNING_RATES = {"text": 1e-4, "image": 1e-3}
-# Chosen on validation splits (README): the fitted head gained 0.7-5.7 points in five of six image settings (lost 3.5
-# on MNIST at 5 per class) and lost 2.8 on text.
-HEAD_PHASES = {"text": "steps", "image": "cached"}
-# The fitted head's L2: the best validation accuracy. Full fine-tuning's one-standard-error head was mixed here on
-# validation (+5.2 points on MNIST at 5 per class, -2.4 on Fashion-MNIST at 20, within 0.2 elsewhere), so it is kept.
-HEAD_L2_CHOICE = "best"
 
 
 @dataclasses.dataclass
@@ -76,7 +70,7 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     """Gradual unfreezing + discriminative LRs; returns the results also written to all_results.json."""
     args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(FineTuningArguments, ScheduleArguments, FeatureCacheArguments))
     options = args.extra
-    job = training.prepare(args, learning_rates=LEARNING_RATES)
+    job = training.prepare(args, learning_rates=defaults.GRADUAL_UNFREEZE_LEARNING_RATES)
     groups = layer_groups(job.model, split_list(options["layer_group_patterns"], ";"))
     if shared_blocks_note(job.model):
         print(shared_blocks_note(job.model))
@@ -86,10 +80,10 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     explicit_lrs = split_list(options["group_lrs"])
     lrs = group_learning_rates(groups, args.training.learning_rate, options, job.data.modality, factor=options["lr_factor"],
                                explicit=[float(v) for v in explicit_lrs] if explicit_lrs else None)
-    head_fitted = cached_head_phase(options["head_phase"] or HEAD_PHASES[job.data.modality], job.model)
+    head_fitted = cached_head_phase(options["head_phase"] or defaults.GRADUAL_UNFREEZE_HEAD_PHASES[job.data.modality], job.model)
     head_fit = {}
     if head_fitted and not args.training.resume_from_checkpoint:  # resuming: the checkpoint holds the fitted head
-        head_fit = training.fit_head_first(job, HEAD_L2_CHOICE)
+        head_fit = training.fit_head_first(job, defaults.GRADUAL_UNFREEZE_HEAD_L2_CHOICE)
         if not options["phases"]:
             print("the top group thaws with the fitted head at step 0")
     phases = options["phases"]

@@ -19,17 +19,20 @@ Supports --gradient_checkpointing (adapters still get gradients), --bf16 / --fp1
 
 import dataclasses
 
-from hf_transfer import adapters, training
+from hf_transfer.adapters import attach as adapters
+from hf_transfer import defaults
+from hf_transfer.pipeline import training
 from hf_transfer.assets import is_bundled
-from hf_transfer.cli import parse_recipe_args, recipe_main
+from hf_transfer.cli import recipe_main
+from hf_transfer.pipeline.arguments import parse_recipe_args
 from hf_transfer.errors import TransferError
-from hf_transfer.finetuning import FineTuningArguments, apply_batchnorm_policy, body_and_head_groups, group_learning_rates
-from hf_transfer.frozen_precision import keep_frozen_base_in_compute_precision
+from hf_transfer.engine.finetuning import FineTuningArguments, apply_batchnorm_policy, body_and_head_groups, group_learning_rates
+from hf_transfer.models.frozen_precision import keep_frozen_base_in_compute_precision
 from hf_transfer.hub import hub_offline
-from hf_transfer.modeling import resolve_checkpoint
+from hf_transfer.models.loading import resolve_checkpoint
 
 DEFAULTS = {
-    "num_train_epochs": 10,
+    "num_train_epochs": defaults.FINETUNE_EPOCHS,
     "warmup_steps": 0.1,
     "lr_scheduler_type": "linear",
     "weight_decay": 0.01,
@@ -37,10 +40,10 @@ DEFAULTS = {
 }
 
 
-def run_with_defaults(defaults: dict, recipe: str, argv: list[str] | None, overrides: dict) -> dict:
-    """The shared body of every adapter recipe; `defaults` are the recipe's own."""
-    args = parse_recipe_args(defaults, argv if argv is not None else [], overrides, extra_dataclasses=(FineTuningArguments, adapters.AdapterArguments))
-    default_model = defaults.get("model_name_or_path")
+def run_with_defaults(recipe_defaults: dict, recipe: str, argv: list[str] | None, overrides: dict) -> dict:
+    """The shared body of every adapter recipe; `recipe_defaults` are the recipe's own."""
+    args = parse_recipe_args(recipe_defaults, argv if argv is not None else [], overrides, extra_dataclasses=(FineTuningArguments, adapters.AdapterArguments))
+    default_model = recipe_defaults.get("model_name_or_path")
     if default_model and "model_name_or_path" not in args.explicit and not is_bundled(default_model):
         try:
             resolve_checkpoint(args.model)
@@ -53,7 +56,7 @@ def run_with_defaults(defaults: dict, recipe: str, argv: list[str] | None, overr
                             "use recipes/full_finetune.py --random_init for a no-transfer baseline")
     options = adapters.AdapterArguments(**{f.name: args.extra[f.name] for f in dataclasses.fields(adapters.AdapterArguments)})
     if "learning_rate" not in args.explicit:
-        args.training.learning_rate = adapters.LEARNING_RATES.get(options.peft_method, args.training.learning_rate)
+        args.training.learning_rate = defaults.ADAPTER_LEARNING_RATES.get(options.peft_method, args.training.learning_rate)
     job = training.prepare(args)
     model = adapters.attach(job.model, options, gradient_checkpointing=args.training.activation_checkpointing)
     args.extra["frozen_weights_dtype"] = keep_frozen_base_in_compute_precision(model, args.training, options.peft_method)

@@ -24,8 +24,8 @@ import time
 import torch
 from torchvision import transforms as T
 
-from hf_transfer.data import DataArguments, LabelledData, load_labelled_data, open_image
-from hf_transfer.preprocessing import INTERPOLATIONS, ImageConfig, build_datasets, collate_images
+from hf_transfer.data.loading import DataArguments, LabelledData, load_labelled_data, open_image
+from hf_transfer.data.preprocessing import INTERPOLATIONS, ImageConfig, build_datasets, collate_images
 
 
 class PlainAugmented(torch.utils.data.Dataset):

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from hf_transfer.assets import bundled_dataset
-from hf_transfer.data import DataArguments, load_labelled_data
+from hf_transfer.data.loading import DataArguments, load_labelled_data
 from recipes import distill, full_finetune
 
 TASKS = {

@@ -52,7 +52,7 @@ def measure_limit(options) -> dict:
     from accelerate import PartialState
     from transformers import AutoConfig, AutoModelForImageClassification
 
-    from hf_transfer.throughput import synchronize
+    from hf_transfer.engine.throughput import synchronize
 
     device = PartialState().device  # the device Accelerate (and so Trainer) would train on
     on_gpu = device.type == "cuda"  # the script measures a GPU; on the CPU only its smoke test runs (tests/test_benchmarks.py)
@@ -103,8 +103,8 @@ def measure_plain(options) -> dict:
     from torchvision import transforms as T
     from transformers import AutoImageProcessor, AutoModelForImageClassification, Trainer, TrainingArguments
 
-    from hf_transfer.preprocessing import collate_images
-    from hf_transfer.throughput import TrainingThroughput
+    from hf_transfer.data.preprocessing import collate_images
+    from hf_transfer.engine.throughput import TrainingThroughput
 
     data = load_dataset("imagefolder", data_dir=options.train_dir, split="train")
     labels = data.features["label"].names
@@ -193,7 +193,7 @@ def main() -> None:
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.worker:
-        from hf_transfer.console import quiet_dependencies
+        from hf_transfer.engine.console import quiet_dependencies
 
         quiet_dependencies()
         row = {"limit": measure_limit, "plain": measure_plain}.get(options.worker, lambda o: measure_recipe(options.worker, o))(options)

@@ -15,13 +15,13 @@ import time
 
 import torch
 
-from hf_transfer import training
-from hf_transfer.cli import parse_recipe_args
-from hf_transfer.feature_cache import FeatureCacheArguments, cached_features
-from hf_transfer.features import ExtractionSettings
-from hf_transfer.freezing import freeze
-from hf_transfer.head_fitting import HeadFitArguments, fit_by_gradient_steps, fit_logistic_regression
-from hf_transfer.transfer_classifier import ClassificationHead
+from hf_transfer.pipeline import training
+from hf_transfer.pipeline.arguments import parse_recipe_args
+from hf_transfer.features.cache import FeatureCacheArguments, cached_features
+from hf_transfer.features.extraction import ExtractionSettings
+from hf_transfer.models.freezing import freeze
+from hf_transfer.features.head_fitting import HeadFitArguments, fit_by_gradient_steps, fit_logistic_regression
+from hf_transfer.models.transfer_classifier import ClassificationHead
 from recipes.feature_extraction import DEFAULTS
 
 TEXT = {"model_name_or_path": "bundled:minilm-l6"}

@@ -84,8 +84,10 @@ def worker(strategy: str, per_class: int, epochs: float, recipe_argv: list[str])
 
     import recipes.full_finetune as full_finetune
     import recipes.peft_finetune as peft_finetune
-    from hf_transfer import adapters, training
-    from hf_transfer.cli import parse_recipe_args
+    from hf_transfer import defaults
+    from hf_transfer.adapters import attach as adapters
+    from hf_transfer.pipeline import training
+    from hf_transfer.pipeline.arguments import parse_recipe_args
 
     options, _ = STRATEGIES[strategy]
     probe = _make_memory_probe()
@@ -93,14 +95,14 @@ def worker(strategy: str, per_class: int, epochs: float, recipe_argv: list[str])
         common = {"max_train_samples_per_class": per_class, "num_train_epochs": epochs, "output_dir": out, "disable_tqdm": True, "save_total_limit": 1}
         if strategy == "full":
             args = parse_recipe_args(full_finetune.DEFAULTS, recipe_argv, common)
-            job = training.prepare(args, learning_rates=full_finetune.LEARNING_RATES)
+            job = training.prepare(args, learning_rates=defaults.BODY_LEARNING_RATES)
             model = job.model
             trainer = training.make_trainer(job, callbacks=[probe], trainer_class=Trainer)
         else:
             args = parse_recipe_args(peft_finetune.DEFAULTS, recipe_argv, {**common, **options}, extra_dataclasses=(adapters.AdapterArguments,))
             adapter_args = adapters.AdapterArguments(**args.extra)
             if "learning_rate" not in args.explicit:
-                args.training.learning_rate = adapters.LEARNING_RATES[adapter_args.peft_method]
+                args.training.learning_rate = defaults.ADAPTER_LEARNING_RATES[adapter_args.peft_method]
             job = training.prepare(args)
             model = adapters.attach(job.model, adapter_args)
             trainer = training.make_trainer(job, model=model, callbacks=[probe])

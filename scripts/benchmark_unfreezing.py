@@ -16,11 +16,11 @@ import time
 import torch
 from transformers import Trainer, TrainerCallback
 
-from hf_transfer import training
-from hf_transfer.cli import parse_recipe_args
-from hf_transfer.layer_groups import layer_groups
-from hf_transfer.optim import discriminative_lrs
-from hf_transfer.unfreezing import GradualUnfreezing, Phase
+from hf_transfer.pipeline import training
+from hf_transfer.pipeline.arguments import parse_recipe_args
+from hf_transfer.models.layer_groups import layer_groups
+from hf_transfer.engine.optim import discriminative_lrs
+from hf_transfer.engine.unfreezing import GradualUnfreezing, Phase
 
 
 class StepTimer(TrainerCallback):

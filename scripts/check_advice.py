@@ -22,8 +22,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from compare_strategies import DATA_OPTIONS, TASKS  # noqa: E402
 
-from hf_transfer.advise import advise  # noqa: E402
-from hf_transfer.console import quiet_dependencies  # noqa: E402
+from hf_transfer.advice.advise import advise
+from hf_transfer.engine.console import quiet_dependencies
 
 
 def main() -> None:

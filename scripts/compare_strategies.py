@@ -27,7 +27,7 @@ import recipes.feature_extraction as feature_extraction
 import recipes.full_finetune as full_finetune
 import recipes.gradual_unfreeze as gradual_unfreeze
 import recipes.peft_finetune as peft_finetune
-from hf_transfer.console import quiet_dependencies
+from hf_transfer.engine.console import quiet_dependencies
 
 TASKS = {
     "text": {"model_name_or_path": "bundled:minilm-l6", "dataset_name": "bundled:rotten_tomatoes", "max_eval_samples": 500},
@@ -104,7 +104,7 @@ def write_csv(runs: list[dict], path: pathlib.Path) -> None:
 
 def plot(runs: list[dict], strategies: list[str], folder: pathlib.Path, title: str) -> list[pathlib.Path]:
     """Accuracy vs examples per class (spread over seeds shaded), vs trainable parameters, vs train time."""
-    from hf_transfer.plots import _pyplot
+    from hf_transfer.runs.plots import _pyplot
 
     plt = _pyplot()
     written = []

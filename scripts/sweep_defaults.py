@@ -2,13 +2,13 @@
 
 The test split is never looked at (it is capped at a handful of examples and its figures are dropped), and
 no best-epoch selection is done, so each setting is judged by its final-epoch validation accuracy. A setting's
-UPPER-CASE keys set the recipe module's constants for its runs (rules that are not command-line options, such as
-full fine-tuning's HEAD_L2_CHOICE).
+UPPER-CASE keys set constants of `hf_transfer.defaults` for its runs (rules that are not command-line options, such as
+full fine-tuning's FULL_FINETUNE_HEAD_L2_CHOICE).
 
     python scripts/sweep_defaults.py --recipe full_finetune --task image_fmnist --per_class 50 \
         --grid '[{"learning_rate": 1e-4}, {"learning_rate": 1e-3}]' --seeds 0 --output sweep.jsonl
     python scripts/sweep_defaults.py --recipe gradual_unfreeze --task image_mnist --per_class 5 --epochs 5 --seeds 0 1 2 \
-        --grid '[{"HEAD_L2_CHOICE": "best"}, {"HEAD_L2_CHOICE": "one_se"}]'
+        --grid '[{"GRADUAL_UNFREEZE_HEAD_L2_CHOICE": "best"}, {"GRADUAL_UNFREEZE_HEAD_L2_CHOICE": "one_se"}]'
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import pathlib
 import statistics
 import tempfile
 from unittest import mock
+
+from hf_transfer import defaults
 
 TASKS = {
     "text": {"model_name_or_path": "bundled:minilm-l6", "dataset_name": "bundled:rotten_tomatoes"},
@@ -44,8 +46,8 @@ def main() -> None:
     recipe = importlib.import_module(f"recipes.{args.recipe}")
     grid = json.loads(args.grid)
     for setting in grid:
-        if unknown := [k for k in setting if k.isupper() and not hasattr(recipe, k)]:
-            parser.error(f"recipes/{args.recipe}.py has no constant {unknown[0]}")
+        if unknown := [k for k in setting if k.isupper() and not hasattr(defaults, k)]:
+            parser.error(f"hf_transfer.defaults has no constant {unknown[0]}")
     common = {**TASKS[args.task], "max_train_samples_per_class": args.per_class, "max_eval_samples": args.max_eval_samples,
               "max_test_samples": 10, "num_train_epochs": args.epochs, "save_strategy": "no", "load_best_model_at_end": False,
               "disable_tqdm": True}
@@ -56,7 +58,7 @@ def main() -> None:
             constants = {k: v for k, v in setting.items() if k.isupper()}
             options = {k: v for k, v in setting.items() if not k.isupper()}
             for seed in args.seeds:
-                with mock.patch.multiple(recipe, **constants) if constants else contextlib.nullcontext():  # restored after the run
+                with mock.patch.multiple(defaults, **constants) if constants else contextlib.nullcontext():  # restored after the run
                     result = recipe.run(**common, **options, seed=seed, output_dir=str(pathlib.Path(scratch) / f"run-{index}-{seed}"))
                 accuracies.append(result["eval_accuracy"])
                 record = {"recipe": args.recipe, "task": args.task, "per_class": args.per_class, "seed": seed, "setting": setting,

@@ -9,7 +9,9 @@ import sys
 
 from safetensors.torch import save_file
 
-from hf_transfer import distillation, features, training
+from hf_transfer.distill import distillation
+from hf_transfer.features import extraction as features
+from hf_transfer.pipeline import training
 
 finish = training.finish
 class_logits, extract_features = distillation.class_logits, features.extract_features

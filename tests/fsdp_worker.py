@@ -16,11 +16,11 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from transformers import AutoModelForSequenceClassification
 
-from hf_transfer import adapter_files, saving
-from hf_transfer.adapters import AdapterGradientCheck, adapter_parameters
-from hf_transfer.layer_groups import bind, layer_groups
-from hf_transfer.optim import build_optimizer, discriminative_lrs
-from hf_transfer.unfreezing import GradualUnfreezing
+from hf_transfer.runs import adapter_files, saving
+from hf_transfer.adapters.attach import AdapterGradientCheck, adapter_parameters
+from hf_transfer.models.layer_groups import bind, layer_groups
+from hf_transfer.engine.optim import build_optimizer, discriminative_lrs
+from hf_transfer.engine.unfreezing import GradualUnfreezing
 
 STEPS = 6
 

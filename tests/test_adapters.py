@@ -8,13 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from hf_transfer import adapter_files, adapters, bottleneck
-from hf_transfer.adapter_targets import default_targets, head_modules, resolve_targets
-from hf_transfer.adapters import AdapterArguments
-from hf_transfer.cli import parse_recipe_args
+from hf_transfer.runs import adapter_files
+from hf_transfer.adapters import attach as adapters, bottleneck
+from hf_transfer.adapters.targets import default_targets, head_modules, resolve_targets
+from hf_transfer.adapters.attach import AdapterArguments
+from hf_transfer.pipeline.arguments import parse_recipe_args
 from hf_transfer.errors import TransferError
-from hf_transfer.modeling import ModelArguments, build_classifier, resolve_checkpoint
-from hf_transfer import training
+from hf_transfer.models.loading import ModelArguments, build_classifier, resolve_checkpoint
+from hf_transfer.pipeline import training
 
 PEFT_METHODS = ["lora", "dora", "loha", "lokr", "ia3"]
 
@@ -296,7 +297,7 @@ def test_lora_dropout_is_off_unless_asked(tiny_bert_dir):
 
 def test_parameter_counts_hold_the_head_once(tiny_bert_dir):
     """peft keeps the original head beside the trained copy; the reported total is the served model's."""
-    from hf_transfer.freezing import count_parameters
+    from hf_transfer.models.freezing import count_parameters
 
     model = classifier(tiny_bert_dir)
     base_total = count_parameters(model)["total_params"]
@@ -335,7 +336,7 @@ def test_a_lora_base_stored_in_bf16_computes_the_same_and_holds_less(kind, tiny_
     once it is neither duplicated nor kept twice, and autocast's numbers are the same to the bit."""
     from transformers import TrainingArguments
 
-    from hf_transfer.frozen_precision import keep_frozen_base_in_compute_precision
+    from hf_transfer.models.frozen_precision import keep_frozen_base_in_compute_precision
 
     model = adapters.attach(classifier(tiny_bert_dir if kind == "bert" else tiny_vit_dir), AdapterArguments(lora_dropout=0.0))
     with torch.no_grad():  # lora_B starts at zero: make the adapter part of the output, so lora_A gets a gradient too

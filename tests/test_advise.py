@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from hf_transfer import adapters, assets, finetuning, strategy_rules
-from hf_transfer.head_fitting import resolve_solver
-from hf_transfer.strategy_rules import Measurements, recommend
-from hf_transfer.transferability import batchnorm_shift, knn_accuracy, linear_probe_accuracy, logme
+from hf_transfer.adapters import attach as adapters
+from hf_transfer import assets, defaults
+from hf_transfer.engine import finetuning
+from hf_transfer.advice import rules as strategy_rules
+from hf_transfer.features.head_fitting import resolve_solver
+from hf_transfer.advice.rules import Measurements, recommend
+from hf_transfer.advice.transferability import batchnorm_shift, knn_accuracy, linear_probe_accuracy, logme
 
 
 def clusters(seed=0, n=60, classes=3, dim=16, spread=0.3):
@@ -36,7 +39,7 @@ def test_scores_separate_informative_labels_from_shuffled_ones():
 
 def test_logme_ranks_pretrained_features_above_random_ones_once_examples_outnumber_dimensions():
     """You et al. assume more examples than feature dimensions; below that the advisor ranks by the linear probe."""
-    from hf_transfer.advise import ranking_score
+    from hf_transfer.advice.advise import ranking_score
 
     x, y = clusters(n=200, dim=16, spread=1.0)
     noise = np.random.default_rng(4).normal(size=x.shape).astype(np.float32) * x.std()
@@ -91,10 +94,12 @@ def test_advised_options_are_the_recipes_own_defaults():
     import recipes.peft_finetune as peft
 
     table = strategy_rules.RECIPES
-    assert table["full_finetune"]["learning_rate"] == ft.LEARNING_RATES and table["full_finetune"]["epochs"] == ft.DEFAULTS["num_train_epochs"]
+    assert table["full_finetune"]["learning_rate"] == defaults.BODY_LEARNING_RATES and table["full_finetune"]["epochs"] == ft.DEFAULTS["num_train_epochs"]
     assert table["feature_extraction"]["head_solver"] == resolve_solver(fe.HeadFitArguments.head_solver, torch.nn.Linear(4, 2))
-    assert set(table["lora"]["learning_rate"].values()) == {adapters.LEARNING_RATES["lora"]} and table["lora"]["epochs"] == peft.DEFAULTS["num_train_epochs"]
-    assert {finetuning.head_learning_rate({"head_learning_rate": None}, m) for m in ("text", "image")} == {strategy_rules.HEAD_LEARNING_RATE}
+    assert set(table["lora"]["learning_rate"].values()) == {defaults.ADAPTER_LEARNING_RATES["lora"]} and table["lora"]["epochs"] == peft.DEFAULTS["num_train_epochs"]
+    assert {finetuning.head_learning_rate({"head_learning_rate": None}, m) for m in ("text", "image")} == set(defaults.HEAD_LEARNING_RATES.values())
+    advised = recommend(measured(linear_probe=0.5))  # an image set that fine-tunes: the head's LR is the recipe's own
+    assert advised.strategy == "full_finetune" and advised.options["head_learning_rate"] == finetuning.head_learning_rate({"head_learning_rate": None}, "image")
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +131,8 @@ def test_advisor_ranks_pretrained_weights_above_random_ones_on_real_data(random_
     assert pretrained["train_examples"] == 80 and pretrained["smallest_class"] == 40 and pretrained["batchnorm_shift"] is None
     assert outcome["advice"]["strategy"] == "full_finetune"
     assert outcome["command"].startswith("python recipes/full_finetune.py --model_name_or_path bundled:minilm-l6 --dataset_name bundled:rotten_tomatoes")
-    from hf_transfer.advise import _command
-    from hf_transfer.strategy_rules import Advice
+    from hf_transfer.advice.advise import _command
+    from hf_transfer.advice.rules import Advice
 
     advice = Advice("full_finetune", "recipes/full_finetune.py", {"num_train_epochs": 10, "learning_rate": 5e-5}, ["", ""])
     command = _command(advice, measured(checkpoint="ckpt"), ["--train_file", "t.csv", "--num_train_epochs", "3", "--output_dir", "x"], {"bf16": True})
@@ -136,7 +141,7 @@ def test_advisor_ranks_pretrained_weights_above_random_ones_on_real_data(random_
 
 
 def test_advice_errors_are_one_line(tmp_path):
-    from hf_transfer.advise import advise
+    from hf_transfer.advice.advise import advise
     from hf_transfer.errors import TransferError
 
     with pytest.raises(TransferError, match="names a checkpoint twice"):

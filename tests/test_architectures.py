@@ -17,10 +17,10 @@ import recipes.full_finetune as full_finetune
 import recipes.gradual_unfreeze as gradual_unfreeze
 import recipes.lora_bert as lora_bert
 from hf_transfer import assets
-from hf_transfer.adapter_targets import default_targets, head_modules
-from hf_transfer.architectures import decays
-from hf_transfer.layer_groups import layer_groups
-from hf_transfer.modeling import ModelArguments, build_classifier, resolve_checkpoint
+from hf_transfer.adapters.targets import default_targets, head_modules
+from hf_transfer.models.architectures import decays
+from hf_transfer.models.layer_groups import layer_groups
+from hf_transfer.models.loading import ModelArguments, build_classifier, resolve_checkpoint
 from test_checkpoint_loading import assert_checkpoints_load_back_whole
 from tiny_architectures import IMAGE, TEXT, TIMM, TORCHVISION, save_timm, save_transformers, torchvision_model
 

@@ -69,7 +69,7 @@ def test_unreadable_image_is_an_error_with_strict(tmp_path, tiny_vit_dir):
 
 
 def test_unreadable_image_is_skipped_counted_and_said_without_strict(tmp_path, capsys):
-    from hf_transfer.data import DataArguments, load_labelled_data
+    from hf_transfer.data.loading import DataArguments, load_labelled_data
 
     root = write_image_folder(tmp_path / "imgs")
     (root / "circle" / "broken.png").write_bytes(b"not a png")
@@ -86,7 +86,7 @@ def test_a_truncated_large_jpeg_is_found_although_the_check_decodes_it_small(tmp
     import numpy as np
     from PIL import Image
 
-    from hf_transfer.data import DataArguments, load_labelled_data
+    from hf_transfer.data.loading import DataArguments, load_labelled_data
 
     root = write_image_folder(tmp_path / "imgs")
     noise = np.random.default_rng(0).integers(0, 256, (1200, 1600, 3), dtype=np.uint8)

@@ -7,9 +7,9 @@ from safetensors.torch import load_file
 from transformers import TrainingArguments
 
 import recipes.full_finetune as full_finetune
-from hf_transfer.checkpoint_loading import saved_to_live_names
+from hf_transfer.engine.checkpoint_loading import saved_to_live_names
 from hf_transfer.errors import TransferError
-from hf_transfer.trainer import TransferTrainer
+from hf_transfer.engine.trainer import TransferTrainer
 from test_adapters import classifier
 from tiny_architectures import save_transformers
 
@@ -86,7 +86,7 @@ def test_a_model_whose_checkpoints_cannot_be_read_back_is_refused_before_trainin
 
 
 def test_a_checkpoint_in_a_torch_file_loads_back_whole_too(tmp_path, tiny_vit_dir):
-    from hf_transfer.checkpoint_loading import load_checkpoint
+    from hf_transfer.engine.checkpoint_loading import load_checkpoint
 
     model = classifier(tiny_vit_dir)
     model.save_pretrained(tmp_path / "saved")

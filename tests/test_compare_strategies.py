@@ -12,7 +12,7 @@ from conftest import write_text_table
 
 
 def test_random_init_redraws_every_pretrained_weight(tiny_bert_dir, capsys):
-    from hf_transfer.modeling import ModelArguments, build_classifier, resolve_checkpoint
+    from hf_transfer.models.loading import ModelArguments, build_classifier, resolve_checkpoint
 
     pretrained = build_classifier(resolve_checkpoint(ModelArguments(model_name_or_path=tiny_bert_dir)), ["a", "b"],
                                   ModelArguments(model_name_or_path=tiny_bert_dir))

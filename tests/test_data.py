@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from hf_transfer.data import DataArguments, load_labelled_data, stratified_sample, take_per_class
+from hf_transfer.data.loading import DataArguments, load_labelled_data, stratified_sample, take_per_class
 from tests.conftest import write_image_folder, write_text_table
 
 
@@ -65,7 +65,7 @@ def test_bundled_image_sets_have_fixed_documented_splits():
 def test_image_folder_converts_grayscale_and_rgba(tmp_path):
     write_image_folder(tmp_path / "gray", mode="L")
     write_image_folder(tmp_path / "rgba", mode="RGBA")
-    from hf_transfer.data import open_image
+    from hf_transfer.data.loading import open_image
 
     for mode in ("gray", "rgba"):
         data = load_labelled_data(DataArguments(train_dir=str(tmp_path / mode)))

@@ -14,14 +14,9 @@ from transformers import (
     BertForSequenceClassification,
 )
 
-from hf_transfer.distillation import distillation_loss
+from hf_transfer.distill.distillation import distillation_loss
 from hf_transfer.errors import TransferError
-from hf_transfer.student import (
-    default_layers,
-    parse_layers,
-    student_from_teacher,
-    transformer_blocks,
-)
+from hf_transfer.distill.student import default_layers, parse_layers, student_from_teacher, transformer_blocks
 from recipes import distill, full_finetune
 from tests.conftest import NEGATIVE, POSITIVE, pipeline_accuracy, run_on_two_ranks, write_text_table
 
@@ -222,8 +217,8 @@ def test_unlabeled_dir_and_its_cap_reach_the_student(tmp_path, tiny_vit_dir, ima
     """The capped number of unlabelled images is in every epoch's training batches, each with the teacher's soft
     targets and no hard label; without --unlabeled_dir there are none."""
     from tests.conftest import write_image_folder
-    from hf_transfer.data import UNLABELED
-    from hf_transfer.distillation import DistillationTrainer
+    from hf_transfer.data.loading import UNLABELED
+    from hf_transfer.distill.distillation import DistillationTrainer
 
     seen = []
     original = DistillationTrainer.compute_loss

@@ -8,16 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from hf_transfer.domain_alignment import (
-    DomainClassifier,
-    coral_loss,
-    dann_loss,
-    dann_weight,
-    mmd_loss,
-    reverse_gradient,
-)
+from hf_transfer.domain.alignment import DomainClassifier, coral_loss, dann_loss, dann_weight, mmd_loss, reverse_gradient
 from hf_transfer.errors import TransferError
-from hf_transfer.pseudo_labels import select
+from hf_transfer.domain.pseudo_labels import select
 from recipes import domain_adapt
 from tests.conftest import pipeline_accuracy, run_on_two_ranks, write_image_folder, write_text_table
 
@@ -140,7 +133,7 @@ def test_alignment_changes_the_trained_weights(tmp_path, tiny_bert_dir):
 
 
 def test_each_alignment_loss_has_its_default_weight_unless_one_is_given():
-    from hf_transfer.domain_adaptation import alignment_weights
+    from hf_transfer.domain.adaptation import alignment_weights
 
     assert alignment_weights(["dann", "coral", "pseudo_label"], None) == {"dann": 0.1, "coral": 1.0}
     assert alignment_weights(["dann", "mmd"], 0.5) == {"dann": 0.5, "mmd": 0.5}

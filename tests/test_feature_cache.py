@@ -8,7 +8,7 @@ import torch
 
 import recipes.feature_extraction as feature_extraction
 from conftest import write_text_table
-from hf_transfer import feature_cache
+from hf_transfer.features import cache as feature_cache
 
 
 def run(tmp_path, name, **options):
@@ -88,7 +88,7 @@ def test_a_classifier_without_features_method_gives_its_heads_input_and_keys_on_
     with any weight below the head and not with the head itself (a new head does not invalidate the features)."""
     from transformers import TimmWrapperConfig, TimmWrapperForImageClassification, default_data_collator
 
-    from hf_transfer.features import ExtractionSettings, extract_features, new_head
+    from hf_transfer.features.extraction import ExtractionSettings, extract_features, new_head
 
     torch.manual_seed(0)
     model = TimmWrapperForImageClassification(TimmWrapperConfig(architecture="resnet10t", num_labels=3)).eval()
@@ -139,7 +139,7 @@ def test_extraction_is_fed_by_the_runs_workers_and_computed_in_its_precision(tmp
 
     from safetensors.torch import load_file
 
-    from hf_transfer import preprocessing
+    from hf_transfer.data import preprocessing
 
     readers = tmp_path / "readers"
     readers.mkdir()

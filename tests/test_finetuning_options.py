@@ -11,14 +11,15 @@ from transformers import AutoModelForSequenceClassification, BertConfig, BertMod
 
 import recipes.full_finetune as full_finetune
 import recipes.gradual_unfreeze as gradual_unfreeze
-from hf_transfer import training
-from hf_transfer.cli import parse_recipe_args
-from hf_transfer.layer_groups import layer_groups
-from hf_transfer.modeling import ModelArguments, build_classifier, resolve_checkpoint
-from hf_transfer.optim import discriminative_lrs
-from hf_transfer.partial_transfer import reinitialize_groups
-from hf_transfer.trainer import TransferTrainer
-from hf_transfer.unfreezing import GradualUnfreezing
+from hf_transfer import defaults
+from hf_transfer.pipeline import training
+from hf_transfer.pipeline.arguments import parse_recipe_args
+from hf_transfer.models.layer_groups import layer_groups
+from hf_transfer.models.loading import ModelArguments, build_classifier, resolve_checkpoint
+from hf_transfer.engine.optim import discriminative_lrs
+from hf_transfer.models.partial_transfer import reinitialize_groups
+from hf_transfer.engine.trainer import TransferTrainer
+from hf_transfer.engine.unfreezing import GradualUnfreezing
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +189,7 @@ def test_results_name_the_epoch_kept(tmp_path, tiny_bert_dir, text_csv, select):
 
 def test_an_architecture_without_known_groups_gets_one_lr_said_aloud_or_a_clear_error(capsys):
     from hf_transfer.errors import TransferError
-    from hf_transfer.finetuning import body_and_head_groups
+    from hf_transfer.engine.finetuning import body_and_head_groups
 
     unknown = torch.nn.Sequential(torch.nn.Linear(2, 2))
     assert body_and_head_groups(unknown, {}, set()) is None
@@ -201,10 +202,10 @@ def test_an_architecture_without_known_groups_gets_one_lr_said_aloud_or_a_clear_
 def test_full_finetune_head_phase_cached_starts_every_layer_from_the_fitted_head(tmp_path, pretrained_bert_dir, text_csv, monkeypatch, head_phase):
     """LP-FT (Kumar et al. 2022): with --head_phase cached full fine-tuning begins from the logistic regression fitted on
     the pretrained body's features, and every layer trains from the first step; without it the head starts random."""
-    from hf_transfer.feature_cache import FeatureCacheArguments
-    from hf_transfer.features import extract_features, new_head
-    from hf_transfer.finetuning import FineTuningArguments
-    from hf_transfer.head_fitting import fit_head
+    from hf_transfer.features.cache import FeatureCacheArguments
+    from hf_transfer.features.extraction import extract_features, new_head
+    from hf_transfer.engine.finetuning import FineTuningArguments
+    from hf_transfer.features.head_fitting import fit_head
 
     at_start, grads_first_step = {}, {}
 
@@ -226,10 +227,10 @@ def test_full_finetune_head_phase_cached_starts_every_layer_from_the_fitted_head
 
     args = parse_recipe_args(full_finetune.DEFAULTS, [], {**arguments, "output_dir": str(tmp_path / "reference")},
                              extra_dataclasses=(FineTuningArguments, full_finetune.HeadStartArguments, FeatureCacheArguments))
-    job = training.prepare(args, learning_rates=full_finetune.LEARNING_RATES)
+    job = training.prepare(args, learning_rates=defaults.BODY_LEARNING_RATES)
     features = {s: extract_features(job.model, job.datasets[s], job.collator).tensors for s in ("train", "validation")}
     head = new_head(job.model)
-    fit_head(head, features["train"], features["validation"], solver="lbfgs", training_args=args.training, choice=full_finetune.HEAD_L2_CHOICE)
+    fit_head(head, features["train"], features["validation"], solver="lbfgs", training_args=args.training, choice=defaults.FULL_FINETUNE_HEAD_L2_CHOICE)
     fitted = all(torch.allclose(at_start[k], v, atol=1e-5) for k, v in head.state_dict().items())
     assert fitted == (head_phase == "cached")
     assert ("head_phase_fit" in results) == (head_phase == "cached")

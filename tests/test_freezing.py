@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from hf_transfer.freezing import count_parameters, freeze, unfreeze
+from hf_transfer.models.freezing import count_parameters, freeze, unfreeze
 
 
 def small_cnn():

@@ -52,7 +52,7 @@ def test_recipe_trains_and_saves_in_mixed_precision(tmp_path, tiny_bert_own_voca
     saved = json.loads((out / "all_results.json").read_text())
     assert saved["training_config"][precision] is True
 
-    from hf_transfer.inference import class_probabilities, load_run, read_images
+    from hf_transfer.runs.inference import class_probabilities, load_run, read_images
 
     run = load_run(str(out))
     inputs = ["a joy to watch", "a dull tedious mess"] if modality == "text" else read_images([str(p) for p in sorted((tmp_path / "images" / "circle").glob("*.png"))[:2]])
@@ -65,7 +65,7 @@ def test_training_steps_never_wait_for_the_gpu(tmp_path, monkeypatch, recipe):
     """In the middle of an epoch nothing in a step, nor fetching the next batch, synchronises with the GPU, so the
     host queues the next step's kernels while the GPU runs this one (Trainer's defaults wait twice a step: a
     blocking batch copy and the nan check of the loss). The first synchronising call raises, with its traceback."""
-    from hf_transfer import throughput
+    from hf_transfer.engine import throughput
 
     module = importlib.import_module(f"recipes.{recipe}")
     watched = range(2, 6)  # steps after the second: past the first step's one-off checks, before the epoch's end

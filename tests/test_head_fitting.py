@@ -9,8 +9,8 @@ import torch
 
 import recipes.feature_extraction as feature_extraction
 from hf_transfer.errors import TransferError
-from hf_transfer.head_fitting import L2_PATH, fit_by_gradient_steps, fit_logistic_regression, resolve_solver
-from hf_transfer.transfer_classifier import ClassificationHead
+from hf_transfer.features.head_fitting import L2_PATH, fit_by_gradient_steps, fit_logistic_regression, resolve_solver
+from hf_transfer.models.transfer_classifier import ClassificationHead
 
 
 def blobs(n_per_class=40, classes=3, dim=12, seed=0):
@@ -99,7 +99,7 @@ def test_only_a_head_that_is_a_linear_map_of_its_input_is_fitted_as_a_logistic_r
     at inference, so a head with them beside its Linear layer is fitted."""
     from torch import nn
 
-    from hf_transfer.head_fitting import single_linear
+    from hf_transfer.features.head_fitting import single_linear
 
     assert isinstance(single_linear(nn.Sequential(nn.Dropout(0.1), nn.Flatten(), nn.Linear(4, 2))), nn.Linear)
     for head in (nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 2)), nn.Sequential(nn.LayerNorm(4), nn.Linear(4, 2)),
@@ -164,7 +164,7 @@ def test_a_flatten_then_linear_head_is_fitted_on_its_flattened_input_and_a_large
 
 def test_candidate_choice_rules():
     """best: top validation accuracy, ties by loss. one_se: the strongest L2 within one standard error of the top."""
-    from hf_transfer.head_fitting import choose_candidate
+    from hf_transfer.features.head_fitting import choose_candidate
 
     path = [((0.80, 0.90), ("one scale", 10.0)), ((0.85, 0.70), ("one scale", 1.0)), ((0.86, 0.50), ("one scale", 0.1)),
             ((0.86, 0.60), ("per feature", 0.3))]

@@ -9,7 +9,7 @@ from transformers import (BertConfig, BertForSequenceClassification, DeiTConfig,
                           TimmWrapperForImageClassification, ViTConfig, ViTForImageClassification)
 
 from hf_transfer.errors import TransferError
-from hf_transfer.layer_groups import layer_groups, select_groups
+from hf_transfer.models.layer_groups import layer_groups, select_groups
 
 TEXT = dict(vocab_size=100, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=20, max_position_embeddings=64)
 VISION = dict(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=20)

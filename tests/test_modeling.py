@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from hf_transfer.errors import TransferError
-from hf_transfer.modeling import ModelArguments, TransferClassifier, build_classifier, resolve_checkpoint
+from hf_transfer.models.loading import ModelArguments, TransferClassifier, build_classifier, resolve_checkpoint
 
 
 def test_native_class_when_it_fits_transfer_classifier_otherwise(tiny_bert_dir):

@@ -7,8 +7,8 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
 
 from hf_transfer.errors import TransferError
-from hf_transfer.layer_groups import layer_groups
-from hf_transfer.optim import build_optimizer, discriminative_lrs, slanted_triangular
+from hf_transfer.models.layer_groups import layer_groups
+from hf_transfer.engine.optim import build_optimizer, discriminative_lrs, slanted_triangular
 
 
 def tiny_bert():

@@ -15,8 +15,8 @@ import recipes.full_finetune as full_finetune
 import recipes.lora_vit as lora_vit
 from conftest import pipeline_accuracy, write_image_folder, write_text_table
 from hf_transfer.errors import TransferError
-from hf_transfer.evaluate import evaluate
-from hf_transfer.predict import predict
+from hf_transfer.runs.evaluate import evaluate
+from hf_transfer.runs.predict import predict
 
 def image_table(folder, path):
     rows = [(str(p), p.parent.name) for p in sorted(folder.rglob("*.png"))]
@@ -85,7 +85,7 @@ def test_timm_run_keeps_its_preprocessing_in_config_json(tmp_path):
 def test_processor_shapes_keep_their_resize_then_crop():
     from types import SimpleNamespace
 
-    from hf_transfer.preprocessing import _processor_geometry
+    from hf_transfer.data.preprocessing import _processor_geometry
 
     dinov2 = SimpleNamespace(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}, do_center_crop=True)
     convnext = SimpleNamespace(size={"shortest_edge": 224}, crop_pct=0.875, do_center_crop=False)
@@ -105,7 +105,7 @@ def test_adapter_run_predicts_and_its_merge_loads_with_pipeline(tmp_path, tiny_v
     assert list(frame.columns) == ["input", "predicted_label", "probability", "probability_circle", "probability_square"]
     truth = [p.split("/")[-2] for p in frame["input"]]
     assert sum(t == p for t, p in zip(truth, frame["predicted_label"])) / 8 == pytest.approx(results["test_accuracy"])
-    from hf_transfer.adapter_files import merge
+    from hf_transfer.runs.adapter_files import merge
 
     merged = merge(str(out), str(tmp_path / "merged"))
     loaded = pipeline_accuracy(merged, image_table(test, tmp_path / "test.csv"), "image-classification")
@@ -186,7 +186,7 @@ def test_tensorboard_logs_and_a_calm_console(tmp_path, tiny_bert_dir, text_csv):
 def test_a_saved_run_is_a_starting_point_for_a_new_task(tmp_path, tiny_bert_dir):
     from safetensors.torch import load_file
 
-    from hf_transfer.modeling import ModelArguments, build_classifier, resolve_checkpoint
+    from hf_transfer.models.loading import ModelArguments, build_classifier, resolve_checkpoint
 
     first = tmp_path / "first"
     full_finetune.run(model_name_or_path=tiny_bert_dir, pooling="mean", train_file=str(write_text_table(tmp_path / "train")), output_dir=str(first),

@@ -1,9 +1,9 @@
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from hf_transfer.layer_groups import layer_groups
-from hf_transfer.partial_transfer import reinitialize_groups
-from hf_transfer.unfreezing import GradualUnfreezing, default_phases
+from hf_transfer.models.layer_groups import layer_groups
+from hf_transfer.models.partial_transfer import reinitialize_groups
+from hf_transfer.engine.unfreezing import GradualUnfreezing, default_phases
 
 
 def tiny_bert():

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 import recipes.lora_bert as lora_bert
-from hf_transfer import adapter_files, adapters
+from hf_transfer import defaults
+from hf_transfer.runs import adapter_files
+from hf_transfer.adapters import attach as adapters
 from hf_transfer.errors import TransferError
 from hub_server import FakeHub  # tests/ is on sys.path (rootdir conftest)
 
@@ -38,7 +40,7 @@ def test_lora_vit_with_python_writes_an_adapter_that_reloads(tmp_path, tiny_vit_
     card = (out / "README.md").read_text()
     assert "library_name: peft" in card and "hf_transfer.load_adapter" in card
     model, processor = adapter_files.load_adapter(str(out))
-    from hf_transfer.data import open_image
+    from hf_transfer.data.loading import open_image
 
     image = open_image(str(next(image_dir.rglob("*.png"))))
     assert model(**processor(image, return_tensors="pt")).logits.shape == (1, 2)
@@ -97,7 +99,7 @@ def test_every_method_runs_as_a_recipe(method, tmp_path, tiny_bert_dir, text_csv
     results = lora_bert.run(model_name_or_path=tiny_bert_dir, train_file=str(text_csv), output_dir=str(tmp_path / "out"), num_train_epochs=1,
                             peft_method=method, save_strategy="no", load_best_model_at_end=False)
     assert results["training_config"]["peft_method"] == method
-    assert results["training_config"]["learning_rate"] == adapters.LEARNING_RATES[method]
+    assert results["training_config"]["learning_rate"] == defaults.ADAPTER_LEARNING_RATES[method]
     assert results["trainable_params"] < results["total_params"] / 4
 
 
@@ -207,7 +209,7 @@ def test_push_options_are_checked_before_training(tmp_path, tiny_bert_dir, text_
 
 
 def test_hub_options_use_the_trainer_argument_names_and_switch_the_trainers_own_push_off():
-    from hf_transfer.cli import parse_recipe_args
+    from hf_transfer.pipeline.arguments import parse_recipe_args
     from hf_transfer.hub import HubTarget, target_from_training_args
 
     args = parse_recipe_args({}, ["--push_to_hub", "--hub_model_id", "alice/x", "--hub_private_repo", "true", "--hub_revision", "exp-1"])

@@ -10,8 +10,8 @@ from transformers import AutoModelForImageClassification, AutoModelForSequenceCl
 
 import recipes.feature_extraction as feature_extraction
 import recipes.full_finetune as full_finetune
-from hf_transfer.data import open_image
-from hf_transfer.preprocessing import ImageConfig
+from hf_transfer.data.loading import open_image
+from hf_transfer.data.preprocessing import ImageConfig
 
 
 def predictions_from_saved_text_model(out, texts):
@@ -124,7 +124,7 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_bert_dir, text_csv, 
 
 
 def test_demo_data_and_its_caps_give_way_to_data_the_user_names(text_csv):
-    from hf_transfer.cli import parse_recipe_args
+    from hf_transfer.pipeline.arguments import parse_recipe_args
 
     demo = parse_recipe_args(full_finetune.DEFAULTS, [])
     assert demo.data.dataset_name == "bundled:rotten_tomatoes" and demo.data.max_train_samples_per_class == 100
@@ -136,8 +136,8 @@ def test_demo_data_and_its_caps_give_way_to_data_the_user_names(text_csv):
 
 def test_preprocessed_images_are_kept_after_their_first_pass(tmp_path, monkeypatch):
     from conftest import write_image_folder
-    from hf_transfer import preprocessing
-    from hf_transfer.data import DataArguments, load_labelled_data
+    from hf_transfer.data import preprocessing
+    from hf_transfer.data.loading import DataArguments, load_labelled_data
 
     data = load_labelled_data(DataArguments(train_dir=str(write_image_folder(tmp_path / "images"))), seed=0)
     config = ImageConfig(size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
@@ -164,8 +164,8 @@ def test_kept_preprocessed_images_take_a_byte_per_value_and_give_the_processors_
     import numpy as np
     from PIL import Image
 
-    from hf_transfer import preprocessing
-    from hf_transfer.data import DataArguments, load_labelled_data
+    from hf_transfer.data import preprocessing
+    from hf_transfer.data.loading import DataArguments, load_labelled_data
 
     rng = np.random.default_rng(0)
     for label in ("a", "b"):
@@ -194,8 +194,8 @@ def test_kept_preprocessed_images_take_a_byte_per_value_and_give_the_processors_
 
 def test_the_memory_budget_keeps_the_training_split_first(tmp_path, monkeypatch, capsys):
     from conftest import write_image_folder
-    from hf_transfer import preprocessing
-    from hf_transfer.data import DataArguments, load_labelled_data
+    from hf_transfer.data import preprocessing
+    from hf_transfer.data.loading import DataArguments, load_labelled_data
 
     data = load_labelled_data(DataArguments(train_dir=str(write_image_folder(tmp_path / "images"))), seed=0)
     config = ImageConfig(size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
@@ -208,8 +208,8 @@ def test_the_memory_budget_keeps_the_training_split_first(tmp_path, monkeypatch,
 
 def test_domain_adaptations_strong_augmentation_keeps_decoded_images_within_the_budget(tmp_path, monkeypatch, capsys):
     from conftest import write_image_folder
-    from hf_transfer import preprocessing
-    from hf_transfer.data import DataArguments, load_labelled_data
+    from hf_transfer.data import preprocessing
+    from hf_transfer.data.loading import DataArguments, load_labelled_data
 
     data = load_labelled_data(DataArguments(train_dir=str(write_image_folder(tmp_path / "images"))), seed=0)
     config = ImageConfig(size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
@@ -242,8 +242,8 @@ def test_kept_decoded_images_change_nothing_but_decoding_and_workers_fill_them(t
     from PIL import Image
 
     from conftest import write_image_folder
-    from hf_transfer import preprocessing
-    from hf_transfer.data import DataArguments, load_labelled_data
+    from hf_transfer.data import preprocessing
+    from hf_transfer.data.loading import DataArguments, load_labelled_data
 
     folder = write_image_folder(tmp_path / "images", size=40)
     data = load_labelled_data(DataArguments(train_dir=str(folder)), seed=0)
@@ -270,7 +270,7 @@ def test_a_large_jpeg_is_kept_at_reduced_scale_with_the_same_picture(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from hf_transfer.preprocessing import decode
+    from hf_transfer.data.preprocessing import decode
 
     rows, cols = np.mgrid[:300, :600]
     pixels = np.stack([(cols * 255 // 600), (rows * 255 // 300), ((rows + cols) % 256)], axis=-1).astype(np.uint8)

@@ -118,7 +118,7 @@ def _checkpoint_key(key: str, checkpoint: dict) -> str:
 def _gather_rows(rank: int, world: int, port: int, lengths: list[int], results):
     import torch.distributed as dist
 
-    from hf_transfer.sharding import rows_across_ranks
+    from hf_transfer.engine.sharding import rows_across_ranks
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     seen = []

@@ -1,6 +1,6 @@
 """Real pretrained weights on real data: a fine-tuned model beats chance by a wide margin on held-out data.
 
-Sized for 2 CPU cores (small subsets, 96 px images); the README's figures come from the full-size runs.
+Sized for 2 CPU cores (small subsets, 96 px images); the docs' figures come from the full-size runs.
 """
 
 import pytest
@@ -27,11 +27,11 @@ def test_text_feature_extraction_beats_chance_and_a_plain_logistic_regression(tm
 
 
 def cached_splits(options: dict) -> dict:
-    from hf_transfer import training
-    from hf_transfer.cli import parse_recipe_args
-    from hf_transfer.feature_cache import FeatureCacheArguments, cache_options, cached_features
-    from hf_transfer.features import ExtractionSettings
-    from hf_transfer.head_fitting import HeadFitArguments
+    from hf_transfer.pipeline import training
+    from hf_transfer.pipeline.arguments import parse_recipe_args
+    from hf_transfer.features.cache import FeatureCacheArguments, cache_options, cached_features
+    from hf_transfer.features.extraction import ExtractionSettings
+    from hf_transfer.features.head_fitting import HeadFitArguments
 
     args = parse_recipe_args(feature_extraction.DEFAULTS, [], {**options, "output_dir": "unused"},
                              extra_dataclasses=(FeatureCacheArguments, HeadFitArguments))
@@ -75,7 +75,7 @@ def test_text_lora_beats_chance_and_the_reloaded_adapter_scores_the_same(tmp_pat
     import torch
 
     from hf_transfer import load_adapter
-    from hf_transfer.data import DataArguments, load_labelled_data
+    from hf_transfer.data.loading import DataArguments, load_labelled_data
     import recipes.lora_bert as lora_bert
 
     out = tmp_path / "out"

@@ -7,8 +7,9 @@ import torch
 from safetensors.torch import load_file
 
 import recipes.gradual_unfreeze as gradual_unfreeze
-from hf_transfer.layer_groups import layer_groups
-from hf_transfer.unfreezing import GradualUnfreezing, Phase, default_phases
+from hf_transfer import defaults
+from hf_transfer.models.layer_groups import layer_groups
+from hf_transfer.engine.unfreezing import GradualUnfreezing, Phase, default_phases
 from tests.conftest import run_on_two_ranks
 
 HEAD_THEN_BLOCK1 = [{"at_epoch": 0, "unfreeze": ["head"]}, {"at_epoch": 1, "unfreeze": ["block.1"]}]
@@ -170,7 +171,7 @@ def test_callback_and_optimizer_work_on_a_plain_trainer(tmp_path):
     """The notebook path of the README: a user's own Trainer, our optimizer and callback."""
     from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
 
-    from hf_transfer.optim import build_optimizer, discriminative_lrs
+    from hf_transfer.engine.optim import build_optimizer, discriminative_lrs
 
     model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=20))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -196,12 +197,12 @@ def test_cached_head_phase_trains_from_a_fitted_head_and_thaws_the_top_group_at_
     random head), the group below the head trains from step 0, and a second run reads the features from disk."""
     from transformers import TrainerCallback
 
-    from hf_transfer import training
-    from hf_transfer.cli import parse_recipe_args
-    from hf_transfer.feature_cache import FeatureCacheArguments
-    from hf_transfer.features import extract_features, new_head
-    from hf_transfer.finetuning import FineTuningArguments
-    from hf_transfer.head_fitting import fit_head
+    from hf_transfer.pipeline import training
+    from hf_transfer.pipeline.arguments import parse_recipe_args
+    from hf_transfer.features.cache import FeatureCacheArguments
+    from hf_transfer.features.extraction import extract_features, new_head
+    from hf_transfer.engine.finetuning import FineTuningArguments
+    from hf_transfer.features.head_fitting import fit_head
 
     at_start = {}
 
@@ -221,10 +222,10 @@ def test_cached_head_phase_trains_from_a_fitted_head_and_thaws_the_top_group_at_
     arguments = common(tiny_bert_dir, text_csv, tmp_path / "reference")
     args = parse_recipe_args(gradual_unfreeze.DEFAULTS, [], arguments,
                              extra_dataclasses=(FineTuningArguments, gradual_unfreeze.ScheduleArguments, FeatureCacheArguments))
-    job = training.prepare(args, learning_rates=gradual_unfreeze.LEARNING_RATES)
+    job = training.prepare(args, learning_rates=defaults.GRADUAL_UNFREEZE_LEARNING_RATES)
     features = {s: extract_features(job.model, job.datasets[s], job.collator).tensors for s in ("train", "validation")}
     head = new_head(job.model)
-    fit_head(head, features["train"], features["validation"], solver="lbfgs", training_args=args.training, choice=gradual_unfreeze.HEAD_L2_CHOICE)
+    fit_head(head, features["train"], features["validation"], solver="lbfgs", training_args=args.training, choice=defaults.GRADUAL_UNFREEZE_HEAD_L2_CHOICE)
     for key, value in head.state_dict().items():
         assert torch.allclose(at_start[key], value, atol=1e-5), f"training did not start from the fitted head ({key})"
 

@@ -1,0 +1,88 @@
+"""What a run leaves behind, and the folder it goes in.
+
+A run folder loads wherever a Hugging Face user takes it: `pipeline()` and the Auto classes, in a process
+that never imports hf_transfer. Models of our own class carry their code (`transfer_classifier.py`, named
+in config.json's `auto_map`); image runs carry the preprocessing they were evaluated with. As in Hugging
+Face's example scripts, a folder that already holds a run is refused unless `--overwrite_output_dir`, and
+then nothing of the old run survives; intermediate checkpoints go at the end unless `--keep_checkpoints`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import shutil
+
+from ..models import transfer_classifier
+from ..errors import TransferError
+
+CUSTOM_CODE = "transfer_classifier.py"
+# What a run writes at the top of its folder; only these are removed by --overwrite_output_dir.
+RUN_FILE_PATTERNS = ("all_results.json", "README.md", "config.json", "*.safetensors", "adapter_config.json", "bottleneck_config.json",
+                     "base_model.json", "preprocessor_config.json", "tokenizer*.json", "special_tokens_map.json", "vocab.txt",
+                     "training_args.bin", CUSTOM_CODE, "*.png", "evaluation", "checkpoint-*", "runs",
+                     "advice.json")
+RUN_MARKERS = ("all_results.json", "config.json", "adapter_config.json", "bottleneck_config.json", "checkpoint-*")
+
+
+@dataclasses.dataclass
+class OutputArguments:
+    """The output folder (names as in Hugging Face's example scripts)."""
+
+    overwrite_output_dir: bool = dataclasses.field(default=False, metadata={"help": "replace the run already in --output_dir (its files are removed first)"})
+    keep_checkpoints: bool = dataclasses.field(default=False, metadata={"help": "keep the intermediate checkpoint-* folders (removed at the end by default)"})
+
+
+def previous_run_files(output_dir: pathlib.Path) -> list[pathlib.Path]:
+    if not output_dir.is_dir():
+        return []
+    return sorted({path for pattern in RUN_FILE_PATTERNS for path in output_dir.glob(pattern)})
+
+
+def check_output_dir(output_dir: pathlib.Path, *, overwrite: bool, resuming: bool) -> None:
+    """Before anything is loaded or written: never mix a new run into an old one."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise TransferError(f"--output_dir '{output_dir}' is a file: name a folder")
+    if overwrite or resuming or not output_dir.is_dir():
+        return
+    found = sorted({p.name for marker in RUN_MARKERS for p in output_dir.glob(marker)})
+    if found:
+        raise TransferError(f"--output_dir '{output_dir}' already holds a run ({', '.join(found[:3])}): "
+                            "pass --overwrite_output_dir to replace it, or choose another --output_dir")
+
+
+def clear_previous_run(output_dir: pathlib.Path) -> None:
+    """--overwrite_output_dir: remove what an earlier run wrote (and nothing else the user keeps there)."""
+    for path in previous_run_files(output_dir):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def remove_checkpoints(output_dir: pathlib.Path) -> None:
+    for path in output_dir.glob("checkpoint-*"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def full_state_dict(model) -> dict | None:
+    """The whole state dict of a model FSDP sharded (FSDP2's DTensor parameters, or FSDP1 modules), gathered
+    to the CPU of rank 0 (other ranks get an empty dict). A collective: every rank calls it. None when nothing
+    is sharded, and save_pretrained reads the model itself."""
+    from torch.distributed.tensor import DTensor
+
+    sharded = any(isinstance(p, DTensor) for p in model.parameters()) or any(type(m).__name__ == "FullyShardedDataParallel" for m in model.modules())
+    if not sharded:
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def save_model(model, output_dir: pathlib.Path, state_dict: dict | None = None) -> None:
+    """save_pretrained, plus the code of our own class so it can load without hf_transfer (if the user passes trust_remote_code).
+    `state_dict`: the gathered weights of a sharded model (full_state_dict)."""
+    if isinstance(model, transfer_classifier.TransferClassifier):
+        module = pathlib.Path(CUSTOM_CODE).stem
+        model.config.auto_map = {"AutoConfig": f"{module}.TransferClassifierConfig",
+                                 "AutoModelForSequenceClassification": f"{module}.TransferClassifier",
+                                 "AutoModelForImageClassification": f"{module}.TransferClassifier"}
+        shutil.copyfile(transfer_classifier.__file__, output_dir / CUSTOM_CODE)
+    model.save_pretrained(output_dir, state_dict=state_dict)
