@@ -18,7 +18,6 @@ source test set: adaptation that wrecks the source task shows.
 """
 
 import copy
-import dataclasses
 import tempfile
 
 import numpy as np
@@ -50,10 +49,10 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     """Adapt to the target domain; returns the results also written to all_results.json."""
     args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(DomainAdaptationArguments, FineTuningArguments,
                                                                                    adapters.AdapterArguments))
-    options = args.extra
+    options = args.option(DomainAdaptationArguments)
     check_options(options)
     job = training.prepare(args, native=False, learning_rates=defaults.BODY_LEARNING_RATES)  # TransferClassifier: pooled features to align
-    methods = parse_methods(options["method"], job.data.modality)
+    methods = parse_methods(options.method, job.data.modality)
     target, target_test = read_target(job, options)
     source_alone = job.datasets["train"]  # the baseline's training set: never augmented toward the target
     if "augment" in methods:
@@ -68,8 +67,8 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     if methods != ["pseudo_label"]:  # with pseudo_label alone, its first round is the source-only model
         source_only = train_source_only(job, trainable(copy.deepcopy(job.model)), source_alone, scored)
     classifier = trainable(job.model)  # job.model stays the base: what an adapter run records it was trained on
-    apply_batchnorm_policy(classifier, options)
-    model = AdaptationModel(classifier, methods, alignment_weights(methods, options["alignment_weight"]))
+    apply_batchnorm_policy(classifier, args.option(FineTuningArguments))
+    model = AdaptationModel(classifier, methods, alignment_weights(methods, options.alignment_weight))
     aligning = any(m in ALIGNMENT for m in methods)
 
     def train(labelled):
@@ -82,12 +81,12 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     if source_only is None:
         source_only = {k: v for k, v in results.items() if k in ("test_accuracy", "eval_accuracy", "target_test_accuracy")}
     rounds, target_truth = [], target_label_ids(target, job.data.label_names, "target")
-    for number in range(1, options["pseudo_label_rounds"] + 1 if "pseudo_label" in methods else 1):
+    for number in range(1, options.pseudo_label_rounds + 1 if "pseudo_label" in methods else 1):
         probabilities = class_probabilities(classifier, target_fixed, job.collator, ExtractionSettings.of_run(args.training), args.training.device)
-        rows, labels = select(probabilities, options["pseudo_label_threshold"], options["class_balance"])
+        rows, labels = select(probabilities, options.pseudo_label_threshold, options.class_balance)
         report = round_report(number, rows, labels, len(target), len(job.data.label_names), target_truth)
         if len(rows) == 0:
-            print(f"pseudo-label round {number}: no target prediction reaches {options['pseudo_label_threshold']:g}: stopping "
+            print(f"pseudo-label round {number}: no target prediction reaches {options.pseudo_label_threshold:g}: stopping "
                   "(lower --pseudo_label_threshold to keep more)")
             rounds.append(report)
             break
@@ -110,7 +109,7 @@ def trainable_part(args):
     """With --peft_method (e.g. lora), an adapter and the head train instead of every weight, in both models."""
     if "peft_method" not in args.explicit:
         return lambda classifier: classifier
-    options = adapters.AdapterArguments(**{f.name: args.extra[f.name] for f in dataclasses.fields(adapters.AdapterArguments)})
+    options = args.option(adapters.AdapterArguments)
     if "learning_rate" not in args.explicit:
         args.training.learning_rate = defaults.ADAPTER_LEARNING_RATES.get(options.peft_method, args.training.learning_rate)
     return lambda classifier: adapters.attach(classifier, options)
@@ -119,15 +118,15 @@ def trainable_part(args):
 def read_target(job, options):
     """(unlabelled target frame, labelled target test frame or None); the target's labels must be the source's."""
     args = job.args
-    test = read_unlabeled(args.data, file=options["target_test_file"], folder=options["target_test_dir"], modality=job.data.modality,
+    test = read_unlabeled(args.data, file=options.target_test_file, folder=options.target_test_dir, modality=job.data.modality,
                           option="target_test")
-    if options["target_dataset_name"]:
+    if options.target_dataset_name:
         target, dataset_test = target_from_dataset(job, options)
         if test is None:
             return target, dataset_test
     else:
-        target = read_unlabeled(args.data, file=options["target_file"], folder=options["target_dir"], modality=job.data.modality, option="target",
-                                max_samples=options["max_target_samples"], seed=args.training.seed)
+        target = read_unlabeled(args.data, file=options.target_file, folder=options.target_dir, modality=job.data.modality, option="target",
+                                max_samples=options.max_target_samples, seed=args.training.seed)
     if target is None:
         raise TransferError("--target_file or --target_dir is required: the unlabelled inputs of the domain to adapt to")
     if test is None and target_label_ids(target, job.data.label_names, target.attrs["source"]) is not None:
@@ -148,24 +147,24 @@ def target_from_dataset(job, options):
     unless --target_test_file / --target_test_dir name another."""
     from hf_transfer.data.loading import UNLABELED, DataArguments, load_labelled_data
 
-    if options["target_file"] or options["target_dir"]:
+    if options.target_file or options.target_dir:
         raise TransferError("--target_dataset_name and --target_file / --target_dir both name the target: give only one")
-    data = load_labelled_data(DataArguments(dataset_name=options["target_dataset_name"], max_test_samples=job.args.data.max_test_samples),
+    data = load_labelled_data(DataArguments(dataset_name=options.target_dataset_name, max_test_samples=job.args.data.max_test_samples),
                               seed=job.args.training.seed, modality=job.data.modality)
     names = np.array(data.label_names)
     target = data.splits["train"].assign(known_label=lambda f: names[f["label"].to_numpy()], label=UNLABELED)
-    if options["max_target_samples"] and len(target) > options["max_target_samples"]:
-        target = target.sample(n=options["max_target_samples"], random_state=job.args.training.seed).reset_index(drop=True)
+    if options.max_target_samples and len(target) > options.max_target_samples:
+        target = target.sample(n=options.max_target_samples, random_state=job.args.training.seed).reset_index(drop=True)
     test = data.splits.get("test", data.splits["validation"])
-    test = test.assign(label=target_label_ids(test.assign(known_label=names[test["label"].to_numpy()]), job.data.label_names, options["target_dataset_name"]))
-    target.attrs["source"] = test.attrs["source"] = options["target_dataset_name"]
+    test = test.assign(label=target_label_ids(test.assign(known_label=names[test["label"].to_numpy()]), job.data.label_names, options.target_dataset_name))
+    target.attrs["source"] = test.attrs["source"] = options.target_dataset_name
     return target, test
 
 
 def make_trainer(job, model: AdaptationModel, train_dataset, training_args=None):
-    options = job.args.extra
-    groups = body_and_head_groups(model.classifier, options, job.args.explicit)
-    lrs = group_learning_rates(groups, job.args.training.learning_rate, options, job.data.modality) if groups else None
+    fine_tuning = job.args.option(FineTuningArguments)
+    groups = body_and_head_groups(model.classifier, fine_tuning, job.args.explicit)
+    lrs = group_learning_rates(groups, job.args.training.learning_rate, fine_tuning, job.data.modality) if groups else None
     groups = with_prefix(groups, "classifier.", model.domain_classifier, "domain_classifier") if groups else None
     return training.make_trainer(job, model=model, datasets={**job.datasets, "train": train_dataset}, collator=PairedCollator(job.collator),
                                  callbacks=[TrainingProgress(model)], layer_groups=groups, group_lrs=lrs, training_args=training_args)
@@ -173,7 +172,7 @@ def make_trainer(job, model: AdaptationModel, train_dataset, training_args=None)
 
 def train_source_only(job, classifier, source_train, scored: dict) -> dict:
     """The same classifier, seed and epochs on the source alone (checkpoints in a temporary folder): the baseline."""
-    apply_batchnorm_policy(classifier, job.args.extra)
+    apply_batchnorm_policy(classifier, job.args.option(FineTuningArguments))
     with tempfile.TemporaryDirectory() as folder:
         training_args = copy.deepcopy(job.args.training)
         training_args.output_dir = folder

@@ -49,8 +49,9 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(FrozenBackboneArguments, FeatureCacheArguments, HeadFitArguments))
     job = training.prepare(args, native=False)
     freeze(job.model.backbone)
-    if args.extra["cache_features"] and not args.data.augment:
-        solver = resolve_solver(args.extra["head_solver"], job.model.head)
+    head_fitting = args.option(HeadFitArguments)
+    if args.option(FrozenBackboneArguments).cache_features and not args.data.augment:
+        solver = resolve_solver(head_fitting.head_solver, job.model.head)
         if notice := unused_options_notice(solver, args):
             print(notice)
         started = time.perf_counter()
@@ -59,7 +60,7 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
         trainer = training.make_trainer(job, model=HeadOnly(job.model.head), datasets=cached, collator=collate_features)
         training.clear_previous_run(job, trainer)
         fit = fit_head(job.model.head, cached["train"].tensors, cached["validation"].tensors, solver=solver,
-                       training_args=args.training, l2=args.extra["head_l2"])
+                       training_args=args.training, l2=head_fitting.head_l2)
         trainer.state.log_history.extend(fit.log_history)  # the training curves of the card
         results = {**fit.results, **training.evaluate_splits(job, trainer, datasets=cached), "feature_cache": status,
                    "feature_seconds": feature_seconds}

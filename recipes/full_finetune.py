@@ -47,15 +47,16 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     """Fine-tune every layer; returns the results also written to all_results.json."""
     args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(FineTuningArguments, HeadStartArguments, FeatureCacheArguments))
     job = training.prepare(args, learning_rates=defaults.BODY_LEARNING_RATES)
-    apply_batchnorm_policy(job.model, args.extra, random_init=args.model.random_init)
+    fine_tuning = args.option(FineTuningArguments)
+    apply_batchnorm_policy(job.model, fine_tuning, random_init=args.model.random_init)
     head_fit = {}
-    fit_first = cached_head_phase(args.extra["head_phase"], job.model, choices=("none", "cached"), otherwise="it starts from its random initialisation")
+    fit_first = cached_head_phase(args.option(HeadStartArguments).head_phase, job.model, choices=("none", "cached"), otherwise="it starts from its random initialisation")
     if fit_first and args.model.random_init:
         print("--head_phase cached with --random_init: random features have nothing to probe, the head starts from its random initialisation")
     elif fit_first and not args.training.resume_from_checkpoint:  # resuming: the checkpoint holds the fitted head
         head_fit = training.fit_head_first(job, defaults.FULL_FINETUNE_HEAD_L2_CHOICE)
-    groups = body_and_head_groups(job.model, args.extra, args.explicit)
-    lrs = group_learning_rates(groups, args.training.learning_rate, args.extra, job.data.modality) if groups else None
+    groups = body_and_head_groups(job.model, fine_tuning, args.explicit)
+    lrs = group_learning_rates(groups, args.training.learning_rate, fine_tuning, job.data.modality) if groups else None
     trainer = training.make_trainer(job, layer_groups=groups, group_lrs=lrs)
     results = training.train_and_evaluate(job, trainer)
     results["layer_groups"] = training.describe_groups(groups, lrs) if groups else None

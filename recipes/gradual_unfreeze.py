@@ -69,30 +69,30 @@ class ScheduleArguments:
 def run(argv: list[str] | None = None, **overrides) -> dict:
     """Gradual unfreezing + discriminative LRs; returns the results also written to all_results.json."""
     args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(FineTuningArguments, ScheduleArguments, FeatureCacheArguments))
-    options = args.extra
+    fine_tuning, schedule_options = args.option(FineTuningArguments), args.option(ScheduleArguments)
     job = training.prepare(args, learning_rates=defaults.GRADUAL_UNFREEZE_LEARNING_RATES)
-    groups = layer_groups(job.model, split_list(options["layer_group_patterns"], ";"))
+    groups = layer_groups(job.model, split_list(fine_tuning.layer_group_patterns, ";"))
     if shared_blocks_note(job.model):
         print(shared_blocks_note(job.model))
-    if options["reinit_groups"]:
-        changed = reinitialize_groups(job.model, groups[-1 - options["reinit_groups"]:-1])
-        print(f"partial transfer: re-initialised {changed:,} parameters in {', '.join(g.name for g in groups[-1 - options['reinit_groups']:-1])}")
-    explicit_lrs = split_list(options["group_lrs"])
-    lrs = group_learning_rates(groups, args.training.learning_rate, options, job.data.modality, factor=options["lr_factor"],
+    if schedule_options.reinit_groups:
+        changed = reinitialize_groups(job.model, groups[-1 - schedule_options.reinit_groups:-1])
+        print(f"partial transfer: re-initialised {changed:,} parameters in {', '.join(g.name for g in groups[-1 - schedule_options.reinit_groups:-1])}")
+    explicit_lrs = split_list(schedule_options.group_lrs)
+    lrs = group_learning_rates(groups, args.training.learning_rate, fine_tuning, job.data.modality, factor=schedule_options.lr_factor,
                                explicit=[float(v) for v in explicit_lrs] if explicit_lrs else None)
-    head_fitted = cached_head_phase(options["head_phase"] or defaults.GRADUAL_UNFREEZE_HEAD_PHASES[job.data.modality], job.model)
+    head_fitted = cached_head_phase(schedule_options.head_phase or defaults.GRADUAL_UNFREEZE_HEAD_PHASES[job.data.modality], job.model)
     head_fit = {}
     if head_fitted and not args.training.resume_from_checkpoint:  # resuming: the checkpoint holds the fitted head
         head_fit = training.fit_head_first(job, defaults.GRADUAL_UNFREEZE_HEAD_L2_CHOICE)
-        if not options["phases"]:
+        if not schedule_options.phases:
             print("the top group thaws with the fitted head at step 0")
-    phases = options["phases"]
+    phases = schedule_options.phases
     phases = json.loads(phases) if isinstance(phases, str) else phases
     if phases is None:
-        phases = default_phases(len(groups), options["epochs_per_phase"], head_fitted=head_fitted, keep_frozen=options["keep_frozen_groups"])
-    unfreezing = GradualUnfreezing(groups, phases, train_bn=options["train_bn"], rewarm_steps=options["rewarm_steps"],
-                                   update_bn_statistics=options["update_bn_statistics"])
-    trainer = training.make_trainer(job, layer_groups=groups, group_lrs=lrs, unfreezing=unfreezing, schedule=options["schedule"])
+        phases = default_phases(len(groups), schedule_options.epochs_per_phase, head_fitted=head_fitted, keep_frozen=schedule_options.keep_frozen_groups)
+    unfreezing = GradualUnfreezing(groups, phases, train_bn=schedule_options.train_bn, rewarm_steps=schedule_options.rewarm_steps,
+                                   update_bn_statistics=fine_tuning.update_bn_statistics)
+    trainer = training.make_trainer(job, layer_groups=groups, group_lrs=lrs, unfreezing=unfreezing, schedule=schedule_options.schedule)
     results = training.train_and_evaluate(job, trainer)
     results["layer_groups"] = training.describe_groups(groups, unfreezing.group_lrs(lrs), unfreezing.start_step)
     if head_fit:

@@ -17,7 +17,6 @@ Supports --gradient_checkpointing (adapters still get gradients), --bf16 / --fp1
     from recipes.peft_finetune import run; metrics = run(peft_method="dora", lora_r=8)
 """
 
-import dataclasses
 
 from hf_transfer.adapters import attach as adapters
 from hf_transfer import defaults
@@ -54,17 +53,17 @@ def run_with_defaults(recipe_defaults: dict, recipe: str, argv: list[str] | None
     if args.model.random_init:
         raise TransferError("--random_init puts the adapter on a random base that is not saved, so the run could not be reloaded: "
                             "use recipes/full_finetune.py --random_init for a no-transfer baseline")
-    options = adapters.AdapterArguments(**{f.name: args.extra[f.name] for f in dataclasses.fields(adapters.AdapterArguments)})
+    options, fine_tuning = args.option(adapters.AdapterArguments), args.option(FineTuningArguments)
     if "learning_rate" not in args.explicit:
         args.training.learning_rate = defaults.ADAPTER_LEARNING_RATES.get(options.peft_method, args.training.learning_rate)
     job = training.prepare(args)
     model = adapters.attach(job.model, options, gradient_checkpointing=args.training.activation_checkpointing)
-    args.extra["frozen_weights_dtype"] = keep_frozen_base_in_compute_precision(model, args.training, options.peft_method)
-    apply_batchnorm_policy(model, args.extra)
-    groups = body_and_head_groups(model, args.extra, args.explicit)
-    lrs = group_learning_rates(groups, args.training.learning_rate, args.extra, job.data.modality) if groups else None
-    args.extra.update(adapters.describe(model))  # the resolved targets go into all_results.json and the card
-    print(f"{options.peft_method} on {', '.join(args.extra['target_modules'])[:200]}: {adapters.trainable_report(model)}")
+    args.resolved["frozen_weights_dtype"] = keep_frozen_base_in_compute_precision(model, args.training, options.peft_method)
+    apply_batchnorm_policy(model, fine_tuning)
+    groups = body_and_head_groups(model, fine_tuning, args.explicit)
+    lrs = group_learning_rates(groups, args.training.learning_rate, fine_tuning, job.data.modality) if groups else None
+    args.resolved.update(adapters.describe(model))  # the resolved targets go into all_results.json and the card
+    print(f"{options.peft_method} on {', '.join(args.resolved['target_modules'])[:200]}: {adapters.trainable_report(model)}")
     trainer = training.make_trainer(job, model=model, callbacks=[adapters.AdapterGradientCheck(adapters.adapter_parameters(model))],
                                     layer_groups=groups, group_lrs=lrs)
     results = training.train_and_evaluate(job, trainer)

@@ -100,7 +100,7 @@ def worker(strategy: str, per_class: int, epochs: float, recipe_argv: list[str])
             trainer = training.make_trainer(job, callbacks=[probe], trainer_class=Trainer)
         else:
             args = parse_recipe_args(peft_finetune.DEFAULTS, recipe_argv, {**common, **options}, extra_dataclasses=(adapters.AdapterArguments,))
-            adapter_args = adapters.AdapterArguments(**args.extra)
+            adapter_args = args.option(adapters.AdapterArguments)
             if "learning_rate" not in args.explicit:
                 args.training.learning_rate = defaults.ADAPTER_LEARNING_RATES[adapter_args.peft_method]
             job = training.prepare(args)

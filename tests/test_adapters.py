@@ -185,7 +185,7 @@ def train_adapter(tmp_path, model_dir, data, method, **extra):
     args = parse_recipe_args({}, [], dict(model_name_or_path=model_dir, output_dir=str(out), num_train_epochs=2, learning_rate=5e-2,
                                           peft_method=method, **data, **extra), extra_dataclasses=(AdapterArguments,))
     job = training.prepare(args)
-    model = adapters.attach(job.model, AdapterArguments(**args.extra))
+    model = adapters.attach(job.model, args.option(AdapterArguments))
     trainer = training.make_trainer(job, model=model)
     training.finish(job, trainer, training.train_and_evaluate(job, trainer), recipe="test", model=model)
     return trainer.model, out

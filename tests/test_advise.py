@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from hf_transfer.adapters import attach as adapters
 from hf_transfer import assets, defaults
 from hf_transfer.engine import finetuning
 from hf_transfer.advice import rules as strategy_rules
@@ -97,9 +96,9 @@ def test_advised_options_are_the_recipes_own_defaults():
     assert table["full_finetune"]["learning_rate"] == defaults.BODY_LEARNING_RATES and table["full_finetune"]["epochs"] == ft.DEFAULTS["num_train_epochs"]
     assert table["feature_extraction"]["head_solver"] == resolve_solver(fe.HeadFitArguments.head_solver, torch.nn.Linear(4, 2))
     assert set(table["lora"]["learning_rate"].values()) == {defaults.ADAPTER_LEARNING_RATES["lora"]} and table["lora"]["epochs"] == peft.DEFAULTS["num_train_epochs"]
-    assert {finetuning.head_learning_rate({"head_learning_rate": None}, m) for m in ("text", "image")} == set(defaults.HEAD_LEARNING_RATES.values())
+    assert {finetuning.head_learning_rate(finetuning.FineTuningArguments(), m) for m in ("text", "image")} == set(defaults.HEAD_LEARNING_RATES.values())
     advised = recommend(measured(linear_probe=0.5))  # an image set that fine-tunes: the head's LR is the recipe's own
-    assert advised.strategy == "full_finetune" and advised.options["head_learning_rate"] == finetuning.head_learning_rate({"head_learning_rate": None}, "image")
+    assert advised.strategy == "full_finetune" and advised.options["head_learning_rate"] == finetuning.head_learning_rate(finetuning.FineTuningArguments(), "image")
 
 
 @pytest.fixture(scope="module")

@@ -189,13 +189,13 @@ def test_results_name_the_epoch_kept(tmp_path, tiny_bert_dir, text_csv, select):
 
 def test_an_architecture_without_known_groups_gets_one_lr_said_aloud_or_a_clear_error(capsys):
     from hf_transfer.errors import TransferError
-    from hf_transfer.engine.finetuning import body_and_head_groups
+    from hf_transfer.engine.finetuning import FineTuningArguments, body_and_head_groups
 
     unknown = torch.nn.Sequential(torch.nn.Linear(2, 2))
-    assert body_and_head_groups(unknown, {}, set()) is None
+    assert body_and_head_groups(unknown, FineTuningArguments(), set()) is None
     assert "one learning rate for every layer: cannot find the layer groups of a Sequential" in capsys.readouterr().out
     with pytest.raises(TransferError, match="--head_learning_rate needs the model's layer groups"):
-        body_and_head_groups(unknown, {"head_learning_rate": 1e-3}, {"head_learning_rate"})
+        body_and_head_groups(unknown, FineTuningArguments(head_learning_rate=1e-3), {"head_learning_rate"})
 
 
 @pytest.mark.parametrize("head_phase", ["none", "cached"])

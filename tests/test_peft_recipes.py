@@ -13,7 +13,6 @@ import torch
 import recipes.lora_bert as lora_bert
 from hf_transfer import defaults
 from hf_transfer.runs import adapter_files
-from hf_transfer.adapters import attach as adapters
 from hf_transfer.errors import TransferError
 from hub_server import FakeHub  # tests/ is on sys.path (rootdir conftest)
 

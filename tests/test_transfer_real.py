@@ -36,7 +36,7 @@ def cached_splits(options: dict) -> dict:
     args = parse_recipe_args(feature_extraction.DEFAULTS, [], {**options, "output_dir": "unused"},
                              extra_dataclasses=(FeatureCacheArguments, HeadFitArguments))
     job = training.prepare(args, native=False)
-    cached, status = cached_features(job.model, job.datasets, job.collator, ExtractionSettings(), **cache_options(args.extra))
+    cached, status = cached_features(job.model, job.datasets, job.collator, ExtractionSettings(), **cache_options(args.option(FeatureCacheArguments)))
     assert set(status.values()) == {"hit"}  # the recipe's own features
     return {split: dataset.tensors for split, dataset in cached.items()}
 

@@ -19,7 +19,6 @@ import dataclasses
 import json
 import pathlib
 import shlex
-import sys
 import time
 
 import numpy as np
@@ -50,7 +49,7 @@ def measure(argv: list[str], overrides: dict) -> Measurements:
     job = training.prepare(args, native=False)
     model = job.model.to(args.training.device).eval()
     splits = {s: job.datasets[s] for s in ("train", "validation")}
-    cached, _ = cached_features(model, splits, job.collator, ExtractionSettings.of_run(args.training), **cache_options(args.extra))
+    cached, _ = cached_features(model, splits, job.collator, ExtractionSettings.of_run(args.training), **cache_options(args.option(FeatureCacheArguments)))
     (train_x, train_y), (val_x, val_y) = (cached["train"].tensors, cached["validation"].tensors)
     counts = np.bincount(train_y.numpy(), minlength=len(job.data.label_names))
     shift = None

@@ -40,15 +40,15 @@ class DistillationArguments:
     max_unlabeled_samples: int | None = None
 
 
-def check_options(options: dict) -> None:
+def check_options(options: DistillationArguments) -> None:
     """Values no run can use: one line before anything is loaded."""
-    if not options.get("teacher"):
+    if not options.teacher:
         raise TransferError("--teacher is required: a run folder (e.g. outputs/full_finetune) or a classification checkpoint")
-    if not 0.0 <= options["alpha"] <= 1.0:
-        raise TransferError(f"--alpha {options['alpha']:g} must be between 0 (hard labels only) and 1 (teacher only)")
-    if not options["temperature"] > 0:
-        raise TransferError(f"--temperature {options['temperature']:g} must be positive (e.g. 4)")
-    if options.get("student_layers") and options.get("student_num_layers"):
+    if not 0.0 <= options.alpha <= 1.0:
+        raise TransferError(f"--alpha {options.alpha:g} must be between 0 (hard labels only) and 1 (teacher only)")
+    if not options.temperature > 0:
+        raise TransferError(f"--temperature {options.temperature:g} must be positive (e.g. 4)")
+    if options.student_layers and options.student_num_layers:
         raise TransferError("--student_layers and --student_num_layers both choose the student's blocks: give only one")
 
 

@@ -56,13 +56,13 @@ def parse_methods(text: str, modality: str) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def check_options(options: dict) -> None:
-    if not 0.0 < options["pseudo_label_threshold"] <= 1.0:
-        raise TransferError(f"--pseudo_label_threshold {options['pseudo_label_threshold']:g} must be in (0, 1] (e.g. 0.9)")
-    if options["pseudo_label_rounds"] < 1:
-        raise TransferError(f"--pseudo_label_rounds {options['pseudo_label_rounds']} must be at least 1")
-    if options["alignment_weight"] is not None and not options["alignment_weight"] > 0:
-        raise TransferError(f"--alignment_weight {options['alignment_weight']:g} must be positive (e.g. 1.0)")
+def check_options(options: DomainAdaptationArguments) -> None:
+    if not 0.0 < options.pseudo_label_threshold <= 1.0:
+        raise TransferError(f"--pseudo_label_threshold {options.pseudo_label_threshold:g} must be in (0, 1] (e.g. 0.9)")
+    if options.pseudo_label_rounds < 1:
+        raise TransferError(f"--pseudo_label_rounds {options.pseudo_label_rounds} must be at least 1")
+    if options.alignment_weight is not None and not options.alignment_weight > 0:
+        raise TransferError(f"--alignment_weight {options.alignment_weight:g} must be positive (e.g. 1.0)")
 
 
 DEFAULT_ALIGNMENT_WEIGHTS = {"dann": 0.1, "coral": 1.0, "mmd": 1.0}

@@ -38,16 +38,16 @@ class FineTuningArguments:
                                          "default: keep the pretrained statistics"})
 
 
-def head_learning_rate(options: dict, modality: str) -> float:
-    value = options.get("head_learning_rate")
+def head_learning_rate(options: FineTuningArguments, modality: str) -> float:
+    value = options.head_learning_rate
     return defaults.HEAD_LEARNING_RATES[modality] if value is None else float(value)
 
 
-def body_and_head_groups(model: nn.Module, options: dict, explicit: set) -> list[LayerGroup] | None:
+def body_and_head_groups(model: nn.Module, options: FineTuningArguments, explicit: set) -> list[LayerGroup] | None:
     """The model's layer groups, or None (one LR for everything, said in one line) for an architecture whose head
     we cannot find, unless the user asked for an LR that needs the groups: then the error says what to pass."""
     try:
-        groups = layer_groups(model, split_list(options.get("layer_group_patterns"), ";"))
+        groups = layer_groups(model, split_list(options.layer_group_patterns, ";"))
     except TransferError as exc:
         asked = sorted({"head_learning_rate", "lowest_learning_rate", "layer_group_patterns"} & explicit)
         if asked:
@@ -55,23 +55,23 @@ def body_and_head_groups(model: nn.Module, options: dict, explicit: set) -> list
         print(f"one learning rate for every layer: {exc}")
         return None
     note = shared_blocks_note(model)
-    if note and options.get("lowest_learning_rate"):
+    if note and options.lowest_learning_rate:
         print(note)
     return groups
 
 
-def group_learning_rates(groups: list[LayerGroup], body_lr: float, options: dict, modality: str, factor: float | None = None,
+def group_learning_rates(groups: list[LayerGroup], body_lr: float, options: FineTuningArguments, modality: str, factor: float | None = None,
                          explicit: list[float] | None = None) -> list[float]:
     """Per-group LRs: the body at `body_lr` (a range down to --lowest_learning_rate, or `factor` per group); the last
     group, the head, apart. `explicit` gives every group's LR instead (checked: one per group)."""
     return discriminative_lrs(len(groups), head_learning_rate(options, modality), factor=factor, lrs=explicit, body_lr=body_lr,
-                              lowest_lr=options.get("lowest_learning_rate"))
+                              lowest_lr=options.lowest_learning_rate)
 
 
-def apply_batchnorm_policy(model: nn.Module, options: dict, random_init: bool = False) -> None:
+def apply_batchnorm_policy(model: nn.Module, options: FineTuningArguments, random_init: bool = False) -> None:
     """Keep every BatchNorm's pretrained statistics unless --update_bn_statistics; says what it did when there is BatchNorm.
     A randomly initialised model has no statistics worth keeping: its BatchNorm always learns them from the batches."""
-    if options.get("update_bn_statistics") or random_init:
+    if options.update_bn_statistics or random_init:
         release_batchnorm_statistics(model)
         return
     count = freeze_batchnorm_statistics(model)

@@ -30,10 +30,10 @@ class FeatureCacheArguments:
                                                                                    "or $HF_TRANSFER_CACHE/features)"})
 
 
-def cache_options(extra: dict) -> dict:
+def cache_options(options: FeatureCacheArguments) -> dict:
     """cached_features() keywords from parsed FeatureCacheArguments."""
-    return {"cache_dir": pathlib.Path(extra["feature_cache_dir"]) if extra.get("feature_cache_dir") else None,
-            "enabled": not extra.get("no_feature_cache", False)}
+    return {"cache_dir": pathlib.Path(options.feature_cache_dir) if options.feature_cache_dir else None,
+            "enabled": not options.no_feature_cache}
 
 
 def default_cache_dir() -> pathlib.Path:

@@ -45,7 +45,7 @@ def unused_options_notice(solver: str, args) -> str | None:
     if solver == "lbfgs" and (ignored := [f"--{k}" for k in IGNORED_BY_LBFGS if k in explicit]):
         notes.append(f"{', '.join(ignored)}: not used by --head_solver lbfgs (a logistic regression fitted to convergence); "
                      "pass --head_solver adamw to train the head with them")
-    if solver == "adamw" and args.extra.get("head_l2") is not None:
+    if solver == "adamw" and args.option(HeadFitArguments).head_l2 is not None:
         notes.append("--head_l2: not used by --head_solver adamw (its L2 is --weight_decay); pass --head_solver lbfgs with a linear head to use it")
     if "metric_for_best_model" in explicit and args.training.metric_for_best_model not in ("accuracy", "eval_accuracy"):
         notes.append("--metric_for_best_model: the head is chosen by validation accuracy on cached features")

@@ -16,7 +16,7 @@ import re
 from torch import nn
 
 from ..errors import TransferError
-from .wrappers import canonical_name, is_peft_model, live_parameters, unwrap
+from .wrappers import canonical_name, live_parameters, unwrap
 
 
 @dataclasses.dataclass

@@ -48,7 +48,21 @@ class RecipeArgs:
     training: TrainingArguments
     output: OutputArguments
     explicit: set  # keys the user set (YAML, command line or keywords)
-    extra: dict = dataclasses.field(default_factory=dict)  # recipe-specific keys
+    options: dict = dataclasses.field(default_factory=dict)  # {dataclass: its parsed instance}: the recipe's own typed options
+    resolved: dict = dataclasses.field(default_factory=dict)  # what the run settled later (e.g. an adapter's targets), recorded too
+
+    def option(self, kind):
+        """The recipe's parsed `kind` options (a dataclass it passed to parse_recipe_args); the dataclass's defaults
+        when the recipe does not take those options (so the user cannot have set them)."""
+        found = self.options.get(kind)
+        return kind() if found is None else found
+
+    def recorded_options(self) -> dict:
+        """Every recipe option by name, then what the run resolved: as all_results.json and the model card record them."""
+        flat = {}
+        for values in self.options.values():
+            flat.update(dataclasses.asdict(values))
+        return {**flat, **self.resolved}
 
 
 def _parser(extra_dataclasses=()) -> HfArgumentParser:
@@ -110,9 +124,9 @@ def parse_recipe_args(defaults: dict, argv: list[str] | None = None, overrides: 
     *rest, model_args, data_args, output_args, training_args, _config_namespace = parsed  # last: the non-dataclass --config
     _check_precision(training_args)
     _one_data_source(data_args, explicit)
-    extra = {k: v for d in rest for k, v in dataclasses.asdict(d).items()}
-    _check_values(data_args, training_args, extra)
-    return RecipeArgs(model_args, data_args, training_args, output_args, explicit, extra)
+    options = {type(values): values for values in rest}
+    _check_values(data_args, training_args, options)
+    return RecipeArgs(model_args, data_args, training_args, output_args, explicit, options)
 
 
 def _check_types(parser: HfArgumentParser, user_values: dict, config_path, from_yaml: dict) -> None:
@@ -128,9 +142,11 @@ def _check_types(parser: HfArgumentParser, user_values: dict, config_path, from_
                 raise TransferError(f"{where}: {key}={value!r} is not a valid {kind.__name__}") from None
 
 
-def _check_values(data_args, training: TrainingArguments, extra: dict) -> None:
+def _check_values(data_args, training: TrainingArguments, options: dict) -> None:
     """Values argparse accepts but no run can use: one line before anything is loaded or written."""
-    positive = {"learning_rate": training.learning_rate, **{k: extra[k] for k in ("head_learning_rate", "lowest_learning_rate") if extra.get(k) is not None}}
+    positive = {"learning_rate": training.learning_rate}
+    for values in options.values():
+        positive.update({k: getattr(values, k) for k in ("head_learning_rate", "lowest_learning_rate") if getattr(values, k, None) is not None})
     for key, value in positive.items():
         if not value > 0:
             raise TransferError(f"--{key} {value:g} must be positive (e.g. 1e-4)")

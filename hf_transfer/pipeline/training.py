@@ -137,7 +137,7 @@ def head_features(job: Job, splits: tuple[str, ...] | None = None) -> tuple[dict
 
     Extracted from the inputs as they are evaluated (no --augment crops): the frozen layers see each example once.
     """
-    from ..features.cache import cache_options, cached_features
+    from ..features.cache import FeatureCacheArguments, cache_options, cached_features
     from ..features.extraction import ExtractionSettings
 
     datasets = {split: job.datasets[split] for split in (splits or job.datasets) if split in job.datasets}
@@ -145,7 +145,7 @@ def head_features(job: Job, splits: tuple[str, ...] | None = None) -> tuple[dict
         train_only = LabelledData({"train": job.data.splits["train"]}, job.data.label_names, job.data.modality, job.data.description)
         datasets["train"] = build_datasets(train_only, job.processor, job.image_config, job.args.data.max_seq_length, False, False)[0]["train"]
     job.model.to(job.args.training.device)
-    cached, status = cached_features(job.model, datasets, job.collator, ExtractionSettings.of_run(job.args.training), **cache_options(job.args.extra))
+    cached, status = cached_features(job.model, datasets, job.collator, ExtractionSettings.of_run(job.args.training), **cache_options(job.args.option(FeatureCacheArguments)))
     if "hit" in status.values():
         print(f"features from the cache for {', '.join(s for s, v in status.items() if v == 'hit')} (--no_feature_cache to extract again)")
     return cached, status
@@ -275,7 +275,7 @@ def training_config(job: Job, *, fitted_head: bool = False) -> dict:
     config["lr_scheduler_type"] = str(getattr(t.lr_scheduler_type, "value", t.lr_scheduler_type))
     config.update({k: getattr(job.args.data, k) for k in ("max_train_samples_per_class", "max_seq_length", "image_size", "augment")})
     config.update({k: getattr(job.args.model, k) for k in ("pooling", "head")})
-    config.update(job.args.extra)
+    config.update(job.args.recorded_options())
     if fitted_head:
         from ..features.head_fitting import IGNORED_BY_LBFGS
 
