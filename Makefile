@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11:
 #   make demo   installs everything, then fine-tunes the bundled MiniLM on Rotten Tomatoes and prints its accuracy
-#   make test   installs everything, then runs the test suite
+#   make test   installs everything, lints (ruff), then runs the test suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -22,7 +22,9 @@ $(STAMP): pyproject.toml Makefile
 	touch $@
 
 demo: install
-	HF_HUB_OFFLINE=1 $(PY) recipes/feature_extraction.py --output_dir outputs/demo
+	HF_HUB_OFFLINE=1 $(PY) recipes/feature_extraction.py --output_dir outputs/demo --overwrite_output_dir
 
 test: install
+	$(VENV)/bin/ruff check hf_transfer recipes scripts tests
+	$(VENV)/bin/ruff format --check hf_transfer recipes scripts tests
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

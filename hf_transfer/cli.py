@@ -51,12 +51,17 @@ def _close_process_group() -> None:
 def _predict(argv: list[str]) -> None:
     from .runs.predict import predict
 
-    parser = argparse.ArgumentParser(prog="hf-transfer predict", description="Predict with a saved run on new, unlabelled inputs.",
-                                     allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog="hf-transfer predict",
+        description="Predict with a saved run on new, unlabelled inputs.",
+        allow_abbrev=False,
+    )
     parser.add_argument("--model", required=True, help="a run's output folder (full model or adapter) or a Hub repo")
     parser.add_argument("--input_file", help="CSV / JSON / JSONL / Parquet with a text column (or image paths)")
     parser.add_argument("--input_dir", help="a folder of images (searched recursively)")
-    parser.add_argument("--output_file", default="predictions.csv", help="CSV written (default: predictions.csv in the current folder)")
+    parser.add_argument(
+        "--output_file", default="predictions.csv", help="CSV written (default: predictions.csv in the current folder)"
+    )
     parser.add_argument("--all_scores", action="store_true", help="a probability column for every class")
     parser.add_argument("--text_column_name", default="text", help="'a,b' for sentence pairs")
     parser.add_argument("--image_column_name", default="image")
@@ -64,26 +69,37 @@ def _predict(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     frame = command_line(predict, **vars(args))
     counts = frame["predicted_label"].value_counts()
-    print(f"{len(frame)} predictions written to {args.output_file} ({', '.join(f'{k}: {v}' for k, v in counts.items())})")
+    print(
+        f"{len(frame)} predictions written to {args.output_file} ({', '.join(f'{k}: {v}' for k, v in counts.items())})"
+    )
 
 
 def _evaluate(argv: list[str]) -> None:
     from .runs.evaluate import evaluate
 
-    parser = argparse.ArgumentParser(prog="hf-transfer evaluate", description="Evaluate a saved run on a new labelled file or image folder.",
-                                     allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog="hf-transfer evaluate",
+        description="Evaluate a saved run on a new labelled file or image folder.",
+        allow_abbrev=False,
+    )
     parser.add_argument("--model", required=True, help="a run's output folder (full model or adapter) or a Hub repo")
     parser.add_argument("--test_file", help="CSV / JSON / JSONL / Parquet with text (or image paths) and labels")
     parser.add_argument("--test_dir", help="a folder with one subfolder of images per class")
-    parser.add_argument("--output_dir", help="where evaluation.json and confusion_matrix.png go (default: <model>/evaluation)")
+    parser.add_argument(
+        "--output_dir", help="where evaluation.json and confusion_matrix.png go (default: <model>/evaluation)"
+    )
     parser.add_argument("--text_column_name", default="text", help="'a,b' for sentence pairs")
     parser.add_argument("--label_column_name", default="label")
     parser.add_argument("--image_column_name", default="image")
     parser.add_argument("--batch_size", type=int, default=64)
     report = command_line(evaluate, **vars(parser.parse_args(argv)))
-    print(f"{report['examples']} examples: accuracy {100 * report['accuracy']:.2f}%, macro-F1 {100 * report['f1_macro']:.2f}%")
+    print(
+        f"{report['examples']} examples: accuracy {100 * report['accuracy']:.2f}%, macro-F1 {100 * report['f1_macro']:.2f}%"
+    )
     for name, row in report["per_class"].items():
-        print(f"  {name[:24]:<24} precision {row['precision']:.3f}  recall {row['recall']:.3f}  f1 {row['f1']:.3f}  n={row['support']}")
+        print(
+            f"  {name[:24]:<24} precision {row['precision']:.3f}  recall {row['recall']:.3f}  f1 {row['f1']:.3f}  n={row['support']}"
+        )
     print(f"written to {report['output_dir']}/evaluation.json and confusion_matrix.png")
 
 
@@ -92,8 +108,10 @@ def _advise(argv: list[str]) -> None:
 
     if argv and argv[0] in ("-h", "--help"):
         print(advice_module.__doc__)
-        print("Options: --model_name_or_path NAME [NAME ...], the data options of every recipe (python recipes/full_finetune.py --help), "
-              "--output_dir (default outputs/advice), --no_feature_cache, --feature_cache_dir.")
+        print(
+            "Options: --model_name_or_path NAME [NAME ...], the data options of every recipe (python recipes/full_finetune.py --help), "
+            "--output_dir (default outputs/advice), --no_feature_cache, --feature_cache_dir."
+        )
         return
     outcome = command_line(advice_module.advise, argv=argv)
     print(outcome["report"])
@@ -102,14 +120,21 @@ def _advise(argv: list[str]) -> None:
 def _merge(argv: list[str]) -> None:
     from .runs.adapter_files import merge
 
-    parser = argparse.ArgumentParser(prog="hf-transfer merge", allow_abbrev=False,
-                                     description="Fold a trained peft adapter (LoRA, DoRA, LoHa, LoKr, IA3) into its base: a standalone model "
-                                                 "that reloads with from_pretrained and predicts what base + adapter predicted.")
+    parser = argparse.ArgumentParser(
+        prog="hf-transfer merge",
+        allow_abbrev=False,
+        description="Fold a trained peft adapter (LoRA, DoRA, LoHa, LoKr, IA3) into its base: a standalone model "
+        "that reloads with from_pretrained and predicts what base + adapter predicted.",
+    )
     parser.add_argument("adapter", help="an adapter folder written by an hf_transfer recipe, or its Hub repo id")
     parser.add_argument("merged_dir", help="a new (or empty) folder for the merged model")
-    parser.add_argument("--model_name_or_path", default=None, help="the base checkpoint, when it is no longer where training found it")
+    parser.add_argument(
+        "--model_name_or_path", default=None, help="the base checkpoint, when it is no longer where training found it"
+    )
     args = parser.parse_args(argv)
-    out = command_line(merge, path_or_repo=args.adapter, out_dir=args.merged_dir, model_name_or_path=args.model_name_or_path)
+    out = command_line(
+        merge, path_or_repo=args.adapter, out_dir=args.merged_dir, model_name_or_path=args.model_name_or_path
+    )
     print(f"merged model written to {out}")
 
 
@@ -117,22 +142,37 @@ def _push(argv: list[str]) -> None:
     from .hub import HubTarget
     from .runs.push import push_run
 
-    parser = argparse.ArgumentParser(prog="hf-transfer push", allow_abbrev=False,
-                                     description="Push a finished run (adapter, merged or fully fine-tuned model) to the Hugging Face Hub "
-                                                 "with its model card. The token comes from `hf auth login` or HF_TOKEN and is never printed.")
+    parser = argparse.ArgumentParser(
+        prog="hf-transfer push",
+        allow_abbrev=False,
+        description="Push a finished run (adapter, merged or fully fine-tuned model) to the Hugging Face Hub "
+        "with its model card. The token comes from `hf auth login` or HF_TOKEN and is never printed.",
+    )
     parser.add_argument("output_dir", help="a recipe's output folder (with all_results.json)")
     parser.add_argument("repo_id", help="the Hub repo to push to: user/name")
-    parser.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps its visibility)")
+    parser.add_argument(
+        "--private", action="store_true", help="create the repo private (an existing repo keeps its visibility)"
+    )
     parser.add_argument("--revision", default=None, help="push to this branch (created from main if missing)")
     args = parser.parse_args(argv)
-    url = command_line(push_run, folder=args.output_dir, target=HubTarget(args.repo_id, private=args.private or None, revision=args.revision))
+    url = command_line(
+        push_run,
+        folder=args.output_dir,
+        target=HubTarget(args.repo_id, private=args.private or None, revision=args.revision),
+    )
     print(f"pushed {args.output_dir} to {url}" + (f" (branch {args.revision})" if args.revision else ""))
 
 
 COMMANDS = {
-    "predict": (_predict, "predict with a saved run on new inputs (CSV of texts or image paths, or a folder of images)"),
+    "predict": (
+        _predict,
+        "predict with a saved run on new inputs (CSV of texts or image paths, or a folder of images)",
+    ),
     "evaluate": (_evaluate, "evaluate a saved run on a labelled file or image folder"),
-    "advise": (_advise, "rank checkpoints and pick a strategy for your data from frozen features, with the command to run"),
+    "advise": (
+        _advise,
+        "rank checkpoints and pick a strategy for your data from frozen features, with the command to run",
+    ),
     "merge": (_merge, "fold a peft adapter run into its base model"),
     "push": (_push, "push a finished run to the Hugging Face Hub with its model card"),
 }
@@ -145,7 +185,9 @@ def main(argv: list[str] | None = None) -> None:
         print("usage: hf-transfer COMMAND [options]   (hf-transfer COMMAND --help for its options)\n\ncommands:")
         for name, (_, summary) in COMMANDS.items():
             print(f"  {name:<9} {summary}")
-        print("\ntraining runs as a recipe: python recipes/<recipe>.py --help (or accelerate launch recipes/<recipe>.py)")
+        print(
+            "\ntraining runs as a recipe: python recipes/<recipe>.py --help (or accelerate launch recipes/<recipe>.py)"
+        )
         if not argv:
             sys.exit(2)
         return

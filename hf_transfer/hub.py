@@ -19,16 +19,23 @@ NOT_PUSHED_SUFFIXES = (".bin", ".pt", ".pth", ".pkl")
 
 def hub_offline() -> bool:
     """True when the user said not to touch the network (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
-    return any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"} for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"}
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def unreachable_checkpoint(name: str, exc: BaseException | None = None) -> TransferError:
     alternatives = assets.bundled_checkpoint_names()
     if hub_offline():
-        return TransferError(f"model '{name}' is not a local folder and not in the Hugging Face cache, and the Hub is offline (HF_HUB_OFFLINE=1): "
-                             f"download it while online, pass a local folder, or use {alternatives}")
+        return TransferError(
+            f"model '{name}' is not a local folder and not in the Hugging Face cache, and the Hub is offline (HF_HUB_OFFLINE=1): "
+            f"download it while online, pass a local folder, or use {alternatives}"
+        )
     reason = f" ({type(exc).__name__})" if exc is not None else ""
-    return TransferError(f"model '{name}' could not be loaded from the Hub{reason}: check the id and your network, pass a local folder, or use {alternatives}")
+    return TransferError(
+        f"model '{name}' could not be loaded from the Hub{reason}: check the id and your network, pass a local folder, or use {alternatives}"
+    )
 
 
 # ---------------------------------------------------------------- pushing
@@ -48,8 +55,10 @@ def target_from_training_args(training) -> HubTarget | None:
     Trainer's own pushing off. --hub_token is refused: it would be pickled into training_args.bin.
     """
     if getattr(training, "hub_token", None):
-        raise TransferError("--hub_token is not accepted (it would be saved with the training arguments): "
-                            "log in with `hf auth login` or set HF_TOKEN instead")
+        raise TransferError(
+            "--hub_token is not accepted (it would be saved with the training arguments): "
+            "log in with `hf auth login` or set HF_TOKEN instead"
+        )
     if not training.push_to_hub:
         return None
     if not training.hub_model_id:
@@ -86,17 +95,27 @@ def hub_error(exc: BaseException, repo_id: str) -> TransferError:
     if isinstance(exc, TransferError):
         return exc
     if isinstance(exc, OfflineModeIsEnabled):
-        return TransferError(f"cannot reach the Hub for '{repo_id}': offline mode is on (HF_HUB_OFFLINE=1): unset it to push")
+        return TransferError(
+            f"cannot reach the Hub for '{repo_id}': offline mode is on (HF_HUB_OFFLINE=1): unset it to push"
+        )
     if isinstance(exc, HfHubHTTPError) and exc.response is not None:
         status = exc.response.status_code
         if status == 401:
-            return TransferError(f"the Hub rejected the token (401 Unauthorized) for '{repo_id}': log in again with `hf auth login` or set a valid HF_TOKEN")
+            return TransferError(
+                f"the Hub rejected the token (401 Unauthorized) for '{repo_id}': log in again with `hf auth login` or set a valid HF_TOKEN"
+            )
         if status == 403:
-            return TransferError(f"the token may not write to '{repo_id}' (403 Forbidden): use a token with write access to that namespace")
+            return TransferError(
+                f"the token may not write to '{repo_id}' (403 Forbidden): use a token with write access to that namespace"
+            )
         if status == 404:
-            return TransferError(f"'{repo_id}' was not found on the Hub at {endpoint()} (404): check the repo id and revision")
+            return TransferError(
+                f"'{repo_id}' was not found on the Hub at {endpoint()} (404): check the repo id and revision"
+            )
         return TransferError(f"the Hub at {endpoint()} answered {status} for '{repo_id}': try again later")
-    return TransferError(f"cannot reach the Hub at {endpoint()} for '{repo_id}' ({type(exc).__name__}): check your network (and HF_ENDPOINT)")
+    return TransferError(
+        f"cannot reach the Hub at {endpoint()} for '{repo_id}' ({type(exc).__name__}): check your network (and HF_ENDPOINT)"
+    )
 
 
 def check_access(target: HubTarget) -> str:
@@ -104,10 +123,14 @@ def check_access(target: HubTarget) -> str:
     from huggingface_hub import HfApi, get_token
 
     if hub_offline():
-        raise TransferError(f"cannot push to '{target.repo_id}': HF_HUB_OFFLINE=1 is set; unset it, or push later with hf-transfer push")
+        raise TransferError(
+            f"cannot push to '{target.repo_id}': HF_HUB_OFFLINE=1 is set; unset it, or push later with hf-transfer push"
+        )
     token = get_token()
     if not token:
-        raise TransferError(f"no Hugging Face token to push to '{target.repo_id}': run `hf auth login` or set HF_TOKEN")
+        raise TransferError(
+            f"no Hugging Face token to push to '{target.repo_id}': run `hf auth login` or set HF_TOKEN"
+        )
     try:
         return HfApi().whoami(token=token)["name"]
     except Exception as exc:  # noqa: BLE001 - translated to one line
@@ -116,16 +139,26 @@ def check_access(target: HubTarget) -> str:
 
 def files_to_push(folder: pathlib.Path) -> list[pathlib.Path]:
     """Top-level files only: weights, configs, preprocessing, results, card (no checkpoint-*/, runs/, pickles)."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix not in NOT_PUSHED_SUFFIXES)
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix not in NOT_PUSHED_SUFFIXES
+    )
 
 
-def push_folder(folder: pathlib.Path, target: HubTarget, card: str | None = None, commit_message: str = "Upload with hf_transfer") -> str:
+def push_folder(
+    folder: pathlib.Path, target: HubTarget, card: str | None = None, commit_message: str = "Upload with hf_transfer"
+) -> str:
     """Create the repo (and branch) if needed and commit the folder's files in one commit; returns the repo URL."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
     check_access(target)
     api = HfApi()
-    operations = [CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p)) for p in files_to_push(folder) if not (card and p.name == "README.md")]
+    operations = [
+        CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p))
+        for p in files_to_push(folder)
+        if not (card and p.name == "README.md")
+    ]
     if card:
         operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode()))
     try:

@@ -22,13 +22,22 @@ def classification_report(labels, predictions, label_names: list[str]) -> dict:
     support = matrix.sum(axis=1)
     precision = np.divide(true_positive, predicted, out=np.zeros_like(true_positive), where=predicted > 0)
     recall = np.divide(true_positive, support, out=np.zeros_like(true_positive), where=support > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(true_positive), where=(precision + recall) > 0)
+    f1 = np.divide(
+        2 * precision * recall, precision + recall, out=np.zeros_like(true_positive), where=(precision + recall) > 0
+    )
     present = support > 0  # macro-F1 over the classes that occur in these labels
     return {
         "accuracy": float(true_positive.sum() / max(matrix.sum(), 1)),
         "f1_macro": float(f1[present].mean()) if present.any() else 0.0,
-        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
-                      for i, name in enumerate(label_names)},
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(label_names)
+        },
     }
 
 
@@ -36,7 +45,11 @@ def make_compute_metrics(label_names: list[str]):
     """A `compute_metrics` for Trainer: accuracy and macro-F1 (scalars only, so they log)."""
 
     def compute_metrics(eval_prediction) -> dict:
-        logits = eval_prediction.predictions[0] if isinstance(eval_prediction.predictions, tuple) else eval_prediction.predictions
+        logits = (
+            eval_prediction.predictions[0]
+            if isinstance(eval_prediction.predictions, tuple)
+            else eval_prediction.predictions
+        )
         report = classification_report(eval_prediction.label_ids, np.argmax(logits, axis=-1), label_names)
         return {"accuracy": report["accuracy"], "f1_macro": report["f1_macro"]}
 

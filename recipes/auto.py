@@ -30,15 +30,19 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     argv = list(argv or [])
     output_dir = option_value(argv, overrides, "output_dir") or DEFAULT_OUTPUT_DIR
     overwrite = "--overwrite_output_dir" in argv or bool(overrides.get("overwrite_output_dir"))
-    check_output_dir(pathlib.Path(output_dir), overwrite=overwrite, resuming=False)  # before the measuring, not after it
+    check_output_dir(
+        pathlib.Path(output_dir), overwrite=overwrite, resuming=False
+    )  # before the measuring, not after it
     with _scratch() as scratch:  # advice.json goes into the run folder once the run has written it
         outcome = advise(_without(argv, "--output_dir"), **{**overrides, "output_dir": scratch})
     print(outcome["report"])
     advice = outcome["advice"]
     checkpoint = outcome["ranking"][0]["checkpoint"]
     options = {k: v for k, v in advice["options"].items() if f"--{k}" not in argv and k not in overrides}
-    results = RECIPES[advice["strategy"]](_without(argv, "--model_name_or_path"),
-                                          **{**overrides, **options, "model_name_or_path": checkpoint, "output_dir": output_dir})
+    results = RECIPES[advice["strategy"]](
+        _without(argv, "--model_name_or_path"),
+        **{**overrides, **options, "model_name_or_path": checkpoint, "output_dir": output_dir},
+    )
     (pathlib.Path(output_dir) / "advice.json").write_text(json.dumps(outcome, indent=2))
     return {**results, "advice": advice}
 

@@ -23,18 +23,36 @@ import tempfile
 import numpy as np
 import torch
 
-from hf_transfer.adapters import attach as adapters
 from hf_transfer import defaults
-from hf_transfer.pipeline import training
+from hf_transfer.adapters import attach as adapters
 from hf_transfer.cli import recipe_main
-from hf_transfer.pipeline.arguments import parse_recipe_args
 from hf_transfer.data.loading import read_unlabeled
-from hf_transfer.domain.adaptation import ALIGNMENT, AdaptationModel, DomainAdaptationArguments, PairedCollator, PairedDataset, TrainingProgress, alignment_weights, check_options, class_probabilities, parse_methods, target_label_ids, with_prefix
+from hf_transfer.data.preprocessing import augmented_training_set
+from hf_transfer.domain.adaptation import (
+    ALIGNMENT,
+    AdaptationModel,
+    DomainAdaptationArguments,
+    PairedCollator,
+    PairedDataset,
+    TrainingProgress,
+    alignment_weights,
+    check_options,
+    class_probabilities,
+    parse_methods,
+    target_label_ids,
+    with_prefix,
+)
+from hf_transfer.domain.pseudo_labels import round_report, select
+from hf_transfer.engine.finetuning import (
+    FineTuningArguments,
+    apply_batchnorm_policy,
+    body_and_head_groups,
+    group_learning_rates,
+)
 from hf_transfer.errors import TransferError
 from hf_transfer.features.extraction import ExtractionSettings
-from hf_transfer.engine.finetuning import FineTuningArguments, apply_batchnorm_policy, body_and_head_groups, group_learning_rates
-from hf_transfer.data.preprocessing import augmented_training_set
-from hf_transfer.domain.pseudo_labels import round_report, select
+from hf_transfer.pipeline import training
+from hf_transfer.pipeline.arguments import parse_recipe_args
 
 DEFAULTS = {
     "num_train_epochs": 5,
@@ -47,17 +65,28 @@ DEFAULTS = {
 
 def run(argv: list[str] | None = None, **overrides) -> dict:
     """Adapt to the target domain; returns the results also written to all_results.json."""
-    args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(DomainAdaptationArguments, FineTuningArguments,
-                                                                                   adapters.AdapterArguments))
+    args = parse_recipe_args(
+        DEFAULTS,
+        argv if argv is not None else [],
+        overrides,
+        extra_dataclasses=(DomainAdaptationArguments, FineTuningArguments, adapters.AdapterArguments),
+    )
     options = args.option(DomainAdaptationArguments)
     check_options(options)
-    job = training.prepare(args, native=False, learning_rates=defaults.BODY_LEARNING_RATES)  # TransferClassifier: pooled features to align
+    job = training.prepare(
+        args, native=False, learning_rates=defaults.BODY_LEARNING_RATES
+    )  # TransferClassifier: pooled features to align
     methods = parse_methods(options.method, job.data.modality)
     target, target_test = read_target(job, options)
     source_alone = job.datasets["train"]  # the baseline's training set: never augmented toward the target
     if "augment" in methods:
-        job.datasets["train"] = augmented_training_set(job.data.splits["train"], job.image_config.strong_transform(), job.image_config.size,
-                                                       job.args.data.cache_images, job.image_budget)
+        job.datasets["train"] = augmented_training_set(
+            job.data.splits["train"],
+            job.image_config.strong_transform(),
+            job.image_config.size,
+            job.args.data.cache_images,
+            job.image_budget,
+        )
     target_train = training.dataset_for(job, target, "train")
     target_fixed = training.dataset_for(job, target, "target")
     scored = {"target_test": training.dataset_for(job, target_test, "target_test")} if target_test is not None else {}
@@ -79,26 +108,46 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
 
     trainer, results = train(job.datasets["train"])
     if source_only is None:
-        source_only = {k: v for k, v in results.items() if k in ("test_accuracy", "eval_accuracy", "target_test_accuracy")}
+        source_only = {
+            k: v for k, v in results.items() if k in ("test_accuracy", "eval_accuracy", "target_test_accuracy")
+        }
     rounds, target_truth = [], target_label_ids(target, job.data.label_names, "target")
     for number in range(1, options.pseudo_label_rounds + 1 if "pseudo_label" in methods else 1):
-        probabilities = class_probabilities(classifier, target_fixed, job.collator, ExtractionSettings.of_run(args.training), args.training.device)
+        probabilities = class_probabilities(
+            classifier, target_fixed, job.collator, ExtractionSettings.of_run(args.training), args.training.device
+        )
         rows, labels = select(probabilities, options.pseudo_label_threshold, options.class_balance)
         report = round_report(number, rows, labels, len(target), len(job.data.label_names), target_truth)
         if len(rows) == 0:
-            print(f"pseudo-label round {number}: no target prediction reaches {options.pseudo_label_threshold:g}: stopping "
-                  "(lower --pseudo_label_threshold to keep more)")
+            print(
+                f"pseudo-label round {number}: no target prediction reaches {options.pseudo_label_threshold:g}: stopping "
+                "(lower --pseudo_label_threshold to keep more)"
+            )
             rounds.append(report)
             break
         pseudo = target.iloc[rows].copy()
         pseudo["label"] = labels
-        trainer, results = train(torch.utils.data.ConcatDataset([job.datasets["train"], training.dataset_for(job, pseudo, "train")]))
+        trainer, results = train(
+            torch.utils.data.ConcatDataset([job.datasets["train"], training.dataset_for(job, pseudo, "train")])
+        )
         report["target_test_accuracy_after"] = results.get("target_test_accuracy")
         rounds.append(report)
-        print(f"pseudo-label round {number}: kept {report['kept']} of {report['of']} target examples"
-              + (f", {100 * report['pseudo_label_accuracy']:.1f}% of them right" if "pseudo_label_accuracy" in report else ""))
-    results.update(methods=methods, alignment_weights=model.weights, target_samples=len(target), target_test_samples=0 if target_test is None else len(target_test),
-                   pseudo_label_rounds=rounds or None, **{f"source_only_{k}": v for k, v in source_only.items()})
+        print(
+            f"pseudo-label round {number}: kept {report['kept']} of {report['of']} target examples"
+            + (
+                f", {100 * report['pseudo_label_accuracy']:.1f}% of them right"
+                if "pseudo_label_accuracy" in report
+                else ""
+            )
+        )
+    results.update(
+        methods=methods,
+        alignment_weights=model.weights,
+        target_samples=len(target),
+        target_test_samples=0 if target_test is None else len(target_test),
+        pseudo_label_rounds=rounds or None,
+        **{f"source_only_{k}": v for k, v in source_only.items()},
+    )
     results = training.finish(job, trainer, results, recipe="domain_adapt", model=classifier)
     if trainer.is_world_process_zero():
         print(summary(results))
@@ -111,32 +160,52 @@ def trainable_part(args):
         return lambda classifier: classifier
     options = args.option(adapters.AdapterArguments)
     if "learning_rate" not in args.explicit:
-        args.training.learning_rate = defaults.ADAPTER_LEARNING_RATES.get(options.peft_method, args.training.learning_rate)
+        args.training.learning_rate = defaults.ADAPTER_LEARNING_RATES.get(
+            options.peft_method, args.training.learning_rate
+        )
     return lambda classifier: adapters.attach(classifier, options)
 
 
 def read_target(job, options):
     """(unlabelled target frame, labelled target test frame or None); the target's labels must be the source's."""
     args = job.args
-    test = read_unlabeled(args.data, file=options.target_test_file, folder=options.target_test_dir, modality=job.data.modality,
-                          option="target_test")
+    test = read_unlabeled(
+        args.data,
+        file=options.target_test_file,
+        folder=options.target_test_dir,
+        modality=job.data.modality,
+        option="target_test",
+    )
     if options.target_dataset_name:
         target, dataset_test = target_from_dataset(job, options)
         if test is None:
             return target, dataset_test
     else:
-        target = read_unlabeled(args.data, file=options.target_file, folder=options.target_dir, modality=job.data.modality, option="target",
-                                max_samples=options.max_target_samples, seed=args.training.seed)
+        target = read_unlabeled(
+            args.data,
+            file=options.target_file,
+            folder=options.target_dir,
+            modality=job.data.modality,
+            option="target",
+            max_samples=options.max_target_samples,
+            seed=args.training.seed,
+        )
     if target is None:
-        raise TransferError("--target_file or --target_dir is required: the unlabelled inputs of the domain to adapt to")
+        raise TransferError(
+            "--target_file or --target_dir is required: the unlabelled inputs of the domain to adapt to"
+        )
     if test is None and target_label_ids(target, job.data.label_names, target.attrs["source"]) is not None:
         test = target
     elif test is None:
-        print("the target set has no labels and no --target_test_file / --target_test_dir is given: target accuracy is not reported")
+        print(
+            "the target set has no labels and no --target_test_file / --target_test_dir is given: target accuracy is not reported"
+        )
         return target, None
     labels = target_label_ids(test, job.data.label_names, test.attrs["source"])
     if labels is None:
-        raise TransferError(f"{test.attrs['source']} (target test set) has no labels: give a label column, or class subfolders")
+        raise TransferError(
+            f"{test.attrs['source']} (target test set) has no labels: give a label column, or class subfolders"
+        )
     test = test.copy()
     test["label"] = labels
     return target, test
@@ -148,15 +217,26 @@ def target_from_dataset(job, options):
     from hf_transfer.data.loading import UNLABELED, DataArguments, load_labelled_data
 
     if options.target_file or options.target_dir:
-        raise TransferError("--target_dataset_name and --target_file / --target_dir both name the target: give only one")
-    data = load_labelled_data(DataArguments(dataset_name=options.target_dataset_name, max_test_samples=job.args.data.max_test_samples),
-                              seed=job.args.training.seed, modality=job.data.modality)
+        raise TransferError(
+            "--target_dataset_name and --target_file / --target_dir both name the target: give only one"
+        )
+    data = load_labelled_data(
+        DataArguments(dataset_name=options.target_dataset_name, max_test_samples=job.args.data.max_test_samples),
+        seed=job.args.training.seed,
+        modality=job.data.modality,
+    )
     names = np.array(data.label_names)
     target = data.splits["train"].assign(known_label=lambda f: names[f["label"].to_numpy()], label=UNLABELED)
     if options.max_target_samples and len(target) > options.max_target_samples:
-        target = target.sample(n=options.max_target_samples, random_state=job.args.training.seed).reset_index(drop=True)
+        target = target.sample(n=options.max_target_samples, random_state=job.args.training.seed).reset_index(
+            drop=True
+        )
     test = data.splits.get("test", data.splits["validation"])
-    test = test.assign(label=target_label_ids(test.assign(known_label=names[test["label"].to_numpy()]), job.data.label_names, options.target_dataset_name))
+    test = test.assign(
+        label=target_label_ids(
+            test.assign(known_label=names[test["label"].to_numpy()]), job.data.label_names, options.target_dataset_name
+        )
+    )
     target.attrs["source"] = test.attrs["source"] = options.target_dataset_name
     return target, test
 
@@ -164,10 +244,22 @@ def target_from_dataset(job, options):
 def make_trainer(job, model: AdaptationModel, train_dataset, training_args=None):
     fine_tuning = job.args.option(FineTuningArguments)
     groups = body_and_head_groups(model.classifier, fine_tuning, job.args.explicit)
-    lrs = group_learning_rates(groups, job.args.training.learning_rate, fine_tuning, job.data.modality) if groups else None
+    lrs = (
+        group_learning_rates(groups, job.args.training.learning_rate, fine_tuning, job.data.modality)
+        if groups
+        else None
+    )
     groups = with_prefix(groups, "classifier.", model.domain_classifier, "domain_classifier") if groups else None
-    return training.make_trainer(job, model=model, datasets={**job.datasets, "train": train_dataset}, collator=PairedCollator(job.collator),
-                                 callbacks=[TrainingProgress(model)], layer_groups=groups, group_lrs=lrs, training_args=training_args)
+    return training.make_trainer(
+        job,
+        model=model,
+        datasets={**job.datasets, "train": train_dataset},
+        collator=PairedCollator(job.collator),
+        callbacks=[TrainingProgress(model)],
+        layer_groups=groups,
+        group_lrs=lrs,
+        training_args=training_args,
+    )
 
 
 def train_source_only(job, classifier, source_train, scored: dict) -> dict:
@@ -178,7 +270,11 @@ def train_source_only(job, classifier, source_train, scored: dict) -> dict:
         training_args.output_dir = folder
         trainer = make_trainer(job, AdaptationModel(classifier, [], {}), source_train, training_args)
         trainer.train()
-        splits = {"eval": job.datasets["validation"], **({"test": job.datasets["test"]} if "test" in job.datasets else {}), **scored}
+        splits = {
+            "eval": job.datasets["validation"],
+            **({"test": job.datasets["test"]} if "test" in job.datasets else {}),
+            **scored,
+        }
         return {k: v for k, v in score(trainer, splits).items() if k.endswith("accuracy")}
 
 
@@ -194,10 +290,11 @@ def summary(results: dict) -> str:
     def pct(key):
         return f"{100 * results[key]:.2f}%" if isinstance(results.get(key), (int, float)) else "n/a"
 
-    return (f"target test acc  : {pct('target_test_accuracy')} adapted ({'+'.join(results['methods'])}) vs "
-            f"{pct('source_only_target_test_accuracy')} source only\n"
-            f"source test acc  : {pct('test_accuracy')} adapted vs {pct('source_only_test_accuracy')} source only")
-
+    return (
+        f"target test acc  : {pct('target_test_accuracy')} adapted ({'+'.join(results['methods'])}) vs "
+        f"{pct('source_only_target_test_accuracy')} source only\n"
+        f"source test acc  : {pct('test_accuracy')} adapted vs {pct('source_only_test_accuracy')} source only"
+    )
 
 
 if __name__ == "__main__":

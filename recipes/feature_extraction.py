@@ -21,13 +21,13 @@ import dataclasses
 import time
 
 from hf_transfer import defaults
-from hf_transfer.pipeline import training
 from hf_transfer.cli import recipe_main
-from hf_transfer.pipeline.arguments import parse_recipe_args
 from hf_transfer.features.cache import FeatureCacheArguments
 from hf_transfer.features.extraction import HeadOnly, collate_features
-from hf_transfer.models.freezing import freeze
 from hf_transfer.features.head_fitting import HeadFitArguments, fit_head, resolve_solver, unused_options_notice
+from hf_transfer.models.freezing import freeze
+from hf_transfer.pipeline import training
+from hf_transfer.pipeline.arguments import parse_recipe_args
 
 DEFAULTS = {
     "learning_rate": defaults.FROZEN_HEAD_LEARNING_RATE,
@@ -41,12 +41,19 @@ DEFAULTS = {
 
 @dataclasses.dataclass
 class FrozenBackboneArguments:
-    cache_features: bool = dataclasses.field(default=True, metadata={"help": "run the frozen backbone once (ignored with --augment)"})
+    cache_features: bool = dataclasses.field(
+        default=True, metadata={"help": "run the frozen backbone once (ignored with --augment)"}
+    )
 
 
 def run(argv: list[str] | None = None, **overrides) -> dict:
     """Train a new head on the frozen backbone; returns the results also written to all_results.json."""
-    args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(FrozenBackboneArguments, FeatureCacheArguments, HeadFitArguments))
+    args = parse_recipe_args(
+        DEFAULTS,
+        argv if argv is not None else [],
+        overrides,
+        extra_dataclasses=(FrozenBackboneArguments, FeatureCacheArguments, HeadFitArguments),
+    )
     job = training.prepare(args, native=False)
     freeze(job.model.backbone)
     head_fitting = args.option(HeadFitArguments)
@@ -56,17 +63,33 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
             print(notice)
         started = time.perf_counter()
         cached, status = training.head_features(job)
-        feature_seconds = round(time.perf_counter() - started, 3)  # extraction (or reading the cache): most of a run's time
-        trainer = training.make_trainer(job, model=HeadOnly(job.model.head), datasets=cached, collator=collate_features)
+        feature_seconds = round(
+            time.perf_counter() - started, 3
+        )  # extraction (or reading the cache): most of a run's time
+        trainer = training.make_trainer(
+            job, model=HeadOnly(job.model.head), datasets=cached, collator=collate_features
+        )
         training.clear_previous_run(job, trainer)
-        fit = fit_head(job.model.head, cached["train"].tensors, cached["validation"].tensors, solver=solver,
-                       training_args=args.training, l2=head_fitting.head_l2)
+        fit = fit_head(
+            job.model.head,
+            cached["train"].tensors,
+            cached["validation"].tensors,
+            solver=solver,
+            training_args=args.training,
+            l2=head_fitting.head_l2,
+        )
         trainer.state.log_history.extend(fit.log_history)  # the training curves of the card
-        results = {**fit.results, **training.evaluate_splits(job, trainer, datasets=cached), "feature_cache": status,
-                   "feature_seconds": feature_seconds}
+        results = {
+            **fit.results,
+            **training.evaluate_splits(job, trainer, datasets=cached),
+            "feature_cache": status,
+            "feature_seconds": feature_seconds,
+        }
     else:
         if given := [f"--{k}" for k in ("head_solver", "head_l2") if k in args.explicit]:
-            print(f"{', '.join(given)}: not used without cached features (--augment, --cache_features false): the head trains through Trainer steps")
+            print(
+                f"{', '.join(given)}: not used without cached features (--augment, --cache_features false): the head trains through Trainer steps"
+            )
         trainer = training.make_trainer(job)
         results = training.train_and_evaluate(job, trainer)
     return training.finish(job, trainer, results, recipe="feature_extraction")

@@ -20,12 +20,17 @@ Parquet files, image folders, Hub / save_to_disk / bundled data sets; few-shot s
 import dataclasses
 
 from hf_transfer import defaults
-from hf_transfer.pipeline import training
 from hf_transfer.cli import recipe_main
-from hf_transfer.pipeline.arguments import parse_recipe_args
+from hf_transfer.engine.finetuning import (
+    FineTuningArguments,
+    apply_batchnorm_policy,
+    body_and_head_groups,
+    group_learning_rates,
+)
 from hf_transfer.features.cache import FeatureCacheArguments
-from hf_transfer.engine.finetuning import FineTuningArguments, apply_batchnorm_policy, body_and_head_groups, group_learning_rates
 from hf_transfer.features.head_fitting import cached_head_phase
+from hf_transfer.pipeline import training
+from hf_transfer.pipeline.arguments import parse_recipe_args
 
 DEFAULTS = {
     "num_train_epochs": defaults.FINETUNE_EPOCHS,
@@ -38,21 +43,37 @@ DEFAULTS = {
 
 @dataclasses.dataclass
 class HeadStartArguments:
-    head_phase: str = dataclasses.field(default="cached", metadata={
-        "help": "cached: LP-FT, the new linear head is first fitted as a logistic regression on cached features of the pretrained "
-                "body, then every layer fine-tunes from it (chosen on validation: docs/results/defaults.md); none: the head starts from its random initialisation"})
+    head_phase: str = dataclasses.field(
+        default="cached",
+        metadata={
+            "help": "cached: LP-FT, the new linear head is first fitted as a logistic regression on cached features of the pretrained "
+            "body, then every layer fine-tunes from it (chosen on validation: docs/results/defaults.md); none: the head starts from its random initialisation"
+        },
+    )
 
 
 def run(argv: list[str] | None = None, **overrides) -> dict:
     """Fine-tune every layer; returns the results also written to all_results.json."""
-    args = parse_recipe_args(DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(FineTuningArguments, HeadStartArguments, FeatureCacheArguments))
+    args = parse_recipe_args(
+        DEFAULTS,
+        argv if argv is not None else [],
+        overrides,
+        extra_dataclasses=(FineTuningArguments, HeadStartArguments, FeatureCacheArguments),
+    )
     job = training.prepare(args, learning_rates=defaults.BODY_LEARNING_RATES)
     fine_tuning = args.option(FineTuningArguments)
     apply_batchnorm_policy(job.model, fine_tuning, random_init=args.model.random_init)
     head_fit = {}
-    fit_first = cached_head_phase(args.option(HeadStartArguments).head_phase, job.model, choices=("none", "cached"), otherwise="it starts from its random initialisation")
+    fit_first = cached_head_phase(
+        args.option(HeadStartArguments).head_phase,
+        job.model,
+        choices=("none", "cached"),
+        otherwise="it starts from its random initialisation",
+    )
     if fit_first and args.model.random_init:
-        print("--head_phase cached with --random_init: random features have nothing to probe, the head starts from its random initialisation")
+        print(
+            "--head_phase cached with --random_init: random features have nothing to probe, the head starts from its random initialisation"
+        )
     elif fit_first and not args.training.resume_from_checkpoint:  # resuming: the checkpoint holds the fitted head
         head_fit = training.fit_head_first(job, defaults.FULL_FINETUNE_HEAD_L2_CHOICE)
     groups = body_and_head_groups(job.model, fine_tuning, args.explicit)

@@ -12,7 +12,8 @@ peft_finetune applies. With no arguments: the bundled MiniLM-L6 on Rotten Tomato
 """
 
 from hf_transfer.cli import recipe_main
-from recipes.peft_finetune import DEFAULTS as PEFT_DEFAULTS, run_with_defaults
+from recipes.peft_finetune import DEFAULTS as PEFT_DEFAULTS
+from recipes.peft_finetune import run_with_defaults
 
 DEFAULTS = {**PEFT_DEFAULTS, "output_dir": "outputs/lora_bert"}
 

@@ -13,10 +13,15 @@ With no data named: bundled Fashion-MNIST, 100 per class.
 """
 
 from hf_transfer.cli import recipe_main
-from recipes.peft_finetune import DEFAULTS as PEFT_DEFAULTS, run_with_defaults
+from recipes.peft_finetune import DEFAULTS as PEFT_DEFAULTS
+from recipes.peft_finetune import run_with_defaults
 
-DEFAULTS = {**PEFT_DEFAULTS, "model_name_or_path": "google/vit-base-patch16-224-in21k", "dataset_name": "bundled:fashion_mnist",
-            "output_dir": "outputs/lora_vit"}
+DEFAULTS = {
+    **PEFT_DEFAULTS,
+    "model_name_or_path": "google/vit-base-patch16-224-in21k",
+    "dataset_name": "bundled:fashion_mnist",
+    "output_dir": "outputs/lora_vit",
+}
 
 
 def run(argv: list[str] | None = None, **overrides) -> dict:

@@ -31,8 +31,15 @@ from hf_transfer.data.preprocessing import INTERPOLATIONS, ImageConfig, build_da
 class PlainAugmented(torch.utils.data.Dataset):
     def __init__(self, frame, config: ImageConfig):
         self.images, self.labels = frame["image"].tolist(), frame["label"].tolist()
-        self.transform = T.Compose([T.RandomResizedCrop(config.size, interpolation=INTERPOLATIONS[config.interpolation]), T.RandomHorizontalFlip(),
-                                    T.ColorJitter(0.2, 0.2, 0.2), T.ToTensor(), T.Normalize(config.mean, config.std)])
+        self.transform = T.Compose(
+            [
+                T.RandomResizedCrop(config.size, interpolation=INTERPOLATIONS[config.interpolation]),
+                T.RandomHorizontalFlip(),
+                T.ColorJitter(0.2, 0.2, 0.2),
+                T.ToTensor(),
+                T.Normalize(config.mean, config.std),
+            ]
+        )
 
     def __len__(self):
         return len(self.labels)
@@ -41,16 +48,29 @@ class PlainAugmented(torch.utils.data.Dataset):
         return {"pixel_values": self.transform(open_image(self.images[index])), "labels": self.labels[index]}
 
 
-SAMPLE_PHOTOS = {"skimage": ("data/astronaut.png", "data/chelsea.png", "data/coffee.png", "data/motorcycle_left.png", "data/rocket.jpg",
-                             "data/hubble_deep_field.jpg", "data/retina.jpg"),
-                 "matplotlib": ("mpl-data/sample_data/grace_hopper.jpg",)}
+SAMPLE_PHOTOS = {
+    "skimage": (
+        "data/astronaut.png",
+        "data/chelsea.png",
+        "data/coffee.png",
+        "data/motorcycle_left.png",
+        "data/rocket.jpg",
+        "data/hubble_deep_field.jpg",
+        "data/retina.jpg",
+    ),
+    "matplotlib": ("mpl-data/sample_data/grace_hopper.jpg",),
+}
 
 
 def write_sample_photos(folder: pathlib.Path, copies: int) -> pathlib.Path:
     """The colour photos that ship inside scikit-image and matplotlib, each written `copies` times as a JPEG, in two classes."""
     from PIL import Image
 
-    photos = [pathlib.Path(importlib.util.find_spec(package).origin).parent / name for package, names in SAMPLE_PHOTOS.items() for name in names]
+    photos = [
+        pathlib.Path(importlib.util.find_spec(package).origin).parent / name
+        for package, names in SAMPLE_PHOTOS.items()
+        for name in names
+    ]
     for i, photo in enumerate(photos):
         (folder / f"class{i % 2}").mkdir(parents=True, exist_ok=True)
         image = Image.open(photo).convert("RGB")
@@ -60,8 +80,14 @@ def write_sample_photos(folder: pathlib.Path, copies: int) -> pathlib.Path:
 
 
 def epochs_per_second(dataset, epochs: int, batch_size: int, num_workers: int) -> list[float]:
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers, collate_fn=collate_images,
-                                         persistent_workers=num_workers > 0)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=num_workers,
+        collate_fn=collate_images,
+        persistent_workers=num_workers > 0,
+    )
     rates = []
     for _ in range(epochs):
         start = time.perf_counter()
@@ -74,7 +100,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset_name", default="bundled:fashion_mnist")
     parser.add_argument("--train_dir", default=None)
-    parser.add_argument("--sample_photos", type=int, default=None, help="benchmark on this many JPEG copies of each bundled sample photo")
+    parser.add_argument(
+        "--sample_photos",
+        type=int,
+        default=None,
+        help="benchmark on this many JPEG copies of each bundled sample photo",
+    )
     parser.add_argument("--max_train_samples_per_class", type=int, default=100)
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--epochs", type=int, default=3)
@@ -86,18 +117,28 @@ def main() -> None:
     if args.sample_photos:
         args.train_dir = str(write_sample_photos(pathlib.Path(scratch.name), args.sample_photos))
         args.max_train_samples_per_class = None
-    data_args = DataArguments(dataset_name=None if args.train_dir else args.dataset_name, train_dir=args.train_dir,
-                              max_train_samples_per_class=args.max_train_samples_per_class)
+    data_args = DataArguments(
+        dataset_name=None if args.train_dir else args.dataset_name,
+        train_dir=args.train_dir,
+        max_train_samples_per_class=args.max_train_samples_per_class,
+    )
     loaded = load_labelled_data(data_args, seed=0, modality="image")
     sizes = sorted({open_image(image).size for image in loaded.splits["train"]["image"].head(50)})
     data = LabelledData({"train": loaded.splits["train"]}, loaded.label_names, "image", loaded.description)
     config = ImageConfig(args.image_size, (0.5,) * 3, (0.5,) * 3)
     runs = {"plain torchvision (PIL, per item)": PlainAugmented(data.splits["train"], config)}
     for label, keep in (("hf_transfer, decoded every epoch", False), ("hf_transfer, decoded images kept", True)):
-        runs[label] = build_datasets(data, config.processor(), config, 128, augment=True, cache_images=keep)[0]["train"]
-    print(f"{len(data.splits['train'])} training images of {data.description} ({len(sizes)} sizes, e.g. {sizes[-1][0]}x{sizes[-1][1]}), "
-          f"augmented to {args.image_size} px, batch {args.batch_size}, {args.num_workers} DataLoader workers, {torch.get_num_threads()} threads")
-    measured = {label: epochs_per_second(dataset, args.epochs, args.batch_size, args.num_workers) for label, dataset in runs.items()}
+        runs[label] = build_datasets(data, config.processor(), config, 128, augment=True, cache_images=keep)[0][
+            "train"
+        ]
+    print(
+        f"{len(data.splits['train'])} training images of {data.description} ({len(sizes)} sizes, e.g. {sizes[-1][0]}x{sizes[-1][1]}), "
+        f"augmented to {args.image_size} px, batch {args.batch_size}, {args.num_workers} DataLoader workers, {torch.get_num_threads()} threads"
+    )
+    measured = {
+        label: epochs_per_second(dataset, args.epochs, args.batch_size, args.num_workers)
+        for label, dataset in runs.items()
+    }
     plain = measured["plain torchvision (PIL, per item)"]
     print("| pipeline | " + " | ".join(f"epoch {e + 1} images/s (× plain)" for e in range(args.epochs)) + " |")
     print("|---|" + "---|" * args.epochs)

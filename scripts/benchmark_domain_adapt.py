@@ -19,9 +19,28 @@ import tempfile
 
 from recipes import domain_adapt
 
-MNIST_TO_MNIST_M = ["--model_name_or_path", "bundled:efficientnet-lite0", "--dataset_name", "bundled:mnist", "--max_train_samples_per_class", "100",
-                    "--max_eval_samples", "500", "--target_dataset_name", "bundled:mnist_m", "--max_target_samples", "1000",
-                    "--max_test_samples", "1000", "--image_size", "32", "--num_train_epochs", "3", "--disable_tqdm", "true"]
+MNIST_TO_MNIST_M = [
+    "--model_name_or_path",
+    "bundled:efficientnet-lite0",
+    "--dataset_name",
+    "bundled:mnist",
+    "--max_train_samples_per_class",
+    "100",
+    "--max_eval_samples",
+    "500",
+    "--target_dataset_name",
+    "bundled:mnist_m",
+    "--max_target_samples",
+    "1000",
+    "--max_test_samples",
+    "1000",
+    "--image_size",
+    "32",
+    "--num_train_epochs",
+    "3",
+    "--disable_tqdm",
+    "true",
+]
 
 
 def main() -> None:
@@ -29,7 +48,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43])
     parser.add_argument("--methods", nargs="+", default=["dann", "coral", "mmd", "augment", "pseudo_label"])
     parser.add_argument("--output", default=None, help="JSON lines file for the rows")
-    parser.add_argument("recipe_args", nargs="*", help="recipe arguments after --, replacing the MNIST -> MNIST-M set-up")
+    parser.add_argument(
+        "recipe_args", nargs="*", help="recipe arguments after --, replacing the MNIST -> MNIST-M set-up"
+    )
     options = parser.parse_args()
     recipe_args = options.recipe_args or MNIST_TO_MNIST_M
     rows = []
@@ -37,9 +58,25 @@ def main() -> None:
         for seed in options.seeds:
             for method in options.methods:
                 out = pathlib.Path(root) / f"{method}-{seed}"
-                result = domain_adapt.run(recipe_args + ["--method", method, "--seed", str(seed), "--output_dir", str(out)])
-                rows.append({"seed": seed, "method": method, **{k: result.get(k) for k in (
-                    "target_test_accuracy", "source_only_target_test_accuracy", "test_accuracy", "source_only_test_accuracy", "pseudo_label_rounds")}})
+                result = domain_adapt.run(
+                    recipe_args + ["--method", method, "--seed", str(seed), "--output_dir", str(out)]
+                )
+                rows.append(
+                    {
+                        "seed": seed,
+                        "method": method,
+                        **{
+                            k: result.get(k)
+                            for k in (
+                                "target_test_accuracy",
+                                "source_only_target_test_accuracy",
+                                "test_accuracy",
+                                "source_only_test_accuracy",
+                                "pseudo_label_rounds",
+                            )
+                        },
+                    }
+                )
                 print(table(rows), flush=True)
     if options.output:
         pathlib.Path(options.output).write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -48,14 +85,22 @@ def main() -> None:
 def table(rows: list[dict]) -> str:
     def mean(values):
         values = [100 * v for v in values if v is not None]
-        return f"{statistics.mean(values):.1f}" + (f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else "") if values else "n/a"
+        return (
+            f"{statistics.mean(values):.1f}" + (f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else "")
+            if values
+            else "n/a"
+        )
 
-    lines = ["| method | target test: source only | target test: adapted | source test: source only | source test: adapted | seeds |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| method | target test: source only | target test: adapted | source test: source only | source test: adapted | seeds |",
+        "|---|---|---|---|---|---|",
+    ]
     for method in dict.fromkeys(r["method"] for r in rows):
         chosen = [r for r in rows if r["method"] == method]
-        lines.append(f"| {method} | {mean(r['source_only_target_test_accuracy'] for r in chosen)} | {mean(r['target_test_accuracy'] for r in chosen)} | "
-                     f"{mean(r['source_only_test_accuracy'] for r in chosen)} | {mean(r['test_accuracy'] for r in chosen)} | {len(chosen)} |")
+        lines.append(
+            f"| {method} | {mean(r['source_only_target_test_accuracy'] for r in chosen)} | {mean(r['target_test_accuracy'] for r in chosen)} | "
+            f"{mean(r['source_only_test_accuracy'] for r in chosen)} | {mean(r['test_accuracy'] for r in chosen)} | {len(chosen)} |"
+        )
     return "\n".join(lines)
 
 

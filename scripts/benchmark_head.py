@@ -15,39 +15,75 @@ import time
 
 import torch
 
-from hf_transfer.pipeline import training
-from hf_transfer.pipeline.arguments import parse_recipe_args
 from hf_transfer.features.cache import FeatureCacheArguments, cached_features
 from hf_transfer.features.extraction import ExtractionSettings
-from hf_transfer.models.freezing import freeze
 from hf_transfer.features.head_fitting import HeadFitArguments, fit_by_gradient_steps, fit_logistic_regression
+from hf_transfer.models.freezing import freeze
 from hf_transfer.models.transfer_classifier import ClassificationHead
+from hf_transfer.pipeline import training
+from hf_transfer.pipeline.arguments import parse_recipe_args
 from recipes.feature_extraction import DEFAULTS
 
 TEXT = {"model_name_or_path": "bundled:minilm-l6"}
 IMAGES = {"model_name_or_path": "bundled:efficientnet-lite0", "image_size": 64}
 BUNDLED = {
-    "Rotten Tomatoes, 40/class": {**TEXT, "dataset_name": "bundled:rotten_tomatoes", "max_train_samples_per_class": 40, "max_test_samples": 2000},
-    "Rotten Tomatoes, 100/class": {**TEXT, "dataset_name": "bundled:rotten_tomatoes", "max_train_samples_per_class": 100, "max_test_samples": 2000},
-    "2012 convention speeches, 100/class": {**TEXT, "dataset_name": "bundled:convention_speeches_2012", "max_train_samples_per_class": 100},
-    "Fashion-MNIST 64 px, 100/class": {**IMAGES, "dataset_name": "bundled:fashion_mnist", "max_train_samples_per_class": 100, "max_test_samples": 1000},
+    "Rotten Tomatoes, 40/class": {
+        **TEXT,
+        "dataset_name": "bundled:rotten_tomatoes",
+        "max_train_samples_per_class": 40,
+        "max_test_samples": 2000,
+    },
+    "Rotten Tomatoes, 100/class": {
+        **TEXT,
+        "dataset_name": "bundled:rotten_tomatoes",
+        "max_train_samples_per_class": 100,
+        "max_test_samples": 2000,
+    },
+    "2012 convention speeches, 100/class": {
+        **TEXT,
+        "dataset_name": "bundled:convention_speeches_2012",
+        "max_train_samples_per_class": 100,
+    },
+    "Fashion-MNIST 64 px, 100/class": {
+        **IMAGES,
+        "dataset_name": "bundled:fashion_mnist",
+        "max_train_samples_per_class": 100,
+        "max_test_samples": 1000,
+    },
 }
 
 
 def check_set_ups(root: str) -> dict:
     def splits(kind: str, name: str) -> dict:
-        return {f"{split}_{kind}": f"{root}/{name}/{split}" + (".csv" if kind == "file" else "") for split in ("train", "validation", "test")}
+        return {
+            f"{split}_{kind}": f"{root}/{name}/{split}" + (".csv" if kind == "file" else "")
+            for split in ("train", "validation", "test")
+        }
 
-    return {"debate statements (check set), 40/class": {**TEXT, **splits("file", "debates"), "max_train_samples_per_class": 40},
-            "UCI digits 64 px (check set), 40/class": {**IMAGES, **splits("dir", "digits"), "max_train_samples_per_class": 40}}
+    return {
+        "debate statements (check set), 40/class": {
+            **TEXT,
+            **splits("file", "debates"),
+            "max_train_samples_per_class": 40,
+        },
+        "UCI digits 64 px (check set), 40/class": {
+            **IMAGES,
+            **splits("dir", "digits"),
+            "max_train_samples_per_class": 40,
+        },
+    }
 
 
 def features_of(options: dict):
-    args = parse_recipe_args(DEFAULTS, [], {**options, "output_dir": "unused"}, extra_dataclasses=(FeatureCacheArguments, HeadFitArguments))
+    args = parse_recipe_args(
+        DEFAULTS, [], {**options, "output_dir": "unused"}, extra_dataclasses=(FeatureCacheArguments, HeadFitArguments)
+    )
     job = training.prepare(args, native=False)
     freeze(job.model.backbone)
     start = time.perf_counter()
-    cached, status = cached_features(job.model, job.datasets, job.collator, ExtractionSettings.of_run(job.args.training))
+    cached, status = cached_features(
+        job.model, job.datasets, job.collator, ExtractionSettings.of_run(job.args.training)
+    )
     return {split: d.tensors for split, d in cached.items()}, time.perf_counter() - start, status, args.training
 
 
@@ -59,7 +95,9 @@ def accuracy(head, split) -> float:
 def plain_logistic_regression(linear, train, C: float = 1.0) -> None:
     """scikit-learn's LogisticRegression() objective divided by n: mean cross-entropy + ||W||^2 / (2 C n)."""
     x, y = train
-    optimizer = torch.optim.LBFGS(linear.parameters(), max_iter=2000, line_search_fn="strong_wolfe", tolerance_grad=1e-7, tolerance_change=1e-12)
+    optimizer = torch.optim.LBFGS(
+        linear.parameters(), max_iter=2000, line_search_fn="strong_wolfe", tolerance_grad=1e-7, tolerance_change=1e-12
+    )
 
     def closure():
         optimizer.zero_grad()
@@ -74,11 +112,15 @@ def plain_logistic_regression(linear, train, C: float = 1.0) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check_sets", default=None, help="folder written by scripts/make_check_sets.py: add its two sets")
+    parser.add_argument(
+        "--check_sets", default=None, help="folder written by scripts/make_check_sets.py: add its two sets"
+    )
     options = parser.parse_args()
     set_ups = {**BUNDLED, **(check_set_ups(options.check_sets) if options.check_sets else {})}
-    print("| set-up | train | L-BFGS, L2 on validation (default) | AdamW 30 epochs (previous head) | plain logistic regression, C=1 | "
-          "fit s: L-BFGS / AdamW | extraction s |")
+    print(
+        "| set-up | train | L-BFGS, L2 on validation (default) | AdamW 30 epochs (previous head) | plain logistic regression, C=1 | "
+        "fit s: L-BFGS / AdamW | extraction s |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, set_up in set_ups.items():
         splits, extraction_seconds, status, training_args = features_of(set_up)
@@ -95,10 +137,15 @@ def main() -> None:
                 plain_logistic_regression(head.layers[1], splits["train"])
             seconds[method] = time.perf_counter() - start
             head.eval()
-            row[method] = f"{100 * accuracy(head, splits['validation']):.1f} / {100 * accuracy(head, splits['test']):.1f}"
+            row[method] = (
+                f"{100 * accuracy(head, splits['validation']):.1f} / {100 * accuracy(head, splits['test']):.1f}"
+            )
         cached = "cached" if set(status.values()) == {"hit"} else f"{extraction_seconds:.1f}"
-        print(f"| {name} | {len(splits['train'][1])} | {row['lbfgs']} | {row['adamw']} | {row['plain']} | "
-              f"{seconds['lbfgs']:.1f} / {seconds['adamw']:.1f} | {cached} |", flush=True)
+        print(
+            f"| {name} | {len(splits['train'][1])} | {row['lbfgs']} | {row['adamw']} | {row['plain']} | "
+            f"{seconds['lbfgs']:.1f} / {seconds['adamw']:.1f} | {cached} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -92,14 +92,25 @@ def worker(strategy: str, per_class: int, epochs: float, recipe_argv: list[str])
     options, _ = STRATEGIES[strategy]
     probe = _make_memory_probe()
     with tempfile.TemporaryDirectory() as out:
-        common = {"max_train_samples_per_class": per_class, "num_train_epochs": epochs, "output_dir": out, "disable_tqdm": True, "save_total_limit": 1}
+        common = {
+            "max_train_samples_per_class": per_class,
+            "num_train_epochs": epochs,
+            "output_dir": out,
+            "disable_tqdm": True,
+            "save_total_limit": 1,
+        }
         if strategy == "full":
             args = parse_recipe_args(full_finetune.DEFAULTS, recipe_argv, common)
             job = training.prepare(args, learning_rates=defaults.BODY_LEARNING_RATES)
             model = job.model
             trainer = training.make_trainer(job, callbacks=[probe], trainer_class=Trainer)
         else:
-            args = parse_recipe_args(peft_finetune.DEFAULTS, recipe_argv, {**common, **options}, extra_dataclasses=(adapters.AdapterArguments,))
+            args = parse_recipe_args(
+                peft_finetune.DEFAULTS,
+                recipe_argv,
+                {**common, **options},
+                extra_dataclasses=(adapters.AdapterArguments,),
+            )
             adapter_args = args.option(adapters.AdapterArguments)
             if "learning_rate" not in args.explicit:
                 args.training.learning_rate = defaults.ADAPTER_LEARNING_RATES[adapter_args.peft_method]
@@ -109,21 +120,34 @@ def worker(strategy: str, per_class: int, epochs: float, recipe_argv: list[str])
         results = training.train_and_evaluate(job, trainer)
     counts = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     steps = probe.step_times[3:] or probe.step_times
-    return {"strategy": strategy, "per_class": per_class, "test_accuracy": results.get("test_accuracy"), "eval_accuracy": results.get("eval_accuracy"),
-            "test_samples": len(job.data.splits.get("test", [])), "learning_rate": args.training.learning_rate,
-            "trainable_params": counts["trainable"], "peak_train_memory_mib": probe.peak_mib(), "step_s": statistics.median(steps),
-            "train_runtime_s": results.get("train_runtime"), "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    return {
+        "strategy": strategy,
+        "per_class": per_class,
+        "test_accuracy": results.get("test_accuracy"),
+        "eval_accuracy": results.get("eval_accuracy"),
+        "test_samples": len(job.data.splits.get("test", [])),
+        "learning_rate": args.training.learning_rate,
+        "trainable_params": counts["trainable"],
+        "peak_train_memory_mib": probe.peak_mib(),
+        "step_s": statistics.median(steps),
+        "train_runtime_s": results.get("train_runtime"),
+        "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per_class", type=int, nargs="+", default=[100, 500])
-    parser.add_argument("--strategies", nargs="+", default=["full", "lora_r8", "lora_r16", "bottleneck"], choices=list(STRATEGIES))
+    parser.add_argument(
+        "--strategies", nargs="+", default=["full", "lora_r8", "lora_r16", "bottleneck"], choices=list(STRATEGIES)
+    )
     parser.add_argument("--epochs", type=float, default=10)
     parser.add_argument("--json", default=None, help="append each run's figures to this JSON-lines file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("recipe_args", nargs="*", help="recipe arguments after --, e.g. -- --model_name_or_path ... --dataset_name ...")
+    parser.add_argument(
+        "recipe_args", nargs="*", help="recipe arguments after --, e.g. -- --model_name_or_path ... --dataset_name ..."
+    )
     options = parser.parse_args()
     if options.worker:
         job = json.loads(options.worker)
@@ -135,13 +159,20 @@ def main() -> None:
         for strategy in strategies:
             spec = json.dumps({"strategy": strategy, "per_class": per_class, "epochs": options.epochs})
             started = time.time()
-            done = subprocess.run([sys.executable, __file__, "--worker", spec, "--", *options.recipe_args], capture_output=True, text=True)
-            line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+            done = subprocess.run(
+                [sys.executable, __file__, "--worker", spec, "--", *options.recipe_args],
+                capture_output=True,
+                text=True,
+            )
+            line = next((text for text in done.stdout.splitlines() if text.startswith("RESULT ")), None)
             if done.returncode != 0 or line is None:
                 sys.exit(f"error: {strategy} at {per_class} per class failed:\n{done.stderr[-2000:]}")
-            row = json.loads(line[len("RESULT "):])
+            row = json.loads(line[len("RESULT ") :])
             rows.append(row)
-            print(f"  {strategy:10s} {per_class:4d}/class: test {100 * row['test_accuracy']:.2f}%  ({time.time() - started:.0f} s)", flush=True)
+            print(
+                f"  {strategy:10s} {per_class:4d}/class: test {100 * row['test_accuracy']:.2f}%  ({time.time() - started:.0f} s)",
+                flush=True,
+            )
             if options.json:
                 with open(options.json, "a") as f:
                     f.write(json.dumps(row) + "\n")
@@ -149,14 +180,18 @@ def main() -> None:
 
 
 def print_table(rows: list[dict]) -> None:
-    print("\n| examples/class | method | test accuracy | % of full FT | trainable params | peak train memory (MiB) | step time (ms) | x baseline step |")
+    print(
+        "\n| examples/class | method | test accuracy | % of full FT | trainable params | peak train memory (MiB) | step time (ms) | x baseline step |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for per_class in sorted({r["per_class"] for r in rows}):
         group = [r for r in rows if r["per_class"] == per_class]
         base = next(r for r in group if r["strategy"] == "full")
         for r in group:
-            print(f"| {per_class} | {STRATEGIES[r['strategy']][1]} | {100 * r['test_accuracy']:.2f}% | {100 * r['test_accuracy'] / base['test_accuracy']:.1f}% "
-                  f"| {r['trainable_params']:,} | {r['peak_train_memory_mib']:.0f} | {1000 * r['step_s']:.0f} | x{r['step_s'] / base['step_s']:.2f} |")
+            print(
+                f"| {per_class} | {STRATEGIES[r['strategy']][1]} | {100 * r['test_accuracy']:.2f}% | {100 * r['test_accuracy'] / base['test_accuracy']:.1f}% "
+                f"| {r['trainable_params']:,} | {r['peak_train_memory_mib']:.0f} | {1000 * r['step_s']:.0f} | x{r['step_s'] / base['step_s']:.2f} |"
+            )
 
 
 if __name__ == "__main__":

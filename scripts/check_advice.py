@@ -29,7 +29,12 @@ from hf_transfer.engine.console import quiet_dependencies
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", required=True, help="compare_strategies.py's JSON lines")
-    parser.add_argument("--task", choices=sorted(TASKS), default=None, help="the bundled task the comparison ran (else give the data options)")
+    parser.add_argument(
+        "--task",
+        choices=sorted(TASKS),
+        default=None,
+        help="the bundled task the comparison ran (else give the data options)",
+    )
     for option in DATA_OPTIONS:
         parser.add_argument(f"--{option}", default=None)
     parser.add_argument("--image_size", type=int, default=None)
@@ -42,20 +47,32 @@ def main() -> None:
         data = {**TASKS[args.task], **data}
     if args.image_size:
         data["image_size"] = args.image_size
-    print("| per class | advisor's pick | its test accuracy | best strategy | best test accuracy | gap (points) | advisor time | comparison train time |")
+    print(
+        "| per class | advisor's pick | its test accuracy | best strategy | best test accuracy | gap (points) | advisor time | comparison train time |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for per_class in sorted({r["per_class"] for r in runs}):
         at_size = [r for r in runs if r["per_class"] == per_class]
-        means = {s: 100 * statistics.mean(r["test_accuracy"] for r in at_size if r["strategy"] == s) for s in {r["strategy"] for r in at_size}}
+        means = {
+            s: 100 * statistics.mean(r["test_accuracy"] for r in at_size if r["strategy"] == s)
+            for s in {r["strategy"] for r in at_size}
+        }
         best = max(means, key=means.get)
         seed = min(r["seed"] for r in at_size)
-        outcome = advise(**data, max_train_samples_per_class=per_class, seed=seed, no_feature_cache=True,  # the cost of advice on new data
-                         output_dir=f"{args.output_dir}/{per_class}")
+        outcome = advise(
+            **data,
+            max_train_samples_per_class=per_class,
+            seed=seed,
+            no_feature_cache=True,  # the cost of advice on new data
+            output_dir=f"{args.output_dir}/{per_class}",
+        )
         pick = outcome["advice"]["strategy"]
         spent = sum(m["seconds"] for m in outcome["ranking"])
         compared = sum(r["train_runtime"] for r in at_size)
-        print(f"| {per_class} | {pick} | {means.get(pick, float('nan')):.2f} | {best} | {means[best]:.2f} | {means.get(pick, float('nan')) - means[best]:+.2f} | "
-              f"{spent:.0f} s | {compared:.0f} s ({100 * spent / compared:.0f}%) |")
+        print(
+            f"| {per_class} | {pick} | {means.get(pick, float('nan')):.2f} | {best} | {means[best]:.2f} | {means.get(pick, float('nan')) - means[best]:+.2f} | "
+            f"{spent:.0f} s | {compared:.0f} s ({100 * spent / compared:.0f}%) |"
+        )
 
 
 if __name__ == "__main__":

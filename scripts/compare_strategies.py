@@ -30,10 +30,22 @@ import recipes.peft_finetune as peft_finetune
 from hf_transfer.engine.console import quiet_dependencies
 
 TASKS = {
-    "text": {"model_name_or_path": "bundled:minilm-l6", "dataset_name": "bundled:rotten_tomatoes", "max_eval_samples": 500},
-    "fashion_mnist": {"model_name_or_path": "bundled:efficientnet-lite0", "dataset_name": "bundled:fashion_mnist", "max_eval_samples": 500,
-                      "max_test_samples": 1000},
-    "mnist": {"model_name_or_path": "bundled:efficientnet-lite0", "dataset_name": "bundled:mnist", "max_eval_samples": 500},
+    "text": {
+        "model_name_or_path": "bundled:minilm-l6",
+        "dataset_name": "bundled:rotten_tomatoes",
+        "max_eval_samples": 500,
+    },
+    "fashion_mnist": {
+        "model_name_or_path": "bundled:efficientnet-lite0",
+        "dataset_name": "bundled:fashion_mnist",
+        "max_eval_samples": 500,
+        "max_test_samples": 1000,
+    },
+    "mnist": {
+        "model_name_or_path": "bundled:efficientnet-lite0",
+        "dataset_name": "bundled:mnist",
+        "max_eval_samples": 500,
+    },
 }
 STRATEGIES = {
     "feature_extraction": (feature_extraction.run, {}),
@@ -46,8 +58,18 @@ STRATEGIES = {
     "random_init": (full_finetune.run, {"random_init": True, "update_bn_statistics": True, "head_phase": "none"}),
 }
 DEFAULT_STRATEGIES = ["feature_extraction", "full_finetune", "gradual_unfreeze", "lora", "random_init"]
-DATA_OPTIONS = ("model_name_or_path", "dataset_name", "train_file", "validation_file", "test_file", "train_dir", "validation_dir", "test_dir",
-                "text_column_name", "label_column_name")
+DATA_OPTIONS = (
+    "model_name_or_path",
+    "dataset_name",
+    "train_file",
+    "validation_file",
+    "test_file",
+    "train_dir",
+    "validation_dir",
+    "test_dir",
+    "text_column_name",
+    "label_column_name",
+)
 FIGURES = ("test_accuracy", "test_f1_macro", "eval_accuracy", "train_runtime", "trainable_params", "kept_epoch")
 
 
@@ -68,27 +90,40 @@ def _mean(runs: list[dict], key: str) -> float:
 
 def negative_transfer(runs: list[dict], per_class: int) -> list[str]:
     """Pretrained strategies that random initialisation matches or beats (mean test accuracy) at this size."""
-    by_strategy = {name: [r for r in runs if r["per_class"] == per_class and r["strategy"] == name] for name in {r["strategy"] for r in runs}}
+    by_strategy = {
+        name: [r for r in runs if r["per_class"] == per_class and r["strategy"] == name]
+        for name in {r["strategy"] for r in runs}
+    }
     scratch = by_strategy.pop("random_init", [])
     if not scratch:
         return []
-    return sorted(name for name, chosen in by_strategy.items() if chosen and _mean(chosen, "test_accuracy") <= _mean(scratch, "test_accuracy"))
+    return sorted(
+        name
+        for name, chosen in by_strategy.items()
+        if chosen and _mean(chosen, "test_accuracy") <= _mean(scratch, "test_accuracy")
+    )
 
 
 def table(runs: list[dict], strategies: list[str]) -> str:
-    lines = ["| per class | strategy | test accuracy | test macro-F1 | trainable params | train time (s) | seeds |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| per class | strategy | test accuracy | test macro-F1 | trainable params | train time (s) | seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
     notes = []
     for per_class in sorted({r["per_class"] for r in runs}):
         for name in strategies:
             chosen = [r for r in runs if r["per_class"] == per_class and r["strategy"] == name]
             if chosen:
-                lines.append(f"| {per_class} | {name} | {_mean_std([r['test_accuracy'] for r in chosen])} | "
-                             f"{_mean_std([r['test_f1_macro'] for r in chosen])} | {chosen[0]['trainable_params']:,} | "
-                             f"{_mean(chosen, 'train_runtime'):.0f} | {len(chosen)} |")
+                lines.append(
+                    f"| {per_class} | {name} | {_mean_std([r['test_accuracy'] for r in chosen])} | "
+                    f"{_mean_std([r['test_f1_macro'] for r in chosen])} | {chosen[0]['trainable_params']:,} | "
+                    f"{_mean(chosen, 'train_runtime'):.0f} | {len(chosen)} |"
+                )
         negative = negative_transfer(runs, per_class)
         if negative:
-            notes.append(f"**Negative transfer at {per_class} per class**: random initialisation matches or beats {', '.join(negative)}.")
+            notes.append(
+                f"**Negative transfer at {per_class} per class**: random initialisation matches or beats {', '.join(negative)}."
+            )
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
@@ -108,8 +143,11 @@ def plot(runs: list[dict], strategies: list[str], folder: pathlib.Path, title: s
 
     plt = _pyplot()
     written = []
-    for x_key, name, log_x in (("per_class", "accuracy_vs_examples_per_class.png", True), ("trainable_params", "accuracy_vs_trainable_params.png", True),
-                               ("train_runtime", "accuracy_vs_train_time.png", False)):
+    for x_key, name, log_x in (
+        ("per_class", "accuracy_vs_examples_per_class.png", True),
+        ("trainable_params", "accuracy_vs_trainable_params.png", True),
+        ("train_runtime", "accuracy_vs_train_time.png", False),
+    ):
         figure, axis = plt.subplots(figsize=(6, 4))
         for strategy in strategies:
             chosen = [r for r in runs if r["strategy"] == strategy]
@@ -121,9 +159,18 @@ def plot(runs: list[dict], strategies: list[str], folder: pathlib.Path, title: s
             means = [100 * _mean(p, "test_accuracy") for p in points]
             spread = [100 * (statistics.stdev(r["test_accuracy"] for r in p) if len(p) > 1 else 0.0) for p in points]
             axis.plot(xs, means, marker="o", label=strategy)
-            axis.fill_between(xs, [m - s for m, s in zip(means, spread)], [m + s for m, s in zip(means, spread)], alpha=0.2)
-        axis.set(xlabel={"per_class": "training examples per class", "trainable_params": "trainable parameters",
-                         "train_runtime": "train time (s)"}[x_key], ylabel="test accuracy (%)", title=title)
+            axis.fill_between(
+                xs, [m - s for m, s in zip(means, spread)], [m + s for m, s in zip(means, spread)], alpha=0.2
+            )
+        axis.set(
+            xlabel={
+                "per_class": "training examples per class",
+                "trainable_params": "trainable parameters",
+                "train_runtime": "train time (s)",
+            }[x_key],
+            ylabel="test accuracy (%)",
+            title=title,
+        )
         if log_x:
             axis.set_xscale("log")
         if x_key == "per_class":
@@ -140,18 +187,33 @@ def plot(runs: list[dict], strategies: list[str], folder: pathlib.Path, title: s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=sorted(TASKS), default="text", help="a bundled data set and checkpoint (data options below override)")
+    parser.add_argument(
+        "--task",
+        choices=sorted(TASKS),
+        default="text",
+        help="a bundled data set and checkpoint (data options below override)",
+    )
     for option in DATA_OPTIONS:
         parser.add_argument(f"--{option}", default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--per_class", type=int, nargs="+", default=[100])
-    parser.add_argument("--epochs", type=float, default=None,
-                        help="one epoch budget for every strategy that trains the backbone (default: each recipe's own); "
-                             "feature extraction fits its head to convergence on cached features, in seconds")
+    parser.add_argument(
+        "--epochs",
+        type=float,
+        default=None,
+        help="one epoch budget for every strategy that trains the backbone (default: each recipe's own); "
+        "feature extraction fits its head to convergence on cached features, in seconds",
+    )
     parser.add_argument("--image_size", type=int, default=None)
     parser.add_argument("--strategies", nargs="+", default=DEFAULT_STRATEGIES, choices=list(STRATEGIES))
-    parser.add_argument("--output", default=None, help="JSON-lines file of every run's figures; finished runs in it are not redone")
-    parser.add_argument("--report_dir", default=None, help="where results.csv, comparison.md and the plots go (default: beside --output, else .)")
+    parser.add_argument(
+        "--output", default=None, help="JSON-lines file of every run's figures; finished runs in it are not redone"
+    )
+    parser.add_argument(
+        "--report_dir",
+        default=None,
+        help="where results.csv, comparison.md and the plots go (default: beside --output, else .)",
+    )
     args = parser.parse_args()
     quiet_dependencies()
 
@@ -160,7 +222,11 @@ def main() -> None:
         output.parent.mkdir(parents=True, exist_ok=True)  # before the first run, not after it
     mine = {k: getattr(args, k) for k in DATA_OPTIONS if getattr(args, k)}
     task = "custom" if mine else args.task
-    runs = [r for r in _done(output) if r["task"] == task and (r.get("image_size"), r.get("epochs")) == (args.image_size, args.epochs)]
+    runs = [
+        r
+        for r in _done(output)
+        if r["task"] == task and (r.get("image_size"), r.get("epochs")) == (args.image_size, args.epochs)
+    ]
     if mine.keys() - {"model_name_or_path"}:  # the user's own data: the task only lends its checkpoint as a default
         common = {"model_name_or_path": TASKS[args.task]["model_name_or_path"], **mine}
     else:
@@ -177,14 +243,32 @@ def main() -> None:
                     run, options = STRATEGIES[name]
                     if args.epochs and name != "feature_extraction":
                         options = {**options, "num_train_epochs": args.epochs}
-                    result = run(**common, **options, max_train_samples_per_class=per_class, seed=seed,
-                                 output_dir=str(pathlib.Path(scratch) / f"{name}-{per_class}-{seed}"))
-                    runs.append({"task": task, "strategy": name, "per_class": per_class, "seed": seed,
-                                 "image_size": args.image_size, "epochs": args.epochs, **{k: result.get(k) for k in FIGURES}})
+                    result = run(
+                        **common,
+                        **options,
+                        max_train_samples_per_class=per_class,
+                        seed=seed,
+                        output_dir=str(pathlib.Path(scratch) / f"{name}-{per_class}-{seed}"),
+                    )
+                    runs.append(
+                        {
+                            "task": task,
+                            "strategy": name,
+                            "per_class": per_class,
+                            "seed": seed,
+                            "image_size": args.image_size,
+                            "epochs": args.epochs,
+                            **{k: result.get(k) for k in FIGURES},
+                        }
+                    )
                     if output is not None:
                         with output.open("a") as handle:
                             handle.write(json.dumps(runs[-1]) + "\n")
-    chosen = [r for r in runs if r["seed"] in args.seeds and r["per_class"] in args.per_class and r["strategy"] in args.strategies]
+    chosen = [
+        r
+        for r in runs
+        if r["seed"] in args.seeds and r["per_class"] in args.per_class and r["strategy"] in args.strategies
+    ]
     report = pathlib.Path(args.report_dir) if args.report_dir else (output.parent if output else pathlib.Path("."))
     report.mkdir(parents=True, exist_ok=True)
     markdown = f"{task}: seeds {args.seeds}, test accuracy and macro-F1 in %, mean ± stdev\n\n{table(chosen, args.strategies)}\n"

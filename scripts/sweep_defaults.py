@@ -26,8 +26,16 @@ from hf_transfer import defaults
 
 TASKS = {
     "text": {"model_name_or_path": "bundled:minilm-l6", "dataset_name": "bundled:rotten_tomatoes"},
-    "image_fmnist": {"model_name_or_path": "bundled:efficientnet-lite0", "dataset_name": "bundled:fashion_mnist", "image_size": 64},
-    "image_mnist": {"model_name_or_path": "bundled:efficientnet-lite0", "dataset_name": "bundled:mnist", "image_size": 64},
+    "image_fmnist": {
+        "model_name_or_path": "bundled:efficientnet-lite0",
+        "dataset_name": "bundled:fashion_mnist",
+        "image_size": 64,
+    },
+    "image_mnist": {
+        "model_name_or_path": "bundled:efficientnet-lite0",
+        "dataset_name": "bundled:mnist",
+        "image_size": 64,
+    },
 }
 
 
@@ -48,9 +56,16 @@ def main() -> None:
     for setting in grid:
         if unknown := [k for k in setting if k.isupper() and not hasattr(defaults, k)]:
             parser.error(f"hf_transfer.defaults has no constant {unknown[0]}")
-    common = {**TASKS[args.task], "max_train_samples_per_class": args.per_class, "max_eval_samples": args.max_eval_samples,
-              "max_test_samples": 10, "num_train_epochs": args.epochs, "save_strategy": "no", "load_best_model_at_end": False,
-              "disable_tqdm": True}
+    common = {
+        **TASKS[args.task],
+        "max_train_samples_per_class": args.per_class,
+        "max_eval_samples": args.max_eval_samples,
+        "max_test_samples": 10,
+        "num_train_epochs": args.epochs,
+        "save_strategy": "no",
+        "load_best_model_at_end": False,
+        "disable_tqdm": True,
+    }
     summary = []
     with tempfile.TemporaryDirectory() as scratch:
         for index, setting in enumerate(grid):
@@ -58,11 +73,23 @@ def main() -> None:
             constants = {k: v for k, v in setting.items() if k.isupper()}
             options = {k: v for k, v in setting.items() if not k.isupper()}
             for seed in args.seeds:
-                with mock.patch.multiple(defaults, **constants) if constants else contextlib.nullcontext():  # restored after the run
-                    result = recipe.run(**common, **options, seed=seed, output_dir=str(pathlib.Path(scratch) / f"run-{index}-{seed}"))
+                with (
+                    mock.patch.multiple(defaults, **constants) if constants else contextlib.nullcontext()
+                ):  # restored after the run
+                    result = recipe.run(
+                        **common, **options, seed=seed, output_dir=str(pathlib.Path(scratch) / f"run-{index}-{seed}")
+                    )
                 accuracies.append(result["eval_accuracy"])
-                record = {"recipe": args.recipe, "task": args.task, "per_class": args.per_class, "seed": seed, "setting": setting,
-                          "eval_accuracy": result["eval_accuracy"], "eval_loss": result.get("eval_loss"), "train_runtime": result["train_runtime"]}
+                record = {
+                    "recipe": args.recipe,
+                    "task": args.task,
+                    "per_class": args.per_class,
+                    "seed": seed,
+                    "setting": setting,
+                    "eval_accuracy": result["eval_accuracy"],
+                    "eval_loss": result.get("eval_loss"),
+                    "train_runtime": result["train_runtime"],
+                }
                 if args.output:
                     with open(args.output, "a") as handle:
                         handle.write(json.dumps(record) + "\n")

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, str(pathlib.Path(__file__).parent / "helpers"))  # tiny_architectures, hub_server: imported by name
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -22,8 +24,20 @@ from PIL import Image
 
 from hf_transfer import assets
 
-POSITIVE = ["a wonderful moving film", "great acting and a superb script", "brilliant and funny", "a joy to watch", "beautifully made"]
-NEGATIVE = ["a dull tedious mess", "awful acting and a boring plot", "painfully bad", "a waste of time", "clumsy and lifeless"]
+POSITIVE = [
+    "a wonderful moving film",
+    "great acting and a superb script",
+    "brilliant and funny",
+    "a joy to watch",
+    "beautifully made",
+]
+NEGATIVE = [
+    "a dull tedious mess",
+    "awful acting and a boring plot",
+    "painfully bad",
+    "a waste of time",
+    "clumsy and lifeless",
+]
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +46,14 @@ def tiny_bert_dir(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(assets.bundled_checkpoint_path("bundled:minilm-l6"))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=128,
+    )
     with torch.random.fork_rng():  # the same weights whichever test asks first: results do not depend on test order
         torch.manual_seed(0)
         BertModel(config).save_pretrained(path)
@@ -46,7 +66,9 @@ def tiny_vit_dir(tmp_path_factory):
     from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
     path = tmp_path_factory.mktemp("tiny-vit")
-    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)
+    config = ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37
+    )
     with torch.random.fork_rng():
         torch.manual_seed(0)
         ViTModel(config).save_pretrained(path)
@@ -56,11 +78,19 @@ def tiny_vit_dir(tmp_path_factory):
 
 def write_text_table(path, rows_per_class=12, suffix=".csv", label_column="label", text_column="text"):
     rng = np.random.default_rng(0)
-    rows = [(POSITIVE[i % 5] + f" {i}", "pos") for i in range(rows_per_class)] + [(NEGATIVE[i % 5] + f" {i}", "neg") for i in range(rows_per_class)]
-    frame = pd.DataFrame(rows, columns=[text_column, label_column]).sample(frac=1.0, random_state=int(rng.integers(100)))
+    rows = [(POSITIVE[i % 5] + f" {i}", "pos") for i in range(rows_per_class)] + [
+        (NEGATIVE[i % 5] + f" {i}", "neg") for i in range(rows_per_class)
+    ]
+    frame = pd.DataFrame(rows, columns=[text_column, label_column]).sample(
+        frac=1.0, random_state=int(rng.integers(100))
+    )
     path = path.with_suffix(suffix)
-    {".csv": lambda: frame.to_csv(path, index=False), ".jsonl": lambda: frame.to_json(path, orient="records", lines=True),
-     ".json": lambda: frame.to_json(path, orient="records"), ".parquet": lambda: frame.to_parquet(path)}[suffix]()
+    {
+        ".csv": lambda: frame.to_csv(path, index=False),
+        ".jsonl": lambda: frame.to_json(path, orient="records", lines=True),
+        ".json": lambda: frame.to_json(path, orient="records"),
+        ".parquet": lambda: frame.to_parquet(path),
+    }[suffix]()
     return path
 
 
@@ -76,7 +106,11 @@ def write_image_folder(root, per_class=6, classes=("circle", "square"), size=40,
         (root / label).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             r = size // 4 + i % 3
-            mask = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2 < r * r) if label == "circle" else ((abs(yy - size / 2) < r) & (abs(xx - size / 2) < r))
+            mask = (
+                ((yy - size / 2) ** 2 + (xx - size / 2) ** 2 < r * r)
+                if label == "circle"
+                else ((abs(yy - size / 2) < r) & (abs(xx - size / 2) < r))
+            )
             pixels = (mask * 255).astype(np.uint8)
             Image.fromarray(pixels).convert(mode).save(root / label / f"{i}.png")
     return root
@@ -109,22 +143,44 @@ print(json.dumps({"accuracy": sum(p == str(t) for p, t in zip(predicted, frame["
 
 def pipeline_accuracy(run_dir, table, task) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", PIPELINE_ACCURACY, str(run_dir), str(table), task], capture_output=True, text=True,
-                            env=env, cwd="/", timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", PIPELINE_ACCURACY, str(run_dir), str(table), task],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd="/",
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def run_on_two_ranks(recipe: str, arguments: list, output_dir) -> tuple[dict, dict]:
-    """`accelerate launch` of tests/ddp_worker.py RECIPE on two CPU processes (torchrun + gloo: accelerate 1.15's
+    """`accelerate launch` of tests/helpers/ddp_worker.py RECIPE on two CPU processes (torchrun + gloo: accelerate 1.15's
     `--cpu --num_processes 2` starts one); each rank's final weights, which the worker saves to OUTPUT_DIR-ranks."""
     from safetensors.torch import load_file
 
     ranks = pathlib.Path(f"{output_dir}-ranks")
     ranks.mkdir(exist_ok=True)
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    result = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "tests/ddp_worker.py", recipe, "--use_cpu",
-                             "--output_dir", str(output_dir), *map(str, arguments)],
-                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=600)
+    result = subprocess.run(
+        [
+            accelerate,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "tests/helpers/ddp_worker.py",
+            recipe,
+            "--use_cpu",
+            "--output_dir",
+            str(output_dir),
+            *map(str, arguments),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return load_file(ranks / "rank0.safetensors"), load_file(ranks / "rank1.safetensors")

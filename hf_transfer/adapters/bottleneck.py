@@ -17,8 +17,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.activations import ACT2FN
 
-from .targets import matches
 from ..errors import TransferError
+from .targets import matches
 
 CONFIG_NAME = "bottleneck_config.json"
 WEIGHTS_NAME = "bottleneck_model.safetensors"
@@ -45,7 +45,9 @@ class BottleneckAdapter(nn.Module):
         return self(output)
 
 
-def add_bottleneck_adapters(model: nn.Module, targets: list[str], reduction_factor: int = 16, activation: str = "gelu") -> list[str]:
+def add_bottleneck_adapters(
+    model: nn.Module, targets: list[str], reduction_factor: int = 16, activation: str = "gelu"
+) -> list[str]:
     """Attach an adapter after every Linear matching `targets`; returns their full names."""
     if reduction_factor < 1:
         raise TransferError(f"--adapter_reduction_factor {reduction_factor} must be at least 1")
@@ -54,13 +56,17 @@ def add_bottleneck_adapters(model: nn.Module, targets: list[str], reduction_fact
         if isinstance(module, nn.Linear) and any(matches(name, t) for t in targets):
             if hasattr(module, CHILD):
                 raise TransferError(f"'{name}' already has a bottleneck adapter")
-            adapter = BottleneckAdapter(module.out_features, max(1, module.out_features // reduction_factor), activation)
+            adapter = BottleneckAdapter(
+                module.out_features, max(1, module.out_features // reduction_factor), activation
+            )
             adapter.to(device=module.weight.device, dtype=module.weight.dtype)
             module.add_module(CHILD, adapter)
             module.register_forward_hook(adapter.after_projection)
             wrapped.append(name)
     if not wrapped:
-        raise TransferError(f"--target_modules {', '.join(targets)} match no Linear layer: no bottleneck adapter was added")
+        raise TransferError(
+            f"--target_modules {', '.join(targets)} match no Linear layer: no bottleneck adapter was added"
+        )
     return wrapped
 
 
@@ -85,7 +91,9 @@ def load_bottleneck(model: nn.Module, folder: pathlib.Path) -> dict:
     missing, unexpected = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
     reshaped = sorted(k for k in set(saved) & set(expected) if saved[k].shape != expected[k].shape)
     if missing or unexpected or reshaped:
-        raise TransferError(f"'{folder / WEIGHTS_NAME}' does not fit the rebuilt model ({len(missing)} missing, {len(unexpected)} unexpected, "
-                            f"{len(reshaped)} of another shape, e.g. '{(missing or unexpected or reshaped)[0]}'): was it saved from a different base model?")
+        raise TransferError(
+            f"'{folder / WEIGHTS_NAME}' does not fit the rebuilt model ({len(missing)} missing, {len(unexpected)} unexpected, "
+            f"{len(reshaped)} of another shape, e.g. '{(missing or unexpected or reshaped)[0]}'): was it saved from a different base model?"
+        )
     model.load_state_dict(saved, strict=False)
     return config

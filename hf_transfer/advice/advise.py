@@ -24,14 +24,14 @@ import time
 import numpy as np
 import torch
 
-from ..pipeline import training
 from ..adapters.attach import AdapterArguments
-from ..pipeline.arguments import parse_recipe_args
+from ..engine.finetuning import FineTuningArguments
 from ..errors import TransferError
 from ..features.cache import FeatureCacheArguments, cache_options, cached_features
 from ..features.extraction import ExtractionSettings
-from ..engine.finetuning import FineTuningArguments
 from ..models.freezing import is_batchnorm
+from ..pipeline import training
+from ..pipeline.arguments import parse_recipe_args
 from .rules import Measurements, recommend
 from .transferability import batchnorm_shift, knn_accuracy, linear_probe_accuracy, logme
 
@@ -49,22 +49,39 @@ def measure(argv: list[str], overrides: dict) -> Measurements:
     job = training.prepare(args, native=False)
     model = job.model.to(args.training.device).eval()
     splits = {s: job.datasets[s] for s in ("train", "validation")}
-    cached, _ = cached_features(model, splits, job.collator, ExtractionSettings.of_run(args.training), **cache_options(args.option(FeatureCacheArguments)))
+    cached, _ = cached_features(
+        model,
+        splits,
+        job.collator,
+        ExtractionSettings.of_run(args.training),
+        **cache_options(args.option(FeatureCacheArguments)),
+    )
     (train_x, train_y), (val_x, val_y) = (cached["train"].tensors, cached["validation"].tensors)
     counts = np.bincount(train_y.numpy(), minlength=len(job.data.label_names))
     shift = None
     if any(is_batchnorm(m) for m in model.backbone.modules()):
         sample = torch.utils.data.Subset(splits["train"], range(min(SHIFT_EXAMPLES, len(splits["train"]))))
-        loader = torch.utils.data.DataLoader(sample, batch_size=args.training.per_device_eval_batch_size, collate_fn=job.collator)
+        loader = torch.utils.data.DataLoader(
+            sample, batch_size=args.training.per_device_eval_batch_size, collate_fn=job.collator
+        )
         batches = ({k: v.to(args.training.device) for k, v in b.items() if k != "labels"} for b in loader)
         shift = batchnorm_shift(model, batches)
     return Measurements(
-        checkpoint=args.model.model_name_or_path, modality=job.data.modality, train_examples=len(train_y), classes=len(job.data.label_names),
-        smallest_class=int(counts.min()), validation_examples=len(val_y),
-        parameters=sum(p.numel() for p in model.backbone.parameters()), feature_size=int(train_x.shape[1]),
-        linear_probe=linear_probe_accuracy(train_x, train_y, val_x, val_y), knn=knn_accuracy(train_x, train_y, val_x, val_y),
-        logme=logme(train_x.numpy(), train_y.numpy()), majority_share=float(np.bincount(val_y.numpy()).max() / len(val_y)),
-        batchnorm_shift=shift, seconds=round(time.perf_counter() - started, 1))
+        checkpoint=args.model.model_name_or_path,
+        modality=job.data.modality,
+        train_examples=len(train_y),
+        classes=len(job.data.label_names),
+        smallest_class=int(counts.min()),
+        validation_examples=len(val_y),
+        parameters=sum(p.numel() for p in model.backbone.parameters()),
+        feature_size=int(train_x.shape[1]),
+        linear_probe=linear_probe_accuracy(train_x, train_y, val_x, val_y),
+        knn=knn_accuracy(train_x, train_y, val_x, val_y),
+        logme=logme(train_x.numpy(), train_y.numpy()),
+        majority_share=float(np.bincount(val_y.numpy()).max() / len(val_y)),
+        batchnorm_shift=shift,
+        seconds=round(time.perf_counter() - started, 1),
+    )
 
 
 def advise(argv: list[str] | None = None, **overrides) -> dict:
@@ -81,8 +98,13 @@ def advise(argv: list[str] | None = None, **overrides) -> dict:
     advice = recommend(best)
     command = _command(advice, best, argv, overrides)
     report = _report(ranking, score, advice, command)
-    outcome = {"advice": dataclasses.asdict(advice), "ranking": [dataclasses.asdict(m) for m in ranking], "ranked_by": score,
-               "command": command, "report": report}
+    outcome = {
+        "advice": dataclasses.asdict(advice),
+        "ranking": [dataclasses.asdict(m) for m in ranking],
+        "ranked_by": score,
+        "command": command,
+        "report": report,
+    }
     output_dir = pathlib.Path(option_value(argv, overrides, "output_dir") or DEFAULTS["output_dir"])
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "advice.json").write_text(json.dumps(outcome, indent=2))
@@ -146,7 +168,9 @@ def _command(advice, best: Measurements, argv: list[str], overrides: dict) -> st
             parts += [f"--{key}", *values]
     for key, value in advice.options.items():
         if key not in user:
-            parts += [f"--{key}"] + ([] if value is True else [f"{value:g}" if isinstance(value, float) else str(value)])
+            parts += [f"--{key}"] + (
+                [] if value is True else [f"{value:g}" if isinstance(value, float) else str(value)]
+            )
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -157,19 +181,27 @@ def _report(ranking: list[Measurements], score: str, advice, command: str) -> st
             lines.append("checkpoints, best first by LogME (linear probe and k-NN accuracy on validation beside it):")
         else:
             short = min(ranking, key=lambda m: m.train_examples - m.feature_size)
-            lines.append(f"checkpoints, best first by linear-probe accuracy on validation: {short.train_examples} training examples are fewer "
-                         f"than {short.checkpoint}'s {short.feature_size} feature dimensions, where LogME does not rank reliably")
+            lines.append(
+                f"checkpoints, best first by linear-probe accuracy on validation: {short.train_examples} training examples are fewer "
+                f"than {short.checkpoint}'s {short.feature_size} feature dimensions, where LogME does not rank reliably"
+            )
         for k, m in enumerate(ranking, 1):
-            lines.append(f"  {k}. {m.checkpoint}: LogME {m.logme:.3f}, linear probe {100 * m.linear_probe:.1f}%, k-NN {100 * m.knn:.1f}%")
+            lines.append(
+                f"  {k}. {m.checkpoint}: LogME {m.logme:.3f}, linear probe {100 * m.linear_probe:.1f}%, k-NN {100 * m.knn:.1f}%"
+            )
         other = "linear_probe" if score == "logme" else "logme"
         if max(ranking, key=lambda m: getattr(m, other)) is not ranking[0]:
-            lines.append(f"  note: {other.replace('_', ' ')} would rank another checkpoint first; the ranking above uses {score.replace('_', ' ')}")
+            lines.append(
+                f"  note: {other.replace('_', ' ')} would rank another checkpoint first; the ranking above uses {score.replace('_', ' ')}"
+            )
     best = ranking[0]
     lines.append(f"{best.checkpoint}: {advice.reasons[0]}")
     lines.append(f"→ {advice.strategy}: {advice.reasons[1]}")
     options = advice.options
     if "learning_rate" in options:
-        lines.append(f"  learning rate {options['learning_rate']:g}, head {options['head_learning_rate']:g}, {options['num_train_epochs']} epochs (best epoch on validation kept)")
+        lines.append(
+            f"  learning rate {options['learning_rate']:g}, head {options['head_learning_rate']:g}, {options['num_train_epochs']} epochs (best epoch on validation kept)"
+        )
     else:
         lines.append("  a logistic-regression head fitted to convergence, its L2 strength chosen on validation")
     lines.append(f"  measured in {sum(m.seconds for m in ranking):.0f} s; run it with:")

@@ -37,8 +37,14 @@ def logme(features: np.ndarray, labels: np.ndarray) -> float:
             alpha, beta = new_alpha, new_beta
             if converged:
                 break
-        evidence = (d / 2 * np.log(alpha) + n / 2 * np.log(beta) - 0.5 * np.log(alpha + beta * eigenvalues).sum()
-                    - beta / 2 * beta_de - alpha / 2 * alpha_de - n / 2 * np.log(2 * np.pi))
+        evidence = (
+            d / 2 * np.log(alpha)
+            + n / 2 * np.log(beta)
+            - 0.5 * np.log(alpha + beta * eigenvalues).sum()
+            - beta / 2 * beta_de
+            - alpha / 2 * alpha_de
+            - n / 2 * np.log(2 * np.pi)
+        )
         evidences.append(evidence / n)
     return float(np.mean(evidences))
 
@@ -113,5 +119,7 @@ def batchnorm_shift(model: torch.nn.Module, batches) -> float | None:
     for m in layers:
         total, count = sums[id(m)]
         if count:
-            shifts.append(((total / count - m.running_mean.float()).abs() / (m.running_var.float() + m.eps).sqrt()).mean().item())
+            shifts.append(
+                ((total / count - m.running_mean.float()).abs() / (m.running_var.float() + m.eps).sqrt()).mean().item()
+            )
     return float(np.mean(shifts)) if shifts else None

@@ -24,27 +24,51 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 class DataArguments:
     """Where the labelled examples come from and how many to use (names as in HF's example scripts)."""
 
-    dataset_name: str | None = dataclasses.field(default=None, metadata={"help": "bundled:rotten_tomatoes | bundled:fashion_mnist | bundled:mnist, a save_to_disk folder, or a Hub data set id"})
+    dataset_name: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "bundled:rotten_tomatoes | bundled:fashion_mnist | bundled:mnist, a save_to_disk folder, or a Hub data set id"
+        },
+    )
     dataset_config_name: str | None = dataclasses.field(default=None, metadata={"help": "Hub data set configuration"})
-    train_file: str | None = dataclasses.field(default=None, metadata={"help": "CSV / JSON / JSONL / Parquet (text, or image paths)"})
+    train_file: str | None = dataclasses.field(
+        default=None, metadata={"help": "CSV / JSON / JSONL / Parquet (text, or image paths)"}
+    )
     validation_file: str | None = None
     test_file: str | None = None
     train_dir: str | None = dataclasses.field(default=None, metadata={"help": "image folder, one subfolder per class"})
     validation_dir: str | None = None
     test_dir: str | None = None
-    text_column_name: str = dataclasses.field(default="text", metadata={"help": "text column; 'a,b' for sentence pairs"})
+    text_column_name: str = dataclasses.field(
+        default="text", metadata={"help": "text column; 'a,b' for sentence pairs"}
+    )
     label_column_name: str = "label"
-    image_column_name: str = dataclasses.field(default="image", metadata={"help": "image column (paths in a CSV, or images in a data set)"})
-    validation_split_percentage: float = dataclasses.field(default=10.0, metadata={"help": "held out of train when no validation set is given"})
-    max_train_samples_per_class: int | None = dataclasses.field(default=None, metadata={"help": "few-shot: this many training examples per class"})
+    image_column_name: str = dataclasses.field(
+        default="image", metadata={"help": "image column (paths in a CSV, or images in a data set)"}
+    )
+    validation_split_percentage: float = dataclasses.field(
+        default=10.0, metadata={"help": "held out of train when no validation set is given"}
+    )
+    max_train_samples_per_class: int | None = dataclasses.field(
+        default=None, metadata={"help": "few-shot: this many training examples per class"}
+    )
     max_eval_samples: int | None = None
     max_test_samples: int | None = None
     max_seq_length: int = 128
     image_size: int | None = dataclasses.field(default=None, metadata={"help": "override the checkpoint's input size"})
-    augment: bool = dataclasses.field(default=False, metadata={"help": "random resized crop, flip and colour jitter on training images"})
-    cache_images: bool = dataclasses.field(default=True, metadata={"help": "keep preprocessed images in memory after their first epoch "
-                                                                           "(splits that are not augmented, when they fit)"})
-    strict: bool = dataclasses.field(default=False, metadata={"help": "an unreadable image is an error instead of being skipped"})
+    augment: bool = dataclasses.field(
+        default=False, metadata={"help": "random resized crop, flip and colour jitter on training images"}
+    )
+    cache_images: bool = dataclasses.field(
+        default=True,
+        metadata={
+            "help": "keep preprocessed images in memory after their first epoch "
+            "(splits that are not augmented, when they fit)"
+        },
+    )
+    strict: bool = dataclasses.field(
+        default=False, metadata={"help": "an unreadable image is an error instead of being skipped"}
+    )
 
 
 @dataclasses.dataclass
@@ -95,11 +119,20 @@ def read_table(path_text: str, option: str) -> pd.DataFrame:
 def read_image_folder(path_text: str, option: str) -> pd.DataFrame:
     root = pathlib.Path(path_text)
     if not root.is_dir():
-        raise TransferError(f"--{option} '{root}' is not a folder: give a folder with one subfolder of images per class")
-    rows = [(str(p), d.name) for d in sorted(root.iterdir()) if d.is_dir()
-            for p in sorted(d.rglob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS]
+        raise TransferError(
+            f"--{option} '{root}' is not a folder: give a folder with one subfolder of images per class"
+        )
+    rows = [
+        (str(p), d.name)
+        for d in sorted(root.iterdir())
+        if d.is_dir()
+        for p in sorted(d.rglob("*"))
+        if p.suffix.lower() in IMAGE_EXTENSIONS
+    ]
     if not rows:
-        raise TransferError(f"--{option} '{root}' holds no images in class subfolders (expected {root}/<class>/<image>.png)")
+        raise TransferError(
+            f"--{option} '{root}' holds no images in class subfolders (expected {root}/<class>/<image>.png)"
+        )
     frame = pd.DataFrame(rows, columns=["image", "label"])
     frame.attrs["source"] = str(root)
     return frame
@@ -129,26 +162,35 @@ def _load_dataset_name(args: DataArguments):
         try:
             loaded = datasets.load_from_disk(name)
         except FileNotFoundError:
-            raise TransferError(f"--dataset_name '{name}' is a folder but not one written by save_to_disk: use --train_file / --train_dir for raw files") from None
+            raise TransferError(
+                f"--dataset_name '{name}' is a folder but not one written by save_to_disk: use --train_file / --train_dir for raw files"
+            ) from None
         if isinstance(loaded, datasets.Dataset):
             loaded = datasets.DatasetDict({"train": loaded})
         return _from_hf_dataset(loaded, args)
     from ..hub import hub_offline
 
     if hub_offline():
-        raise TransferError(f"data set '{name}' is not a local folder and the Hub is offline (HF_HUB_OFFLINE=1): use one of "
-                            + ", ".join(assets.PREFIX + n for n in assets.BUNDLED_DATASETS) + " or local files")
+        raise TransferError(
+            f"data set '{name}' is not a local folder and the Hub is offline (HF_HUB_OFFLINE=1): use one of "
+            + ", ".join(assets.PREFIX + n for n in assets.BUNDLED_DATASETS)
+            + " or local files"
+        )
     import datasets
 
     try:
         loaded = datasets.load_dataset(name, args.dataset_config_name)
     except Exception as exc:  # network, missing repo, auth: all end the run the same way
-        raise TransferError(f"could not load data set '{name}' from the Hub ({type(exc).__name__}): check the id and your network, "
-                            "or use " + ", ".join(assets.PREFIX + n for n in assets.BUNDLED_DATASETS)) from None
+        raise TransferError(
+            f"could not load data set '{name}' from the Hub ({type(exc).__name__}): check the id and your network, "
+            "or use " + ", ".join(assets.PREFIX + n for n in assets.BUNDLED_DATASETS)
+        ) from None
     return _from_hf_dataset(loaded, args)
 
 
-def _raw_splits(args: DataArguments, modality: str | None) -> tuple[dict[str, pd.DataFrame], list[str] | None, str, str]:
+def _raw_splits(
+    args: DataArguments, modality: str | None
+) -> tuple[dict[str, pd.DataFrame], list[str] | None, str, str]:
     """Read what the user named: ({split: frame}, label names or None, modality, description).
 
     Tables and data sets can hold text or image paths: the checkpoint's modality decides, else the columns.
@@ -180,7 +222,9 @@ def _raw_splits(args: DataArguments, modality: str | None) -> tuple[dict[str, pd
             for frame in splits.values():
                 frame[args.image_column_name] = relative_to_table(frame[args.image_column_name], frame.attrs["source"])
         return splits, None, modality, args.train_file
-    raise TransferError("no data given: pass --dataset_name (e.g. bundled:rotten_tomatoes), --train_file or --train_dir")
+    raise TransferError(
+        "no data given: pass --dataset_name (e.g. bundled:rotten_tomatoes), --train_file or --train_dir"
+    )
 
 
 def relative_to_table(paths, table: str) -> list:
@@ -194,7 +238,9 @@ def normalise_columns(frame: pd.DataFrame, modality: str, args: DataArguments) -
     if modality == "text":
         wanted = [c.strip() for c in args.text_column_name.split(",") if c.strip()]
         if not 1 <= len(wanted) <= 2:
-            raise TransferError(f"--text_column_name '{args.text_column_name}' must name one column or two ('a,b') for pairs")
+            raise TransferError(
+                f"--text_column_name '{args.text_column_name}' must name one column or two ('a,b') for pairs"
+            )
         renames = dict(zip(wanted, ["text", "text_pair"]))
         option = "text_column_name"
     else:
@@ -203,18 +249,26 @@ def normalise_columns(frame: pd.DataFrame, modality: str, args: DataArguments) -
         option = "image_column_name"
     for column in wanted:
         if column not in frame.columns:
-            raise TransferError(f"{source} has no column '{column}' (columns: {', '.join(map(str, frame.columns))}): set --{option}")
+            raise TransferError(
+                f"{source} has no column '{column}' (columns: {', '.join(map(str, frame.columns))}): set --{option}"
+            )
     if args.label_column_name not in frame.columns:
-        raise TransferError(f"{source} has no label column '{args.label_column_name}' (columns: {', '.join(map(str, frame.columns))}): set --label_column_name")
+        raise TransferError(
+            f"{source} has no label column '{args.label_column_name}' (columns: {', '.join(map(str, frame.columns))}): set --label_column_name"
+        )
     out = frame[wanted + [args.label_column_name]].rename(columns={**renames, args.label_column_name: "label"})
     listed = out["label"].map(lambda v: isinstance(v, (list, tuple, np.ndarray)))
     if listed.any():
         row = int(np.flatnonzero(listed.to_numpy())[0])
-        raise TransferError(f"{source} row {row}: '{args.label_column_name}' holds a list ({list(out['label'].iloc[row])[:4]}): "
-                            "multi-label data is not supported; give one label per row")
+        raise TransferError(
+            f"{source} row {row}: '{args.label_column_name}' holds a list ({list(out['label'].iloc[row])[:4]}): "
+            "multi-label data is not supported; give one label per row"
+        )
     if out["label"].isna().any():
         row = int(np.flatnonzero(out["label"].isna().to_numpy())[0])
-        raise TransferError(f"{source} row {row} has an empty '{args.label_column_name}': label every example or remove the row")
+        raise TransferError(
+            f"{source} row {row} has an empty '{args.label_column_name}': label every example or remove the row"
+        )
     if modality == "text":
         for column in [c for c in ("text", "text_pair") if c in out.columns]:
             out[column] = out[column].fillna("").astype(str)
@@ -225,8 +279,16 @@ def normalise_columns(frame: pd.DataFrame, modality: str, args: DataArguments) -
 UNLABELED = -100  # the label of an example without one: cross-entropy ignores it
 
 
-def read_unlabeled(args: DataArguments, *, file: str | None, folder: str | None, modality: str, option: str,
-                   max_samples: int | None = None, seed: int = 42) -> pd.DataFrame | None:
+def read_unlabeled(
+    args: DataArguments,
+    *,
+    file: str | None,
+    folder: str | None,
+    modality: str,
+    option: str,
+    max_samples: int | None = None,
+    seed: int = 42,
+) -> pd.DataFrame | None:
     """Extra inputs without labels (a table of texts or image paths, or a folder of images, searched recursively):
     a frame with `text` / `image` and `label` = -100. A label column, if present, is kept as `known_label` for
     reporting only. None when neither is given."""
@@ -237,7 +299,9 @@ def read_unlabeled(args: DataArguments, *, file: str | None, folder: str | None,
         if not root.is_dir():
             raise TransferError(f"--{option}_dir '{root}' is not a folder of images")
         if modality != "image":
-            raise TransferError(f"--{option}_dir '{root}' holds images but the model takes text: give --{option}_file with a text column")
+            raise TransferError(
+                f"--{option}_dir '{root}' holds images but the model takes text: give --{option}_file with a text column"
+            )
         paths = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not paths:
             raise TransferError(f"--{option}_dir '{root}' holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
@@ -250,14 +314,18 @@ def read_unlabeled(args: DataArguments, *, file: str | None, folder: str | None,
         raw = read_table(file, f"{option}_file")
         column = args.text_column_name.split(",")[0].strip() if modality == "text" else args.image_column_name
         if column not in raw.columns:
-            raise TransferError(f"--{option}_file '{file}' has no column '{column}' (columns: {', '.join(map(str, raw.columns))}): "
-                                f"set --{'text' if modality == 'text' else 'image'}_column_name")
+            raise TransferError(
+                f"--{option}_file '{file}' has no column '{column}' (columns: {', '.join(map(str, raw.columns))}): "
+                f"set --{'text' if modality == 'text' else 'image'}_column_name"
+            )
         key = "text" if modality == "text" else "image"
         frame = pd.DataFrame({key: raw[column].fillna("").astype(str) if modality == "text" else raw[column]})
         if modality == "text" and "," in args.text_column_name:
             second = args.text_column_name.split(",")[1].strip()
             if second not in raw.columns:
-                raise TransferError(f"--{option}_file '{file}' has no column '{second}' for the second text of each pair")
+                raise TransferError(
+                    f"--{option}_file '{file}' has no column '{second}' for the second text of each pair"
+                )
             frame["text_pair"] = raw[second].fillna("").astype(str)
         if modality == "image":
             frame["image"] = relative_to_table(frame["image"], file)
@@ -271,7 +339,9 @@ def read_unlabeled(args: DataArguments, *, file: str | None, folder: str | None,
     if modality == "image":
         frame, dropped = _drop_unreadable(frame, args.strict)
         if dropped:
-            print(f"skipped {len(dropped)} unreadable {option} image{'s' if len(dropped) > 1 else ''} (e.g. {', '.join(dropped[:3])})")
+            print(
+                f"skipped {len(dropped)} unreadable {option} image{'s' if len(dropped) > 1 else ''} (e.g. {', '.join(dropped[:3])})"
+            )
     if len(frame) == 0:
         raise TransferError(f"{frame.attrs['source']} ({option} data) is empty: give at least one example")
     frame["label"] = UNLABELED
@@ -317,8 +387,10 @@ def split_validation(frame: pd.DataFrame, percentage: float, seed: int) -> tuple
     counts = frame["label"].value_counts()
     if (counts < 2).any():
         label = counts.index[counts < 2][0]
-        raise TransferError(f"class '{label}' has only {counts[label]} example in {frame.attrs.get('source', 'train')}: "
-                            "too few to hold out a validation set; add examples or pass a validation set")
+        raise TransferError(
+            f"class '{label}' has only {counts[label]} example in {frame.attrs.get('source', 'train')}: "
+            "too few to hold out a validation set; add examples or pass a validation set"
+        )
     held_per_class = counts.map(lambda c: min(c - 1, max(1, round(c * percentage / 100))))
     shuffled, rank = _shuffled_with_rank(frame, seed)
     held = rank < shuffled["label"].map(held_per_class).to_numpy()
@@ -362,7 +434,9 @@ def _drop_unreadable(frame: pd.DataFrame, strict: bool) -> tuple[pd.DataFrame, l
         except Exception as exc:  # PIL raises many types for broken files
             if strict:
                 where = value if isinstance(value, str) else frame.attrs.get("source", "data")
-                raise TransferError(f"unreadable image {where} ({type(exc).__name__}): fix or remove it, or drop --strict to skip such images") from None
+                raise TransferError(
+                    f"unreadable image {where} ({type(exc).__name__}): fix or remove it, or drop --strict to skip such images"
+                ) from None
             keep.append(False)
             dropped.append(value if isinstance(value, str) else f"an image in {frame.attrs.get('source', 'data')}")
     return _keep_attrs(frame[np.array(keep, dtype=bool)], frame), dropped
@@ -375,16 +449,26 @@ def load_labelled_data(args: DataArguments, seed: int = 42, modality: str | None
     """Read, check, split and subset. `seed` drives every sample (TrainingArguments' data_seed or seed);
     `modality` ("text" / "image", from the checkpoint) says what a table's columns must hold."""
     raw, names, modality, description = _raw_splits(args, modality)
-    if "test" in raw and args.label_column_name in raw["test"].columns and raw["test"][args.label_column_name].isna().all():
-        print(f"{raw['test'].attrs.get('source', 'the test split')} has no labels (a benchmark's hidden test set): "
-              "evaluating on the validation split only")
+    if (
+        "test" in raw
+        and args.label_column_name in raw["test"].columns
+        and raw["test"][args.label_column_name].isna().all()
+    ):
+        print(
+            f"{raw['test'].attrs.get('source', 'the test split')} has no labels (a benchmark's hidden test set): "
+            "evaluating on the validation split only"
+        )
         del raw["test"]
     splits = {s: normalise_columns(f, modality, args) for s, f in raw.items() if s in ("train", "validation", "test")}
     if len(splits["train"]) == 0:
-        raise TransferError(f"{splits['train'].attrs.get('source', 'train')} is empty: give at least one labelled example per class")
+        raise TransferError(
+            f"{splits['train'].attrs.get('source', 'train')} is empty: give at least one labelled example per class"
+        )
 
     if "validation" not in splits:
-        splits["train"], splits["validation"] = split_validation(splits["train"], args.validation_split_percentage, seed)
+        splits["train"], splits["validation"] = split_validation(
+            splits["train"], args.validation_split_percentage, seed
+        )
     if args.max_train_samples_per_class:
         splits["train"] = take_per_class(splits["train"], args.max_train_samples_per_class, seed)
     if args.max_eval_samples:
@@ -398,17 +482,25 @@ def load_labelled_data(args: DataArguments, seed: int = 42, modality: str | None
             splits[split], dropped = _drop_unreadable(splits[split], args.strict)
             skipped += dropped
     if skipped:
-        print(f"skipped {len(skipped)} unreadable image{'s' if len(skipped) > 1 else ''} (e.g. {', '.join(skipped[:3])}): "
-              "fix or remove them, or pass --strict to stop on the first one")
+        print(
+            f"skipped {len(skipped)} unreadable image{'s' if len(skipped) > 1 else ''} (e.g. {', '.join(skipped[:3])}): "
+            "fix or remove them, or pass --strict to stop on the first one"
+        )
 
     label_names = names or _label_names(splits["train"]["label"])
     label_ids = _label_index(label_names)
     train_labels = set(splits["train"]["label"].map(label_key))
     for split, frame in splits.items():
         source = frame.attrs.get("source", split)
-        unknown = [v for v in frame["label"].unique() if label_key(v) not in label_ids or (split != "train" and label_key(v) not in train_labels)]
+        unknown = [
+            v
+            for v in frame["label"].unique()
+            if label_key(v) not in label_ids or (split != "train" and label_key(v) not in train_labels)
+        ]
         if unknown:
-            raise TransferError(f"{source} has label '{unknown[0]}' that never occurs in the training data: add training examples of it or remove those rows")
+            raise TransferError(
+                f"{source} has label '{unknown[0]}' that never occurs in the training data: add training examples of it or remove those rows"
+            )
         frame["label"] = frame["label"].map(lambda v: label_ids[label_key(v)]).astype(int)
         if len(frame) == 0:
             raise TransferError(f"{source} has no usable examples left: check the file and the sample caps")

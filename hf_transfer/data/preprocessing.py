@@ -12,12 +12,16 @@ import pandas as pd
 import torch
 from torchvision import transforms as T
 
-from .loading import LabelledData, open_image
 from ..errors import TransferError
 from ..models.loading import Checkpoint
+from .loading import LabelledData, open_image
 
-INTERPOLATIONS = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
-                  "nearest": T.InterpolationMode.NEAREST, "lanczos": T.InterpolationMode.LANCZOS}
+INTERPOLATIONS = {
+    "bilinear": T.InterpolationMode.BILINEAR,
+    "bicubic": T.InterpolationMode.BICUBIC,
+    "nearest": T.InterpolationMode.NEAREST,
+    "lanczos": T.InterpolationMode.LANCZOS,
+}
 PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
 RESAMPLE_CODES = {name: code for code, name in PIL_RESAMPLE.items()}
 
@@ -42,27 +46,60 @@ class ImageConfig:
             return TimmWrapperImageProcessor(pretrained_cfg=self.timm_pretrained_cfg(), architecture=timm_architecture)
         from transformers import CLIPImageProcessor
 
-        common = {"image_mean": list(self.mean), "image_std": list(self.std), "resample": RESAMPLE_CODES[self.interpolation], "do_convert_rgb": True}
+        common = {
+            "image_mean": list(self.mean),
+            "image_std": list(self.std),
+            "resample": RESAMPLE_CODES[self.interpolation],
+            "do_convert_rgb": True,
+        }
         if self.crop_pct:
-            return CLIPImageProcessor(size={"shortest_edge": int(self.size / self.crop_pct)}, crop_size={"height": self.size, "width": self.size},
-                                      do_center_crop=True, **common)
+            return CLIPImageProcessor(
+                size={"shortest_edge": int(self.size / self.crop_pct)},
+                crop_size={"height": self.size, "width": self.size},
+                do_center_crop=True,
+                **common,
+            )
         return CLIPImageProcessor(size={"height": self.size, "width": self.size}, do_center_crop=False, **common)
 
     def train_transform(self) -> T.Compose:
-        return T.Compose([T.RandomResizedCrop(self.size, interpolation=INTERPOLATIONS[self.interpolation]), T.RandomHorizontalFlip(),
-                          T.ColorJitter(0.2, 0.2, 0.2), T.ToTensor(), T.Normalize(self.mean, self.std)])
+        return T.Compose(
+            [
+                T.RandomResizedCrop(self.size, interpolation=INTERPOLATIONS[self.interpolation]),
+                T.RandomHorizontalFlip(),
+                T.ColorJitter(0.2, 0.2, 0.2),
+                T.ToTensor(),
+                T.Normalize(self.mean, self.std),
+            ]
+        )
 
     def strong_transform(self) -> T.Compose:
         """Augmentation that changes what a new domain changes: colour, contrast, polarity, sharpness and framing
         (no flips: they change what digits and text in images mean)."""
-        return T.Compose([T.RandomResizedCrop(self.size, scale=(0.6, 1.0), ratio=(0.85, 1.15), interpolation=INTERPOLATIONS[self.interpolation]),
-                          T.RandomInvert(0.3), T.ColorJitter(0.5, 0.5, 0.8, 0.5), T.RandomGrayscale(0.2),
-                          T.RandomApply([T.GaussianBlur(3, (0.1, 1.5))], p=0.3), T.ToTensor(), _RandomChannelGain(), T.Normalize(self.mean, self.std)])
+        return T.Compose(
+            [
+                T.RandomResizedCrop(
+                    self.size, scale=(0.6, 1.0), ratio=(0.85, 1.15), interpolation=INTERPOLATIONS[self.interpolation]
+                ),
+                T.RandomInvert(0.3),
+                T.ColorJitter(0.5, 0.5, 0.8, 0.5),
+                T.RandomGrayscale(0.2),
+                T.RandomApply([T.GaussianBlur(3, (0.1, 1.5))], p=0.3),
+                T.ToTensor(),
+                _RandomChannelGain(),
+                T.Normalize(self.mean, self.std),
+            ]
+        )
 
     def timm_pretrained_cfg(self) -> dict:
         """timm's own description of the same preprocessing (config.json's `pretrained_cfg` for timm models)."""
-        return {"input_size": [3, self.size, self.size], "mean": list(self.mean), "std": list(self.std),
-                "interpolation": self.interpolation, "crop_pct": self.crop_pct or 1.0, "crop_mode": "center"}
+        return {
+            "input_size": [3, self.size, self.size],
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+            "crop_pct": self.crop_pct or 1.0,
+            "crop_mode": "center",
+        }
 
 
 def load_processor(checkpoint: Checkpoint):
@@ -76,7 +113,9 @@ def load_processor(checkpoint: Checkpoint):
         return loader.from_pretrained(checkpoint.location, **checkpoint.load_kwargs)
     except (OSError, ValueError) as exc:
         kind = "tokenizer" if checkpoint.modality == "text" else "image processor"
-        raise TransferError(f"checkpoint '{checkpoint.name}' has no usable {kind} ({type(exc).__name__}): add its preprocessing files to the folder") from None
+        raise TransferError(
+            f"checkpoint '{checkpoint.name}' has no usable {kind} ({type(exc).__name__}): add its preprocessing files to the folder"
+        ) from None
 
 
 def image_config(checkpoint: Checkpoint, model: torch.nn.Module, processor, image_size: int | None) -> ImageConfig:
@@ -89,10 +128,16 @@ def image_config(checkpoint: Checkpoint, model: torch.nn.Module, processor, imag
 
         timm_model = next(m for m in model.modules() if hasattr(m, "pretrained_cfg") and hasattr(m, "num_features"))
         cfg = timm.data.resolve_model_data_config(timm_model)
-        config = ImageConfig(cfg["input_size"][-1], tuple(cfg["mean"]), tuple(cfg["std"]), cfg["interpolation"], cfg["crop_pct"])
+        config = ImageConfig(
+            cfg["input_size"][-1], tuple(cfg["mean"]), tuple(cfg["std"]), cfg["interpolation"], cfg["crop_pct"]
+        )
     else:
         resample = getattr(processor, "resample", 2)
-        name = resample if isinstance(resample, str) else PIL_RESAMPLE.get(int(getattr(resample, "value", resample)), "bilinear")
+        name = (
+            resample
+            if isinstance(resample, str)
+            else PIL_RESAMPLE.get(int(getattr(resample, "value", resample)), "bilinear")
+        )
         size, crop_pct = _processor_geometry(processor, checkpoint.name)
         config = ImageConfig(size, tuple(processor.image_mean), tuple(processor.image_std), name, crop_pct)
     if image_size:
@@ -112,12 +157,20 @@ def _check_fixed_size(model: torch.nn.Module, image_size: int) -> None:
     if entry is not None and entry.fixed_image_size:
         trained = getattr(getattr(config, "vision_config", config), "image_size", None)
         if isinstance(trained, int) and trained != image_size:
-            raise TransferError(f"--image_size {image_size}: {config.model_type} checkpoints take {trained} px images "
-                                f"(one position embedding per patch): leave --image_size unset or pass {trained}")
+            raise TransferError(
+                f"--image_size {image_size}: {config.model_type} checkpoints take {trained} px images "
+                f"(one position embedding per patch): leave --image_size unset or pass {trained}"
+            )
     patch_embed = getattr(getattr(inner, "timm_model", None), "patch_embed", None)
-    if patch_embed is not None and getattr(patch_embed, "strict_img_size", False) and tuple(patch_embed.img_size) != (image_size, image_size):
-        raise TransferError(f"--image_size {image_size}: timm '{inner.config.architecture}' takes {patch_embed.img_size[0]} px images "
-                            f"(one position embedding per patch): leave --image_size unset or pass {patch_embed.img_size[0]}")
+    if (
+        patch_embed is not None
+        and getattr(patch_embed, "strict_img_size", False)
+        and tuple(patch_embed.img_size) != (image_size, image_size)
+    ):
+        raise TransferError(
+            f"--image_size {image_size}: timm '{inner.config.architecture}' takes {patch_embed.img_size[0]} px images "
+            f"(one position embedding per patch): leave --image_size unset or pass {patch_embed.img_size[0]}"
+        )
 
 
 def _side(size, key: str):
@@ -135,7 +188,9 @@ def _processor_geometry(processor, name: str) -> tuple[int, float | None]:
     crop = getattr(processor, "crop_size", None)
     resize_to = _side(size, "shortest_edge") or _side(size, "height")
     if resize_to is None:
-        raise TransferError(f"checkpoint '{name}': cannot read the image size from its processor ({size}): pass --image_size")
+        raise TransferError(
+            f"checkpoint '{name}': cannot read the image size from its processor ({size}): pass --image_size"
+        )
     if getattr(processor, "do_center_crop", False) and crop is not None and _side(crop, "height"):
         final = _side(crop, "height")
         return final, (final / resize_to if final < resize_to else None)
@@ -220,7 +275,9 @@ def decode(image, max_side: int):
     image = open_image(image, max_side=max_side)
     if max(image.size) > max_side:
         scale = max_side / max(image.size)
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample=3)  # bicubic
+        image = image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample=3
+        )  # bicubic
     return image
 
 
@@ -238,8 +295,12 @@ class AugmentedImageDataset(torch.utils.data.Dataset):
         self.max_side = 2 * size
         self.decoded = self.shapes = None
         if keep_decoded:
-            self.decoded = torch.zeros((len(self.labels), self.max_side, self.max_side, 3), dtype=torch.uint8).share_memory_()
-            self.shapes = torch.zeros((len(self.labels), 2), dtype=torch.int32).share_memory_()  # (0, 0): not decoded yet
+            self.decoded = torch.zeros(
+                (len(self.labels), self.max_side, self.max_side, 3), dtype=torch.uint8
+            ).share_memory_()
+            self.shapes = torch.zeros(
+                (len(self.labels), 2), dtype=torch.int32
+            ).share_memory_()  # (0, 0): not decoded yet
 
     def __len__(self):
         return len(self.labels)
@@ -253,7 +314,7 @@ class AugmentedImageDataset(torch.utils.data.Dataset):
             height, width = self.shapes[index].tolist()
             return Image.fromarray(self.decoded[index, :height, :width].numpy().copy())
         image = decode(self.images[index], self.max_side)
-        self.decoded[index, :image.height, :image.width] = torch.from_numpy(np.array(image))
+        self.decoded[index, : image.height, : image.width] = torch.from_numpy(np.array(image))
         self.shapes[index] = torch.tensor([image.height, image.width], dtype=torch.int32)
         return image
 
@@ -318,8 +379,12 @@ class _ProcessorTransform:
 
     def __init__(self, processor):
         self.processor = processor
-        steps = getattr(getattr(processor, "val_transforms", None), "transforms", None)  # timm's processor: a torchvision Compose
-        to_tensor = next((i for i, step in enumerate(steps or []) if type(step).__name__ in ("ToTensor", "MaybeToTensor")), None)
+        steps = getattr(
+            getattr(processor, "val_transforms", None), "transforms", None
+        )  # timm's processor: a torchvision Compose
+        to_tensor = next(
+            (i for i, step in enumerate(steps or []) if type(step).__name__ in ("ToTensor", "MaybeToTensor")), None
+        )
         self.timm_steps = (steps[:to_tensor], steps[to_tensor:]) if to_tensor is not None else None
 
     def __call__(self, image) -> torch.Tensor:
@@ -343,7 +408,9 @@ class _ProcessorTransform:
                 image = step(image)
             return image
         p = self.processor
-        return p.rescale_and_normalize(pixels[None], p.do_rescale, p.rescale_factor, p.do_normalize, p.image_mean, p.image_std)[0]
+        return p.rescale_and_normalize(
+            pixels[None], p.do_rescale, p.rescale_factor, p.do_normalize, p.image_mean, p.image_std
+        )[0]
 
     def split_is_exact(self, image) -> bool:
         """Whether `finish(resized(image))` is uint8 in the middle and equals the processor's output bit for bit."""
@@ -354,11 +421,21 @@ class _ProcessorTransform:
 
 
 def collate_images(batch: list[dict]) -> dict:
-    return {"pixel_values": torch.stack([b["pixel_values"] for b in batch]), "labels": torch.tensor([b["labels"] for b in batch])}
+    return {
+        "pixel_values": torch.stack([b["pixel_values"] for b in batch]),
+        "labels": torch.tensor([b["labels"] for b in batch]),
+    }
 
 
-def build_datasets(data: LabelledData, processor, image_cfg: ImageConfig | None, max_seq_length: int, augment: bool, cache_images: bool = True,
-                   budget: ImageMemoryBudget | None = None):
+def build_datasets(
+    data: LabelledData,
+    processor,
+    image_cfg: ImageConfig | None,
+    max_seq_length: int,
+    augment: bool,
+    cache_images: bool = True,
+    budget: ImageMemoryBudget | None = None,
+):
     """{split: torch Dataset} and the collator that batches it. `processor`: the tokenizer, or for images the
     processor the run evaluates with and saves. Images are kept after their first pass, split by split (train, then
     validation, then the rest) while they fit the run's memory `budget` (said in one line when one does not):
@@ -375,24 +452,36 @@ def build_datasets(data: LabelledData, processor, image_cfg: ImageConfig | None,
     sample = next(iter(data.splits.values()))["image"].iloc[0]
     compact = cache_images and evaluate.split_is_exact(open_image(sample))
     kept = set()
-    for split in sorted(data.splits, key=lambda name: (name != "train", name != "validation")):  # read most often first
-        if cache_images and budget.take(kept_bytes(len(data.splits[split]), image_cfg.size, split in augmented, compact)):
+    for split in sorted(
+        data.splits, key=lambda name: (name != "train", name != "validation")
+    ):  # read most often first
+        if cache_images and budget.take(
+            kept_bytes(len(data.splits[split]), image_cfg.size, split in augmented, compact)
+        ):
             kept.add(split)
     if cache_images and kept != set(data.splits):
-        print(f"images of {', '.join(sorted(set(data.splits) - kept))} are not kept in memory (over the budget of "
-              f"{budget}): every epoch decodes them again")
-    datasets = {split: AugmentedImageDataset(frame, image_cfg.train_transform(), image_cfg.size, keep_decoded=split in kept) if split in augmented
-                else ImageDataset(frame, evaluate, image_cfg.size if split in kept else None, compact)
-                for split, frame in data.splits.items()}
+        print(
+            f"images of {', '.join(sorted(set(data.splits) - kept))} are not kept in memory (over the budget of "
+            f"{budget}): every epoch decodes them again"
+        )
+    datasets = {
+        split: AugmentedImageDataset(frame, image_cfg.train_transform(), image_cfg.size, keep_decoded=split in kept)
+        if split in augmented
+        else ImageDataset(frame, evaluate, image_cfg.size if split in kept else None, compact)
+        for split, frame in data.splits.items()
+    }
     return datasets, collate_images
 
 
-def augmented_training_set(frame: pd.DataFrame, transform, size: int, cache_images: bool = True,
-                           budget: ImageMemoryBudget | None = None) -> AugmentedImageDataset:
+def augmented_training_set(
+    frame: pd.DataFrame, transform, size: int, cache_images: bool = True, budget: ImageMemoryBudget | None = None
+) -> AugmentedImageDataset:
     """A training split under another augmentation (domain adaptation's strong one), its decoded images kept after
     the first pass when they fit what is left of the run's memory `budget`, as for --augment."""
     budget = budget or ImageMemoryBudget()
     keep = cache_images and budget.take(kept_bytes(len(frame), size, augmented=True))
     if cache_images and not keep:
-        print(f"the augmented training images are not kept in memory (over the budget of {budget}): every epoch decodes them again")
+        print(
+            f"the augmented training images are not kept in memory (over the budget of {budget}): every epoch decodes them again"
+        )
     return AugmentedImageDataset(frame, transform, size, keep_decoded=keep)

@@ -19,49 +19,87 @@ import torch
 import torch.nn.functional as F
 
 from ..data.loading import UNLABELED
+from ..engine.trainer import TransferTrainer
 from ..errors import TransferError
 from ..runs.inference import LoadedRun, class_logits, load_run
-from ..engine.trainer import TransferTrainer
 
 
 @dataclasses.dataclass
 class DistillationArguments:
     """The teacher, the student's depth and the loss."""
 
-    teacher: str | None = dataclasses.field(default=None, metadata={"help": "the teacher: a run folder of this toolkit (full model or adapter), "
-                                                                            "or any classification checkpoint (folder or Hub id)"})
-    student_layers: str | None = dataclasses.field(default=None, metadata={"help": "blocks of the teacher the student keeps, e.g. 0,2,4 "
-                                                                                   "(unless --model_name_or_path names the student)"})
-    student_num_layers: int | None = dataclasses.field(default=None, metadata={"help": "keep this many blocks, spread evenly (default: half)"})
-    temperature: float = dataclasses.field(default=4.0, metadata={"help": "softmax temperature of both models in the soft term"})
-    alpha: float = dataclasses.field(default=0.7, metadata={"help": "weight of the soft (teacher) term; 0 trains on hard labels alone"})
-    unlabeled_file: str | None = dataclasses.field(default=None, metadata={"help": "extra inputs without labels (text column, or image paths)"})
-    unlabeled_dir: str | None = dataclasses.field(default=None, metadata={"help": "a folder of extra images without labels"})
+    teacher: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "the teacher: a run folder of this toolkit (full model or adapter), "
+            "or any classification checkpoint (folder or Hub id)"
+        },
+    )
+    student_layers: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "blocks of the teacher the student keeps, e.g. 0,2,4 "
+            "(unless --model_name_or_path names the student)"
+        },
+    )
+    student_num_layers: int | None = dataclasses.field(
+        default=None, metadata={"help": "keep this many blocks, spread evenly (default: half)"}
+    )
+    temperature: float = dataclasses.field(
+        default=4.0, metadata={"help": "softmax temperature of both models in the soft term"}
+    )
+    alpha: float = dataclasses.field(
+        default=0.7, metadata={"help": "weight of the soft (teacher) term; 0 trains on hard labels alone"}
+    )
+    unlabeled_file: str | None = dataclasses.field(
+        default=None, metadata={"help": "extra inputs without labels (text column, or image paths)"}
+    )
+    unlabeled_dir: str | None = dataclasses.field(
+        default=None, metadata={"help": "a folder of extra images without labels"}
+    )
     max_unlabeled_samples: int | None = None
 
 
 def check_options(options: DistillationArguments) -> None:
     """Values no run can use: one line before anything is loaded."""
     if not options.teacher:
-        raise TransferError("--teacher is required: a run folder (e.g. outputs/full_finetune) or a classification checkpoint")
+        raise TransferError(
+            "--teacher is required: a run folder (e.g. outputs/full_finetune) or a classification checkpoint"
+        )
     if not 0.0 <= options.alpha <= 1.0:
         raise TransferError(f"--alpha {options.alpha:g} must be between 0 (hard labels only) and 1 (teacher only)")
     if not options.temperature > 0:
         raise TransferError(f"--temperature {options.temperature:g} must be positive (e.g. 4)")
     if options.student_layers and options.student_num_layers:
-        raise TransferError("--student_layers and --student_num_layers both choose the student's blocks: give only one")
+        raise TransferError(
+            "--student_layers and --student_num_layers both choose the student's blocks: give only one"
+        )
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, labels: torch.Tensor,
-                      temperature: float, alpha: float) -> torch.Tensor:
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    labels: torch.Tensor,
+    temperature: float,
+    alpha: float,
+) -> torch.Tensor:
     """The loss above, averaged over the batch (the soft term over every row, the hard term over labelled rows)."""
     student_logits = student_logits.float()
     labelled = labels != UNLABELED
-    hard = F.cross_entropy(student_logits[labelled], labels[labelled]) if labelled.any() else student_logits.sum() * 0.0
+    hard = (
+        F.cross_entropy(student_logits[labelled], labels[labelled]) if labelled.any() else student_logits.sum() * 0.0
+    )
     if teacher_logits is None or alpha == 0:
         return hard
-    soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=-1), F.log_softmax(teacher_logits.float() / temperature, dim=-1),
-                    log_target=True, reduction="batchmean") * temperature**2
+    soft = (
+        F.kl_div(
+            F.log_softmax(student_logits / temperature, dim=-1),
+            F.log_softmax(teacher_logits.float() / temperature, dim=-1),
+            log_target=True,
+            reduction="batchmean",
+        )
+        * temperature**2
+    )
     return alpha * soft + (1 - alpha) * hard
 
 
@@ -104,8 +142,10 @@ class Teacher:
 
         method = adapters.method(self.model)
         if method == "bottleneck":
-            raise TransferError(f"--teacher '{self.name}' is a bottleneck-adapter run: a student cannot be cut from it; "
-                                "pass a student with --model_name_or_path")
+            raise TransferError(
+                f"--teacher '{self.name}' is a bottleneck-adapter run: a student cannot be cut from it; "
+                "pass a student with --model_name_or_path"
+            )
         network = copy.deepcopy(self.model)
         if method:
             network = network.merge_and_unload()
@@ -113,8 +153,10 @@ class Teacher:
 
     def require_same_inputs(self, cut_from_teacher: bool) -> Teacher:
         if not cut_from_teacher:
-            raise TransferError("--augment runs the teacher on the student's augmented inputs, which need the teacher's preprocessing: "
-                                "drop --model_name_or_path (cut the student from the teacher) or drop --augment")
+            raise TransferError(
+                "--augment runs the teacher on the student's augmented inputs, which need the teacher's preprocessing: "
+                "drop --model_name_or_path (cut the student from the teacher) or drop --augment"
+            )
         return self
 
 
@@ -129,8 +171,10 @@ def label_order(teacher: Teacher, label_names: list[str]) -> list[int]:
     """The teacher's output index of each of the data's labels; the label sets must be the same."""
     index = {name: i for i, name in enumerate(teacher.label_names)}
     if set(index) != set(label_names):
-        raise TransferError(f"teacher '{teacher.name}' predicts {sorted(index)} but the data's labels are {sorted(label_names)}: "
-                            "distil on data labelled like the teacher's training data")
+        raise TransferError(
+            f"teacher '{teacher.name}' predicts {sorted(index)} but the data's labels are {sorted(label_names)}: "
+            "distil on data labelled like the teacher's training data"
+        )
     return [index[name] for name in label_names]
 
 
@@ -198,8 +242,15 @@ class DistillationTrainer(TransferTrainer):
     """Trains with `distillation_loss`; evaluates with cross-entropy. `teacher` (a module) runs on each training
     batch when the batches carry no precomputed teacher logits (augmented inputs)."""
 
-    def __init__(self, *args, temperature: float, alpha: float, teacher: torch.nn.Module | None = None,
-                 teacher_order: list[int] | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        temperature: float,
+        alpha: float,
+        teacher: torch.nn.Module | None = None,
+        teacher_order: list[int] | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.temperature, self.alpha = temperature, alpha
         self.teacher, self.teacher_order = teacher, teacher_order
@@ -213,5 +264,7 @@ class DistillationTrainer(TransferTrainer):
         if soft_targets is None and self.teacher is not None and model.training and self.alpha > 0:
             with torch.no_grad():
                 soft_targets = self.teacher(**inputs).logits[:, self.teacher_order]
-        loss = distillation_loss(outputs.logits, soft_targets if model.training else None, labels, self.temperature, self.alpha)
+        loss = distillation_loss(
+            outputs.logits, soft_targets if model.training else None, labels, self.temperature, self.alpha
+        )
         return (loss, outputs) if return_outputs else loss

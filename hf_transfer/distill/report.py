@@ -3,10 +3,10 @@ both sizes, and the inference speed-up measured in the same run on the same exam
 
 from __future__ import annotations
 
-from .distillation import Teacher, teacher_logits
-from ..runs.inference import encoded_batches
-from ..metrics import classification_report
 from ..engine.throughput import inference_rate
+from ..metrics import classification_report
+from ..runs.inference import encoded_batches
+from .distillation import Teacher, teacher_logits
 
 SPEED_EXAMPLES = 256  # examples timed per model: enough for a stable rate, small enough for a CPU
 
@@ -39,11 +39,19 @@ def speed_comparison(teacher: Teacher, job, trainer) -> dict:
     for start in range(0, len(frame), batch_size):
         batch = job.collator([dataset[i] for i in range(start, min(start + batch_size, len(frame)))])
         student_batches.append({k: v.to(device) for k, v in batch.items() if k != "labels"})
-    teacher_rate, student_rate = inference_rate(teacher.model, teacher_batches), inference_rate(student, student_batches)
+    teacher_rate, student_rate = (
+        inference_rate(teacher.model, teacher_batches),
+        inference_rate(student, student_batches),
+    )
     student_params, teacher_params = _count(student), _count(teacher.model)
-    return {"teacher_examples_per_second": round(teacher_rate, 1), "student_examples_per_second": round(student_rate, 1),
-            "inference_speedup": round(student_rate / teacher_rate, 2), "speed_measured_on": f"{len(frame)} {split} examples, {device}",
-            "student_params": student_params, "parameter_ratio": round(student_params / max(1, teacher_params), 3)}
+    return {
+        "teacher_examples_per_second": round(teacher_rate, 1),
+        "student_examples_per_second": round(student_rate, 1),
+        "inference_speedup": round(student_rate / teacher_rate, 2),
+        "speed_measured_on": f"{len(frame)} {split} examples, {device}",
+        "student_params": student_params,
+        "parameter_ratio": round(student_params / max(1, teacher_params), 3),
+    }
 
 
 def _count(model) -> int:
@@ -52,11 +60,13 @@ def _count(model) -> int:
 
 def summary_lines(results: dict) -> str:
     """Teacher vs student in three lines, for the console."""
+
     def pct(key):
         return f"{100 * results[key]:.2f}%" if isinstance(results.get(key), (int, float)) else "n/a"
 
-    return (f"teacher test acc : {pct('teacher_test_accuracy')} ({results['teacher_params']:,} params)\n"
-            f"student test acc : {pct('test_accuracy')} ({results['student_params']:,} params, {results['parameter_ratio']:.0%} of the teacher's)\n"
-            f"inference speedup: x{results['inference_speedup']:.2f} ({results['student_examples_per_second']:,} vs "
-            f"{results['teacher_examples_per_second']:,} examples/s on {results['speed_measured_on']})")
-
+    return (
+        f"teacher test acc : {pct('teacher_test_accuracy')} ({results['teacher_params']:,} params)\n"
+        f"student test acc : {pct('test_accuracy')} ({results['student_params']:,} params, {results['parameter_ratio']:.0%} of the teacher's)\n"
+        f"inference speedup: x{results['inference_speedup']:.2f} ({results['student_examples_per_second']:,} vs "
+        f"{results['teacher_examples_per_second']:,} examples/s on {results['speed_measured_on']})"
+    )

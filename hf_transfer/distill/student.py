@@ -21,7 +21,9 @@ def default_layers(num_blocks: int, num_layers: int | None = None) -> list[int]:
     and 6 kept this is DistilBERT's 0, 2, 4, 7, 9, 11."""
     num_layers = (num_blocks + 1) // 2 if num_layers is None else num_layers
     if not 1 <= num_layers <= num_blocks:
-        raise TransferError(f"--student_num_layers {num_layers} is out of range: the teacher has {num_blocks} blocks (pick 1 to {num_blocks})")
+        raise TransferError(
+            f"--student_num_layers {num_layers} is out of range: the teacher has {num_blocks} blocks (pick 1 to {num_blocks})"
+        )
     return sorted({int(i) for i in np.round(np.linspace(0, num_blocks - 1, num_layers))})
 
 
@@ -30,12 +32,16 @@ def parse_layers(text: str, num_blocks: int) -> list[int]:
     try:
         layers = [int(part) for part in str(text).split(",") if part.strip()]
     except ValueError:
-        raise TransferError(f"--student_layers '{text}' must be block indices separated by commas (e.g. 0,2,4)") from None
+        raise TransferError(
+            f"--student_layers '{text}' must be block indices separated by commas (e.g. 0,2,4)"
+        ) from None
     if not layers:
         raise TransferError(f"--student_layers '{text}' names no block: give indices such as 0,2,4")
     bad = [i for i in layers if not 0 <= i < num_blocks]
     if bad:
-        raise TransferError(f"--student_layers: block {bad[0]} is out of range, the teacher has blocks 0 to {num_blocks - 1}")
+        raise TransferError(
+            f"--student_layers: block {bad[0]} is out of range, the teacher has blocks 0 to {num_blocks - 1}"
+        )
     if len(set(layers)) != len(layers) or layers != sorted(layers):
         raise TransferError(f"--student_layers '{text}' must list distinct blocks in increasing order")
     return layers
@@ -44,35 +50,49 @@ def parse_layers(text: str, num_blocks: int) -> list[int]:
 def transformer_blocks(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
     """(owner, attribute, blocks): the model's list of transformer blocks, asked of the architecture registry."""
     from ..models.architectures import block_path, lookup
-    from ..models.layer_groups import block_list, base_module
+    from ..models.layer_groups import base_module, block_list
     from ..models.transfer_classifier import TransferClassifier
 
     inner = model.backbone if isinstance(model, TransferClassifier) else model
     if getattr(inner, "timm_model", None) is not None:
-        raise TransferError(f"a student cannot be cut from a timm model ({type(inner).__name__}): timm rebuilds a model from its architecture "
-                            "name, which fixes its depth, so a shallower copy would not reload; pass a smaller checkpoint as the student "
-                            "with --model_name_or_path")
+        raise TransferError(
+            f"a student cannot be cut from a timm model ({type(inner).__name__}): timm rebuilds a model from its architecture "
+            "name, which fixes its depth, so a shallower copy would not reload; pass a smaller checkpoint as the student "
+            "with --model_name_or_path"
+        )
     if not hasattr(inner, "config"):
-        raise TransferError(f"a student cannot be cut from a {type(inner).__name__}: it has no transformers config to rebuild a shallower "
-                            "copy from; pass a smaller checkpoint as the student with --model_name_or_path")
+        raise TransferError(
+            f"a student cannot be cut from a {type(inner).__name__}: it has no transformers config to rebuild a shallower "
+            "copy from; pass a smaller checkpoint as the student with --model_name_or_path"
+        )
     _, base = base_module(inner)
     entry = lookup(inner)
     if entry is not None and entry.shared_blocks:
-        raise TransferError(f"a student cannot be cut from {entry.name}: {entry.shared_blocks.split(':')[0]}; pass a student with --model_name_or_path")
+        raise TransferError(
+            f"a student cannot be cut from {entry.name}: {entry.shared_blocks.split(':')[0]}; pass a student with --model_name_or_path"
+        )
     if entry is not None and len(entry.blocks) == 1:
         path = block_path(base, entry.blocks[0])
     else:
         found = block_list(base)
         if found is None or (entry is not None and len(entry.blocks) > 1):
-            raise TransferError(f"cannot find one list of blocks in a {type(inner).__name__}: pass a student with --model_name_or_path")
+            raise TransferError(
+                f"cannot find one list of blocks in a {type(inner).__name__}: pass a student with --model_name_or_path"
+            )
         path = found[0]
     owner_path, _, attribute = path.rpartition(".")
     owner = base.get_submodule(owner_path) if owner_path else base
     blocks = getattr(owner, attribute)
-    shapes = {tuple((n, tuple(p.shape)) for n, p in block.named_parameters()) for block in blocks} if isinstance(blocks, nn.ModuleList) else set()
+    shapes = (
+        {tuple((n, tuple(p.shape)) for n, p in block.named_parameters()) for block in blocks}
+        if isinstance(blocks, nn.ModuleList)
+        else set()
+    )
     if len(shapes) != 1:  # stages of a hierarchical model; ModernBERT's first block, which has no attention norm
-        raise TransferError(f"a student cannot be cut from a {type(inner).__name__}: its blocks are not all alike (their parameters differ "
-                            "in name or shape); pass a smaller checkpoint as the student with --model_name_or_path")
+        raise TransferError(
+            f"a student cannot be cut from a {type(inner).__name__}: its blocks are not all alike (their parameters differ "
+            "in name or shape); pass a smaller checkpoint as the student with --model_name_or_path"
+        )
     return owner, attribute, blocks
 
 
@@ -100,5 +120,7 @@ def _depth_configs(model: nn.Module) -> list:
         configs.append(nested)
     unique = {id(c): c for c in configs}
     if not unique:
-        raise TransferError(f"a {type(model).__name__} does not record its depth as num_hidden_layers: pass a student with --model_name_or_path")
+        raise TransferError(
+            f"a {type(model).__name__} does not record its depth as num_hidden_layers: pass a student with --model_name_or_path"
+        )
     return list(unique.values())

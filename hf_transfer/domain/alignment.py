@@ -42,7 +42,9 @@ class DomainClassifier(nn.Module):
 
     def __init__(self, in_features: int, hidden_size: int = 256):
         super().__init__()
-        self.layers = nn.Sequential(nn.Linear(in_features, hidden_size), nn.ReLU(), nn.Dropout(0.1), nn.Linear(hidden_size, 1))
+        self.layers = nn.Sequential(
+            nn.Linear(in_features, hidden_size), nn.ReLU(), nn.Dropout(0.1), nn.Linear(hidden_size, 1)
+        )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.layers(features).squeeze(-1)
@@ -67,7 +69,9 @@ def coral_loss(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (covariance(source) - covariance(target)).pow(2).sum() / (4 * dimension**2)
 
 
-def mmd_loss(source: torch.Tensor, target: torch.Tensor, scales: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)) -> torch.Tensor:
+def mmd_loss(
+    source: torch.Tensor, target: torch.Tensor, scales: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+) -> torch.Tensor:
     """Squared MMD under a sum of Gaussian kernels, bandwidths `scales` times the median squared distance (held
     constant for the gradient). The unbiased U-statistic (Gretton et al. 2012) leaves out every pair of an example
     with itself: the biased estimate is smallest when all features collapse to one point, which drags training there."""

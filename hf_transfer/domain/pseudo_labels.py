@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def select(probabilities: np.ndarray, threshold: float, balance: bool = True, balance_factor: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+def select(
+    probabilities: np.ndarray, threshold: float, balance: bool = True, balance_factor: float = 2.0
+) -> tuple[np.ndarray, np.ndarray]:
     """(row indices, pseudo-labels) of the kept predictions, most confident first within each class."""
     confidence, predicted = probabilities.max(axis=1), probabilities.argmax(axis=1)
     eligible = np.flatnonzero(confidence >= threshold)
@@ -25,9 +27,21 @@ def select(probabilities: np.ndarray, threshold: float, balance: bool = True, ba
     return rows, predicted[rows]
 
 
-def round_report(round_number: int, rows: np.ndarray, labels: np.ndarray, total: int, num_labels: int, true_labels: np.ndarray | None) -> dict:
+def round_report(
+    round_number: int,
+    rows: np.ndarray,
+    labels: np.ndarray,
+    total: int,
+    num_labels: int,
+    true_labels: np.ndarray | None,
+) -> dict:
     """What a round kept: how many, per class, and (when the target's labels are known) how many were right."""
-    report = {"round": round_number, "kept": len(rows), "of": int(total), "per_class": np.bincount(labels, minlength=num_labels).tolist()}
+    report = {
+        "round": round_number,
+        "kept": len(rows),
+        "of": int(total),
+        "per_class": np.bincount(labels, minlength=num_labels).tolist(),
+    }
     if true_labels is not None and len(rows):
         report["pseudo_label_accuracy"] = float((true_labels[rows] == labels).mean())
     return report

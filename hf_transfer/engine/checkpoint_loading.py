@@ -38,8 +38,10 @@ def saved_to_live_names(model: nn.Module) -> dict[str, str]:
     reverted = revert_weight_conversion(model, dict(placeholders))
     converted = sorted(saved for saved, tensor in reverted.items() if id(tensor) not in owner)
     if converted:
-        raise TransferError(f"{type(model).__name__} saves {len(converted)} weights in a converted layout ({', '.join(converted[:3])} …) "
-                            "that cannot be mapped back one to one: pass --load_best_model_at_end false and do not resume this run")
+        raise TransferError(
+            f"{type(model).__name__} saves {len(converted)} weights in a converted layout ({', '.join(converted[:3])} …) "
+            "that cannot be mapped back one to one: pass --load_best_model_at_end false and do not resume this run"
+        )
     return {saved: owner[id(tensor)] for saved, tensor in reverted.items()}
 
 
@@ -53,7 +55,9 @@ def read_checkpoint(folder: str | pathlib.Path) -> dict[str, torch.Tensor] | Non
         return load_file(str(folder / WEIGHTS), device="cpu")
     if (folder / WEIGHTS_INDEX).is_file():
         shards = sorted(set(json.loads((folder / WEIGHTS_INDEX).read_text())["weight_map"].values()))
-        return {name: tensor for shard in shards for name, tensor in load_file(str(folder / shard), device="cpu").items()}
+        return {
+            name: tensor for shard in shards for name, tensor in load_file(str(folder / shard), device="cpu").items()
+        }
     if (folder / TORCH_WEIGHTS).is_file():
         return torch.load(folder / TORCH_WEIGHTS, map_location="cpu", weights_only=True)
     return None
@@ -74,11 +78,21 @@ def load_checkpoint(model: nn.Module, folder: str | pathlib.Path) -> bool:
     live = model.state_dict()
     loaded_storage = {live[name].data_ptr() for name in state if name in live}
     not_saved = set(getattr(model, "_keys_to_ignore_on_save", None) or ())
-    missing = [name for name in result.missing_keys if name not in not_saved and live[name].data_ptr() not in loaded_storage]
+    missing = [
+        name for name in result.missing_keys if name not in not_saved and live[name].data_ptr() not in loaded_storage
+    ]
     if missing or result.unexpected_keys:
-        detail = "; ".join(part for part in (f"missing {', '.join(missing[:3])}" if missing else "",
-                                             f"unexpected {', '.join(result.unexpected_keys[:3])}" if result.unexpected_keys else "") if part)
-        raise TransferError(f"checkpoint '{folder}' does not match {type(model).__name__} ({len(missing)} weights missing, "
-                            f"{len(result.unexpected_keys)} unexpected: {detail}): it was written by another model or another "
-                            "transformers version; resume from a checkpoint of this run's model")
+        detail = "; ".join(
+            part
+            for part in (
+                f"missing {', '.join(missing[:3])}" if missing else "",
+                f"unexpected {', '.join(result.unexpected_keys[:3])}" if result.unexpected_keys else "",
+            )
+            if part
+        )
+        raise TransferError(
+            f"checkpoint '{folder}' does not match {type(model).__name__} ({len(missing)} weights missing, "
+            f"{len(result.unexpected_keys)} unexpected: {detail}): it was written by another model or another "
+            "transformers version; resume from a checkpoint of this run's model"
+        )
     return True

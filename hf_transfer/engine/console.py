@@ -37,11 +37,19 @@ class EpochLines(TrainerCallback):
         if "loss" in logs:
             self.train_loss = logs["loss"]
         if "eval_loss" in logs:
-            parts = [f"epoch {state.epoch:g}/{args.num_train_epochs:g}" if args.max_steps <= 0 else f"step {state.global_step}/{state.max_steps}"]
+            parts = [
+                f"epoch {state.epoch:g}/{args.num_train_epochs:g}"
+                if args.max_steps <= 0
+                else f"step {state.global_step}/{state.max_steps}"
+            ]
             if self.train_loss is not None:
                 parts.append(f"train loss {self.train_loss:.4f}")
             parts.append(f"val loss {logs['eval_loss']:.4f}")
-            parts += [f"{name} {100 * logs[key]:.2f}%" for key, name in (("eval_accuracy", "accuracy"), ("eval_f1_macro", "macro-F1")) if key in logs]
+            parts += [
+                f"{name} {100 * logs[key]:.2f}%"
+                for key, name in (("eval_accuracy", "accuracy"), ("eval_f1_macro", "macro-F1"))
+                if key in logs
+            ]
             self._write("  ".join(parts))
 
     def on_train_end(self, args, state, control, **kwargs):

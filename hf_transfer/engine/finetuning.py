@@ -14,28 +14,43 @@ import dataclasses
 
 from torch import nn
 
-from ..models.architectures import shared_blocks_note
-from ..options import split_list
 from .. import defaults
 from ..errors import TransferError
+from ..models.architectures import shared_blocks_note
 from ..models.freezing import freeze_batchnorm_statistics, release_batchnorm_statistics
 from ..models.layer_groups import LayerGroup, layer_groups
+from ..options import split_list
 from .optim import discriminative_lrs
-
 
 
 @dataclasses.dataclass
 class FineTuningArguments:
     head_learning_rate: float | None = dataclasses.field(
-        default=None, metadata={"help": "LR of the new classification head (default: 1e-3); --learning_rate is the pretrained body's"})
+        default=None,
+        metadata={
+            "help": "LR of the new classification head (default: 1e-3); --learning_rate is the pretrained body's"
+        },
+    )
     lowest_learning_rate: float | None = dataclasses.field(
-        default=None, metadata={"help": "LR of the input-side layer group, rising geometrically to --learning_rate at the top block "
-                                        "(fastai's slice(lo, hi)); unset: one LR for the whole body"})
+        default=None,
+        metadata={
+            "help": "LR of the input-side layer group, rising geometrically to --learning_rate at the top block "
+            "(fastai's slice(lo, hi)); unset: one LR for the whole body"
+        },
+    )
     layer_group_patterns: str | None = dataclasses.field(
-        default=None, metadata={"help": "layer groups as regexes, input to output, ';'-separated; the last is the head (default: ask the model)"})
+        default=None,
+        metadata={
+            "help": "layer groups as regexes, input to output, ';'-separated; the last is the head (default: ask the model)"
+        },
+    )
     update_bn_statistics: bool = dataclasses.field(
-        default=False, metadata={"help": "let BatchNorm re-estimate its running statistics from training batches (for large batches); "
-                                         "default: keep the pretrained statistics"})
+        default=False,
+        metadata={
+            "help": "let BatchNorm re-estimate its running statistics from training batches (for large batches); "
+            "default: keep the pretrained statistics"
+        },
+    )
 
 
 def head_learning_rate(options: FineTuningArguments, modality: str) -> float:
@@ -60,12 +75,24 @@ def body_and_head_groups(model: nn.Module, options: FineTuningArguments, explici
     return groups
 
 
-def group_learning_rates(groups: list[LayerGroup], body_lr: float, options: FineTuningArguments, modality: str, factor: float | None = None,
-                         explicit: list[float] | None = None) -> list[float]:
+def group_learning_rates(
+    groups: list[LayerGroup],
+    body_lr: float,
+    options: FineTuningArguments,
+    modality: str,
+    factor: float | None = None,
+    explicit: list[float] | None = None,
+) -> list[float]:
     """Per-group LRs: the body at `body_lr` (a range down to --lowest_learning_rate, or `factor` per group); the last
     group, the head, apart. `explicit` gives every group's LR instead (checked: one per group)."""
-    return discriminative_lrs(len(groups), head_learning_rate(options, modality), factor=factor, lrs=explicit, body_lr=body_lr,
-                              lowest_lr=options.lowest_learning_rate)
+    return discriminative_lrs(
+        len(groups),
+        head_learning_rate(options, modality),
+        factor=factor,
+        lrs=explicit,
+        body_lr=body_lr,
+        lowest_lr=options.lowest_learning_rate,
+    )
 
 
 def apply_batchnorm_policy(model: nn.Module, options: FineTuningArguments, random_init: bool = False) -> None:
@@ -76,4 +103,6 @@ def apply_batchnorm_policy(model: nn.Module, options: FineTuningArguments, rando
         return
     count = freeze_batchnorm_statistics(model)
     if count:
-        print(f"BatchNorm: {count} layers keep their pretrained running statistics (--update_bn_statistics to re-estimate them)")
+        print(
+            f"BatchNorm: {count} layers keep their pretrained running statistics (--update_bn_statistics to re-estimate them)"
+        )

@@ -13,12 +13,18 @@ import math
 import torch
 
 from ..errors import TransferError
-from ..models.layer_groups import LayerGroup
 from ..models.architectures import decays
+from ..models.layer_groups import LayerGroup
 
 
-def discriminative_lrs(num_groups: int, head_lr: float, factor: float | None = None, lrs: list[float] | None = None,
-                       body_lr: float | None = None, lowest_lr: float | None = None) -> list[float]:
+def discriminative_lrs(
+    num_groups: int,
+    head_lr: float,
+    factor: float | None = None,
+    lrs: list[float] | None = None,
+    body_lr: float | None = None,
+    lowest_lr: float | None = None,
+) -> list[float]:
     """LR per group, input to output; the last group is the new head, at `head_lr`.
 
     The pretrained body's top group (the last before the head) trains at `body_lr` (default
@@ -30,7 +36,9 @@ def discriminative_lrs(num_groups: int, head_lr: float, factor: float | None = N
     """
     if lrs is not None:
         if len(lrs) != num_groups:
-            raise TransferError(f"{len(lrs)} learning rates given for {num_groups} layer groups: give one per group (input to output)")
+            raise TransferError(
+                f"{len(lrs)} learning rates given for {num_groups} layer groups: give one per group (input to output)"
+            )
         return [float(lr) for lr in lrs]
     if factor is not None and float(factor) <= 0:
         raise TransferError(f"discriminative LR factor {factor} must be positive (e.g. 2.6, or 10)")
@@ -41,14 +49,18 @@ def discriminative_lrs(num_groups: int, head_lr: float, factor: float | None = N
     if lowest_lr is not None:
         lowest = float(lowest_lr)
         if not 0 < lowest <= top:
-            raise TransferError(f"lowest learning rate {lowest:g} must be positive and at most the top block's {top:g}")
+            raise TransferError(
+                f"lowest learning rate {lowest:g} must be positive and at most the top block's {top:g}"
+            )
         ratio = (top / lowest) ** (1 / (body - 1)) if body > 1 else 1.0
     else:
         ratio = float(factor or 1.0)
     return [top / ratio ** (body - 1 - i) for i in range(body)] + [float(head_lr)]
 
 
-def param_groups(groups: list[LayerGroup], lrs: list[float], weight_decay: float, trains_while_frozen: set[int] = frozenset()) -> list[dict]:
+def param_groups(
+    groups: list[LayerGroup], lrs: list[float], weight_decay: float, trains_while_frozen: set[int] = frozenset()
+) -> list[dict]:
     """Optimizer param groups per layer group (with / without weight decay), each with its absolute LR.
 
     Parameters in `trains_while_frozen` (ids; BatchNorm affine parameters under train_bn) get param groups
@@ -64,13 +76,27 @@ def param_groups(groups: list[LayerGroup], lrs: list[float], weight_decay: float
             no_decay = [p for n, p in members if not decays(n, p)]
             for params, wd, wd_suffix in ((decay, weight_decay, ""), (no_decay, 0.0, ".no_decay")):
                 if params:
-                    result.append({"params": params, "lr": lr, "weight_decay": wd, "layer_group": group.name + suffix + wd_suffix,
-                                   "layer_group_index": index, "trains_while_frozen": flag})
+                    result.append(
+                        {
+                            "params": params,
+                            "lr": lr,
+                            "weight_decay": wd,
+                            "layer_group": group.name + suffix + wd_suffix,
+                            "layer_group_index": index,
+                            "trains_while_frozen": flag,
+                        }
+                    )
     return result
 
 
-def build_optimizer(groups: list[LayerGroup], lrs: list[float], weight_decay: float = 0.01, optimizer_class=torch.optim.AdamW,
-                    trains_while_frozen: set[int] = frozenset(), **optimizer_kwargs) -> torch.optim.Optimizer:
+def build_optimizer(
+    groups: list[LayerGroup],
+    lrs: list[float],
+    weight_decay: float = 0.01,
+    optimizer_class=torch.optim.AdamW,
+    trains_while_frozen: set[int] = frozenset(),
+    **optimizer_kwargs,
+) -> torch.optim.Optimizer:
     """One optimizer (AdamW unless told) over every parameter of every group. Frozen parameters get no gradient, so it skips them."""
     optimizer_kwargs.pop("lr", None)  # every param group carries its own
     return optimizer_class(param_groups(groups, lrs, weight_decay, trains_while_frozen), **optimizer_kwargs)

@@ -11,7 +11,9 @@ from typing import Callable, Sequence
 import torch
 
 
-def rows_across_ranks(compute: Callable[[Sequence[int]], tuple[torch.Tensor, ...]], length: int) -> tuple[torch.Tensor, ...]:
+def rows_across_ranks(
+    compute: Callable[[Sequence[int]], tuple[torch.Tensor, ...]], length: int
+) -> tuple[torch.Tensor, ...]:
     """`compute(rows)` returns tensors whose first dimension follows `rows`; here the same tensors for all `length` rows."""
     import torch.distributed as dist
 

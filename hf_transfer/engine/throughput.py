@@ -63,7 +63,9 @@ class TrainingThroughput(TrainerCallback):
         figures = {"train_loop_samples_per_second": [round(r, 1) for r in rate]}
         if len(self.epochs) > 1:
             later = self.epochs[1:]
-            figures["train_loop_samples_per_second_after_first_epoch"] = round(sum(e["samples"] for e in later) / sum(e["seconds"] for e in later), 1)
+            figures["train_loop_samples_per_second_after_first_epoch"] = round(
+                sum(e["samples"] for e in later) / sum(e["seconds"] for e in later), 1
+            )
         if torch.cuda.is_available():
             figures["peak_accelerator_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
         return figures

@@ -33,15 +33,30 @@ def base_schedule(trainer_args, num_training_steps: int, schedule: str | None = 
     if schedule == "slanted_triangular":
         return slanted_triangular(num_training_steps)
     probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    scheduler = get_scheduler(trainer_args.lr_scheduler_type, probe, num_warmup_steps=trainer_args.get_warmup_steps(num_training_steps),
-                              num_training_steps=num_training_steps, scheduler_specific_kwargs=trainer_args.lr_scheduler_kwargs)
+    scheduler = get_scheduler(
+        trainer_args.lr_scheduler_type,
+        probe,
+        num_warmup_steps=trainer_args.get_warmup_steps(num_training_steps),
+        num_training_steps=num_training_steps,
+        scheduler_specific_kwargs=trainer_args.lr_scheduler_kwargs,
+    )
     if not hasattr(scheduler, "lr_lambdas"):
-        raise ValueError(f"lr_scheduler_type '{trainer_args.lr_scheduler_type}' is not a per-step multiplier: use linear, cosine, constant_with_warmup, ...")
+        raise ValueError(
+            f"lr_scheduler_type '{trainer_args.lr_scheduler_type}' is not a per-step multiplier: use linear, cosine, constant_with_warmup, ..."
+        )
     return scheduler.lr_lambdas[0]
 
 
 class TransferTrainer(Trainer):
-    def __init__(self, *args, layer_groups=None, group_lrs: list[float] | None = None, unfreezing=None, schedule: str | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        layer_groups=None,
+        group_lrs: list[float] | None = None,
+        unfreezing=None,
+        schedule: str | None = None,
+        **kwargs,
+    ):
         self.layer_groups = layer_groups
         self.group_lrs = group_lrs
         self.unfreezing = unfreezing
@@ -60,20 +75,28 @@ class TransferTrainer(Trainer):
         from ..models.layer_groups import bind
         from .optim import build_optimizer
 
-        model = self.model if model is None else model  # under FSDP1, the wrapped model: groups are bound to it by name
+        model = (
+            self.model if model is None else model
+        )  # under FSDP1, the wrapped model: groups are bound to it by name
         self.layer_groups = bind(self.layer_groups, model)
         if self.unfreezing is not None:
             self.unfreezing.bind(model)
         lrs = self.unfreezing.group_lrs(self.group_lrs) if self.unfreezing is not None else self.group_lrs
         train_bn = self.unfreezing is not None and self.unfreezing.train_bn
         trains_while_frozen = batchnorm_parameter_ids(model) & self.unfreezing.eligible_ids() if train_bn else set()
-        optimizer_class, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)  # honours --optim / --optim_args
-        self.optimizer = build_optimizer(self.layer_groups, lrs, self.args.weight_decay, optimizer_class, trains_while_frozen, **optimizer_kwargs)
+        optimizer_class, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(
+            self.args, model
+        )  # honours --optim / --optim_args
+        self.optimizer = build_optimizer(
+            self.layer_groups, lrs, self.args.weight_decay, optimizer_class, trains_while_frozen, **optimizer_kwargs
+        )
         return self.optimizer
 
     def set_initial_training_values(self, args, dataloader):
         values = super().set_initial_training_values(args, dataloader)
-        self._steps_per_epoch = values[1]  # optimizer steps per epoch, whether the run is bounded by epochs or --max_steps
+        self._steps_per_epoch = values[
+            1
+        ]  # optimizer steps per epoch, whether the run is bounded by epochs or --max_steps
         return values
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
@@ -84,10 +107,14 @@ class TransferTrainer(Trainer):
         if self.unfreezing is None:
             lambdas = schedule
         else:
-            steps_per_epoch = getattr(self, "_steps_per_epoch", None) or math.ceil(num_training_steps / max(self.args.num_train_epochs, 1e-9))
+            steps_per_epoch = getattr(self, "_steps_per_epoch", None) or math.ceil(
+                num_training_steps / max(self.args.num_train_epochs, 1e-9)
+            )
             self.unfreezing.resolve(num_training_steps, steps_per_epoch)
-            lambdas = [self.unfreezing.lr_multiplier(pg["layer_group_index"], schedule, pg.get("trains_while_frozen", False))
-                       for pg in optimizer.param_groups]
+            lambdas = [
+                self.unfreezing.lr_multiplier(pg["layer_group_index"], schedule, pg.get("trains_while_frozen", False))
+                for pg in optimizer.param_groups
+            ]
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
         self._created_lr_scheduler = True
         return self.lr_scheduler
@@ -124,7 +151,9 @@ class TransferTrainer(Trainer):
         if (self.args.load_best_model_at_end or resume_from_checkpoint) and self._loads_weights_itself(self.model):
             from .checkpoint_loading import saved_to_live_names
 
-            saved_to_live_names(self.model)  # a model whose checkpoints cannot be read back is refused before training, not after
+            saved_to_live_names(
+                self.model
+            )  # a model whose checkpoints cannot be read back is refused before training, not after
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
@@ -137,7 +166,9 @@ class TransferTrainer(Trainer):
     def _load_best_model(self) -> None:
         from .checkpoint_loading import load_checkpoint
 
-        if not (self._loads_weights_itself(self.model) and load_checkpoint(self.model, self.state.best_model_checkpoint)):
+        if not (
+            self._loads_weights_itself(self.model) and load_checkpoint(self.model, self.state.best_model_checkpoint)
+        ):
             super()._load_best_model()
 
     def _determine_best_metric(self, metrics, trial) -> bool:
@@ -147,10 +178,21 @@ class TransferTrainer(Trainer):
             return True
         name = self.args.metric_for_best_model or ""
         name = name if name.startswith("eval_") else f"eval_{name}"
-        if previous_best is None or name == "eval_loss" or metrics.get(name) != previous_best or "eval_loss" not in metrics:
+        if (
+            previous_best is None
+            or name == "eval_loss"
+            or metrics.get(name) != previous_best
+            or "eval_loss" not in metrics
+        ):
             return False
-        best_loss = next((entry["eval_loss"] for entry in reversed(self.state.log_history)
-                          if entry.get("step") == previous_step and "eval_loss" in entry), None)
+        best_loss = next(
+            (
+                entry["eval_loss"]
+                for entry in reversed(self.state.log_history)
+                if entry.get("step") == previous_step and "eval_loss" in entry
+            ),
+            None,
+        )
         if best_loss is None or not np.less(metrics["eval_loss"], best_loss):
             return False
         self.state.best_global_step = self.state.global_step

@@ -37,12 +37,16 @@ class Phase:
 
     def __post_init__(self):
         if (self.at_epoch is None) == (self.at_step is None):
-            raise TransferError(f"an unfreezing phase needs exactly one of at_epoch / at_step, got {dataclasses.asdict(self)}")
+            raise TransferError(
+                f"an unfreezing phase needs exactly one of at_epoch / at_step, got {dataclasses.asdict(self)}"
+            )
         if isinstance(self.unfreeze, (str, int)):
             self.unfreeze = [self.unfreeze]
 
 
-def default_phases(num_groups: int, epochs_per_phase: float = 1.0, head_fitted: bool = False, keep_frozen: int = 0) -> list[Phase]:
+def default_phases(
+    num_groups: int, epochs_per_phase: float = 1.0, head_fitted: bool = False, keep_frozen: int = 0
+) -> list[Phase]:
     """ULMFiT's schedule: the head alone, then one more group from the output end every `epochs_per_phase`.
 
     `head_fitted`: the head-only phase already happened on cached features (LP-FT, Kumar et al. 2022), so the
@@ -53,23 +57,36 @@ def default_phases(num_groups: int, epochs_per_phase: float = 1.0, head_fitted: 
     starts = [[i] for i in order]
     if head_fitted and num_groups > 1:
         starts = [[order[0], order[1]], *[[i] for i in order[2:]]]
-    phases = [Phase(unfreeze=[i for i in members if i >= keep_frozen], at_epoch=n * epochs_per_phase) for n, members in enumerate(starts)]
+    phases = [
+        Phase(unfreeze=[i for i in members if i >= keep_frozen], at_epoch=n * epochs_per_phase)
+        for n, members in enumerate(starts)
+    ]
     return [p for p in phases if p.unfreeze]
 
 
 class GradualUnfreezing(TrainerCallback):
-    def __init__(self, groups: list[LayerGroup], phases: list[Phase | dict] | None = None, train_bn: bool = False, rewarm_steps: int = 0,
-                 update_bn_statistics: bool = False):
+    def __init__(
+        self,
+        groups: list[LayerGroup],
+        phases: list[Phase | dict] | None = None,
+        train_bn: bool = False,
+        rewarm_steps: int = 0,
+        update_bn_statistics: bool = False,
+    ):
         self.groups = groups
         self.phases = [p if isinstance(p, Phase) else Phase(**p) for p in (phases or default_phases(len(groups)))]
         self.train_bn = train_bn
         self.update_bn_statistics = update_bn_statistics
         self.rewarm_steps = rewarm_steps
-        self.eligible = {name for g in groups for name, p in g.parameters.items() if p.requires_grad}  # names: see bind()
+        self.eligible = {
+            name for g in groups for name, p in g.parameters.items() if p.requires_grad
+        }  # names: see bind()
         if len(self.eligible) != sum(len(g) for g in groups):
             frozen = sum(p.numel() for g in groups for name, p in g.parameters.items() if name not in self.eligible)
-            print(f"gradual unfreezing: {frozen:,} parameters were frozen before it started (e.g. a peft base) and stay frozen; "
-                  "only the adapter / trainable parameters of each group thaw")
+            print(
+                f"gradual unfreezing: {frozen:,} parameters were frozen before it started (e.g. a peft base) and stay frozen; "
+                "only the adapter / trainable parameters of each group thaw"
+            )
         index = {id(g): i for i, g in enumerate(groups)}
         self._phase_groups = [[index[id(g)] for g in select_groups(groups, p.unfreeze)] for p in self.phases]
         self.start_step: list[int | None] | None = None  # per group, once the step count is known
@@ -114,6 +131,7 @@ class GradualUnfreezing(TrainerCallback):
 
         `trains_while_frozen`: BatchNorm affine parameters under train_bn follow the base schedule from step 0.
         """
+
         def multiplier(step: int) -> float:
             if trains_while_frozen:
                 return base_schedule(step)
@@ -131,16 +149,28 @@ class GradualUnfreezing(TrainerCallback):
         wanted = self.trainable_at(step)
         for i, (group, trainable) in enumerate(zip(self.groups, wanted)):
             if self._trainable is None or self._trainable[i] != trainable:
-                set_group_trainable(group, trainable, train_bn=self.train_bn, update_bn_statistics=self.update_bn_statistics,
-                                    batchnorms=self._batchnorms, eligible=self.eligible)
+                set_group_trainable(
+                    group,
+                    trainable,
+                    train_bn=self.train_bn,
+                    update_bn_statistics=self.update_bn_statistics,
+                    batchnorms=self._batchnorms,
+                    eligible=self.eligible,
+                )
         self._trainable = wanted
 
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
         if self.start_step is None:  # a plain Trainer; TransferTrainer resolves before building its scheduler
-            steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps) if train_dataloader is not None else state.max_steps
+            steps_per_epoch = (
+                math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
+                if train_dataloader is not None
+                else state.max_steps
+            )
             self.resolve(state.max_steps, max(1, steps_per_epoch))
         if args.world_size > 1 and args.ddp_find_unused_parameters is False:
-            raise TransferError("gradual unfreezing under DDP needs ddp_find_unused_parameters=True (frozen layers get no gradient)")
+            raise TransferError(
+                "gradual unfreezing under DDP needs ddp_find_unused_parameters=True (frozen layers get no gradient)"
+            )
         if model is not None:
             self.bind(model)
         self._batchnorms = batchnorm_layers(model) if model is not None else []

@@ -25,19 +25,30 @@ VERSION = "1"  # bump when the stored format or the pooling code changes
 
 @dataclasses.dataclass
 class FeatureCacheArguments:
-    no_feature_cache: bool = dataclasses.field(default=False, metadata={"help": "do not read or write features on disk (extract them again)"})
-    feature_cache_dir: str | None = dataclasses.field(default=None, metadata={"help": "where features are kept (default ~/.cache/hf_transfer/features, "
-                                                                                   "or $HF_TRANSFER_CACHE/features)"})
+    no_feature_cache: bool = dataclasses.field(
+        default=False, metadata={"help": "do not read or write features on disk (extract them again)"}
+    )
+    feature_cache_dir: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "where features are kept (default ~/.cache/hf_transfer/features, or $HF_TRANSFER_CACHE/features)"
+        },
+    )
 
 
 def cache_options(options: FeatureCacheArguments) -> dict:
     """cached_features() keywords from parsed FeatureCacheArguments."""
-    return {"cache_dir": pathlib.Path(options.feature_cache_dir) if options.feature_cache_dir else None,
-            "enabled": not options.no_feature_cache}
+    return {
+        "cache_dir": pathlib.Path(options.feature_cache_dir) if options.feature_cache_dir else None,
+        "enabled": not options.no_feature_cache,
+    }
 
 
 def default_cache_dir() -> pathlib.Path:
-    root = os.environ.get("HF_TRANSFER_CACHE") or pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "hf_transfer"
+    root = (
+        os.environ.get("HF_TRANSFER_CACHE")
+        or pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "hf_transfer"
+    )
     return pathlib.Path(root) / "features"
 
 
@@ -71,7 +82,11 @@ def data_fingerprint(dataset) -> str:
             digest.update(json.dumps(dataset.encodings[key]).encode())
     else:  # images: the files (or in-memory images) and the processor's settings
         transform = getattr(dataset.transform, "processor", dataset.transform)
-        digest.update(json.dumps(transform.to_dict() if hasattr(transform, "to_dict") else repr(transform), sort_keys=True, default=str).encode())
+        digest.update(
+            json.dumps(
+                transform.to_dict() if hasattr(transform, "to_dict") else repr(transform), sort_keys=True, default=str
+            ).encode()
+        )
         for image in dataset.images:
             digest.update(_image_identity(image))
     digest.update(np.asarray(dataset.labels, dtype=np.int64).tobytes())
@@ -89,30 +104,50 @@ def _image_identity(image) -> bytes:
     return repr(image).encode()
 
 
-def cached_features(model, datasets: dict, collator, settings: ExtractionSettings, *, cache_dir: pathlib.Path | None = None,
-                    enabled: bool = True) -> tuple[dict, dict[str, str]]:
+def cached_features(
+    model,
+    datasets: dict,
+    collator,
+    settings: ExtractionSettings,
+    *,
+    cache_dir: pathlib.Path | None = None,
+    enabled: bool = True,
+) -> tuple[dict, dict[str, str]]:
     """({split: TensorDataset(features, labels)}, {split: "hit" | "extracted" | "off"})."""
     from safetensors.torch import load_file, save_file
 
     folder = cache_dir or default_cache_dir()
     model_key = model_fingerprint(model) if enabled else None
-    if settings.autocast_dtype is not None and enabled:  # features computed in bf16 / fp16 are not the float32 ones (keys of float32 unchanged)
+    if (
+        settings.autocast_dtype is not None and enabled
+    ):  # features computed in bf16 / fp16 are not the float32 ones (keys of float32 unchanged)
         model_key += str(settings.autocast_dtype)
     features, status, missing = {}, {}, {}
     for split, dataset in datasets.items():
-        path = folder / f"{hashlib.sha256((model_key + data_fingerprint(dataset)).encode()).hexdigest()[:32]}.safetensors" if enabled else None
+        path = (
+            folder / f"{hashlib.sha256((model_key + data_fingerprint(dataset)).encode()).hexdigest()[:32]}.safetensors"
+            if enabled
+            else None
+        )
         if path is not None and path.is_file():
             stored = load_file(str(path))
-            features[split], status[split] = torch.utils.data.TensorDataset(stored["features"], stored["labels"]), "hit"
+            features[split], status[split] = (
+                torch.utils.data.TensorDataset(stored["features"], stored["labels"]),
+                "hit",
+            )
         else:
             missing[split] = (dataset, path)
     if not missing:
         return features, status
     # the splits not stored yet in one pass: DataLoader workers start once and stay busy from split to split
-    together = _extract_sharded(model, torch.utils.data.ConcatDataset([dataset for dataset, _ in missing.values()]), collator, settings)
+    together = _extract_sharded(
+        model, torch.utils.data.ConcatDataset([dataset for dataset, _ in missing.values()]), collator, settings
+    )
     start = 0
     for split, (dataset, path) in missing.items():
-        extracted = torch.utils.data.TensorDataset(*(t[start : start + len(dataset)].clone() for t in together.tensors))
+        extracted = torch.utils.data.TensorDataset(
+            *(t[start : start + len(dataset)].clone() for t in together.tensors)
+        )
         start += len(dataset)
         if path is not None and _is_main_process():
             folder.mkdir(parents=True, exist_ok=True)

@@ -23,8 +23,10 @@ def new_head(model: nn.Module) -> nn.Module:
 
     names = head_modules(model)
     if len(names) != 1:
-        raise TransferError(f"a {type(model).__name__} has {len(names)} head modules ({', '.join(names)}): "
-                            "features are the input of a single head")
+        raise TransferError(
+            f"a {type(model).__name__} has {len(names)} head modules ({', '.join(names)}): "
+            "features are the input of a single head"
+        )
     return model.get_submodule(names[0])
 
 
@@ -63,20 +65,30 @@ class ExtractionSettings:
         given: cli), --dataloader_pin_memory (on an accelerator) and --bf16 / --fp16."""
         from ..models.frozen_precision import autocast_dtype
 
-        return cls(training_args.per_device_eval_batch_size, training_args.dataloader_num_workers,
-                   training_args.dataloader_pin_memory and training_args.device.type != "cpu", autocast_dtype(training_args))
+        return cls(
+            training_args.per_device_eval_batch_size,
+            training_args.dataloader_num_workers,
+            training_args.dataloader_pin_memory and training_args.device.type != "cpu",
+            autocast_dtype(training_args),
+        )
 
 
 @torch.no_grad()
-def extract_features(model, dataset, collator, settings: ExtractionSettings = ExtractionSettings(),
-                     device: torch.device | None = None) -> torch.utils.data.TensorDataset:
+def extract_features(
+    model, dataset, collator, settings: ExtractionSettings = ExtractionSettings(), device: torch.device | None = None
+) -> torch.utils.data.TensorDataset:
     """The head's input features (float32) and labels for every example, in eval mode (no dropout, BN running stats)."""
     was_training = model.training
     model.eval()
     device = device or next(model.parameters()).device
     head = None if says_its_features(model) else new_head(model)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, collate_fn=collator, num_workers=settings.num_workers,
-                                         pin_memory=settings.pin_memory)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=settings.batch_size,
+        collate_fn=collator,
+        num_workers=settings.num_workers,
+        pin_memory=settings.pin_memory,
+    )
     features, labels = [], []
     from tqdm.auto import tqdm
 

@@ -28,29 +28,56 @@ SCALINGS = ("one scale", "per feature")
 
 @dataclasses.dataclass
 class HeadFitArguments:
-    head_solver: str = dataclasses.field(default="auto", metadata={
-        "help": "how the head is fitted on cached features: lbfgs (logistic regression, L2 chosen on validation; linear heads), "
-                "adamw (gradient steps with the run's learning rate, epochs and schedule), auto = lbfgs for a linear head, adamw for the MLP"})
-    head_l2: float | None = dataclasses.field(default=None, metadata={"help": "L2 strength for --head_solver lbfgs (default: chosen on validation)"})
+    head_solver: str = dataclasses.field(
+        default="auto",
+        metadata={
+            "help": "how the head is fitted on cached features: lbfgs (logistic regression, L2 chosen on validation; linear heads), "
+            "adamw (gradient steps with the run's learning rate, epochs and schedule), auto = lbfgs for a linear head, adamw for the MLP"
+        },
+    )
+    head_l2: float | None = dataclasses.field(
+        default=None, metadata={"help": "L2 strength for --head_solver lbfgs (default: chosen on validation)"}
+    )
 
 
 # Options of gradient training that a logistic regression fitted to convergence has no use for.
-IGNORED_BY_LBFGS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
-                    "weight_decay", "warmup_steps", "lr_scheduler_type", "max_grad_norm", "head_dropout", "optim", "load_best_model_at_end")
+IGNORED_BY_LBFGS = (
+    "learning_rate",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "weight_decay",
+    "warmup_steps",
+    "lr_scheduler_type",
+    "max_grad_norm",
+    "head_dropout",
+    "optim",
+    "load_best_model_at_end",
+)
 
 
 def unused_options_notice(solver: str, args) -> str | None:
     """One line naming the options the user set (RecipeArgs) that this solver does not use, and what to pass instead."""
     explicit, notes = args.explicit, []
     if solver == "lbfgs" and (ignored := [f"--{k}" for k in IGNORED_BY_LBFGS if k in explicit]):
-        notes.append(f"{', '.join(ignored)}: not used by --head_solver lbfgs (a logistic regression fitted to convergence); "
-                     "pass --head_solver adamw to train the head with them")
+        notes.append(
+            f"{', '.join(ignored)}: not used by --head_solver lbfgs (a logistic regression fitted to convergence); "
+            "pass --head_solver adamw to train the head with them"
+        )
     if solver == "adamw" and args.option(HeadFitArguments).head_l2 is not None:
-        notes.append("--head_l2: not used by --head_solver adamw (its L2 is --weight_decay); pass --head_solver lbfgs with a linear head to use it")
-    if "metric_for_best_model" in explicit and args.training.metric_for_best_model not in ("accuracy", "eval_accuracy"):
+        notes.append(
+            "--head_l2: not used by --head_solver adamw (its L2 is --weight_decay); pass --head_solver lbfgs with a linear head to use it"
+        )
+    if "metric_for_best_model" in explicit and args.training.metric_for_best_model not in (
+        "accuracy",
+        "eval_accuracy",
+    ):
         notes.append("--metric_for_best_model: the head is chosen by validation accuracy on cached features")
     if "resume_from_checkpoint" in explicit:
-        notes.append("--resume_from_checkpoint: nothing to resume, the head is fitted again on the cached features in seconds")
+        notes.append(
+            "--resume_from_checkpoint: nothing to resume, the head is fitted again on the cached features in seconds"
+        )
     return "; ".join(notes) or None
 
 
@@ -73,14 +100,20 @@ def resolve_solver(solver: str, head: nn.Module) -> str:
     if solver not in SOLVERS:
         raise TransferError(f"--head_solver {solver!r}: choose one of {', '.join(SOLVERS)}")
     if solver == "lbfgs" and single_linear(head) is None:
-        raise TransferError("--head_solver lbfgs fits a linear head: use --head linear, or --head_solver adamw for the MLP head")
+        raise TransferError(
+            "--head_solver lbfgs fits a linear head: use --head linear, or --head_solver adamw for the MLP head"
+        )
     if solver == "auto":
         return "lbfgs" if single_linear(head) is not None else "adamw"
     return solver
 
 
-def cached_head_phase(head_phase: str, model: nn.Module, choices: tuple[str, ...] = ("steps", "cached"),
-                      otherwise: str = "the head-only phase trains through Trainer steps") -> bool:
+def cached_head_phase(
+    head_phase: str,
+    model: nn.Module,
+    choices: tuple[str, ...] = ("steps", "cached"),
+    otherwise: str = "the head-only phase trains through Trainer steps",
+) -> bool:
     """Whether the new head can be fitted first as a logistic regression on cached features (LP-FT's linear probe):
     `head_phase` is "cached" and the head is one Linear layer (DistilBERT's and ModernBERT's are two modules, RoBERTa's
     two layers: they start random). `otherwise` says what a recipe does instead."""
@@ -92,8 +125,10 @@ def cached_head_phase(head_phase: str, model: nn.Module, choices: tuple[str, ...
         return False
     heads = head_modules(model)
     if len(heads) != 1 or single_linear(model.get_submodule(heads[0])) is None:
-        print(f"--head_phase cached fits a linear head, and the new head of this {type(model).__name__} ({', '.join(heads)}) is not one "
-              f"Linear layer: {otherwise}")
+        print(
+            f"--head_phase cached fits a linear head, and the new head of this {type(model).__name__} ({', '.join(heads)}) is not one "
+            f"Linear layer: {otherwise}"
+        )
         return False
     return True
 
@@ -104,8 +139,16 @@ class HeadFit:
     log_history: list[dict]
 
 
-def fit_head(head: nn.Module, train: tuple[torch.Tensor, torch.Tensor], validation: tuple[torch.Tensor, torch.Tensor], *,
-             solver: str, training_args, l2: float | None = None, choice: str = "best") -> HeadFit:
+def fit_head(
+    head: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    validation: tuple[torch.Tensor, torch.Tensor],
+    *,
+    solver: str,
+    training_args,
+    l2: float | None = None,
+    choice: str = "best",
+) -> HeadFit:
     """Fit `head` in place on (features, labels) pairs; returns results for all_results.json and a log for the curves.
     `choice`: how lbfgs picks its L2 strength (CHOICES)."""
     device = training_args.device
@@ -113,7 +156,9 @@ def fit_head(head: nn.Module, train: tuple[torch.Tensor, torch.Tensor], validati
     validation = tuple(t.to(device) for t in validation)
     start = time.perf_counter()
     if solver == "lbfgs":
-        fit = fit_logistic_regression(single_linear(head), train, validation, l2_path=(l2,) if l2 is not None else L2_PATH, choice=choice)
+        fit = fit_logistic_regression(
+            single_linear(head), train, validation, l2_path=(l2,) if l2 is not None else L2_PATH, choice=choice
+        )
     else:
         fit = fit_by_gradient_steps(head, train, validation, training_args)
     fit.results.update(head_solver=solver, train_runtime=round(time.perf_counter() - start, 3))
@@ -151,18 +196,23 @@ def choose_candidate(candidates: list[tuple[tuple[float, float], tuple]], choice
     return max(eligible, key=lambda c: (c[0], -c[1]))[2]
 
 
-def fit_logistic_regression(linear: nn.Linear, train, validation, *, l2_path=L2_PATH, max_iter: int = 100,
-                            choice: str = "best") -> HeadFit:
+def fit_logistic_regression(
+    linear: nn.Linear, train, validation, *, l2_path=L2_PATH, max_iter: int = 100, choice: str = "best"
+) -> HeadFit:
     """Multinomial logistic regression, loss = mean cross-entropy + l2 * ||W||^2 on scaled features.
 
     `choice` picks among the fitted candidates (see CHOICES)."""
     x, y = train
-    x = x.float().flatten(1)  # a head such as Sequential(Flatten, Linear) (transformers' ResNet) takes its pooled input as (N, C, 1, 1)
+    x = x.float().flatten(
+        1
+    )  # a head such as Sequential(Flatten, Linear) (transformers' ResNet) takes its pooled input as (N, C, 1, 1)
     validation = (validation[0].float().flatten(1), validation[1])
     if x.shape[1] != linear.in_features:
-        raise TransferError(f"the new head's input has {x.shape[1]} values per example and its Linear layer takes {linear.in_features}: the head "
-                            "is more than a linear map, so it cannot be fitted as a logistic regression (feature extraction: --head_solver adamw; "
-                            "fine-tuning: --head_phase none, or steps for gradual unfreezing)")
+        raise TransferError(
+            f"the new head's input has {x.shape[1]} values per example and its Linear layer takes {linear.in_features}: the head "
+            "is more than a linear map, so it cannot be fitted as a logistic regression (feature extraction: --head_solver adamw; "
+            "fine-tuning: --head_phase none, or steps for gradual unfreezing)"
+        )
     classes = linear.out_features
     mean = x.mean(0)
     scales = {"one scale": x.std().clamp_min(1e-6).expand(x.shape[1]), "per feature": x.std(0).clamp_min(1e-6)}
@@ -173,8 +223,14 @@ def fit_logistic_regression(linear: nn.Linear, train, validation, *, l2_path=L2_
         weight = torch.zeros(x.shape[1], classes, device=x.device, requires_grad=True)
         bias = torch.zeros(classes, device=x.device, requires_grad=True)
         for l2 in l2_path:  # warm start: each strength begins from the previous (stronger) solution
-            optimizer = torch.optim.LBFGS([weight, bias], max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
-                                          tolerance_grad=1e-6, tolerance_change=1e-9)
+            optimizer = torch.optim.LBFGS(
+                [weight, bias],
+                max_iter=max_iter,
+                history_size=20,
+                line_search_fn="strong_wolfe",
+                tolerance_grad=1e-6,
+                tolerance_change=1e-9,
+            )
 
             def closure():
                 optimizer.zero_grad()
@@ -185,7 +241,9 @@ def fit_logistic_regression(linear: nn.Linear, train, validation, *, l2_path=L2_
             optimizer.step(closure)
             with torch.no_grad():
                 score = _accuracy_and_loss(vs @ weight + bias, validation[1])
-            scores.append({"scaling": scaling, "l2": l2, "eval_accuracy": round(score[0], 4), "eval_loss": round(score[1], 4)})
+            scores.append(
+                {"scaling": scaling, "l2": l2, "eval_accuracy": round(score[0], 4), "eval_loss": round(score[1], 4)}
+            )
             candidates.append((score, (scaling, l2, weight.detach() / scale[:, None], bias.detach().clone())))
     scaling, l2, raw_weight, bias = choose_candidate(candidates, choice, len(validation[1]))
     with torch.no_grad():  # logits = ((x - mean) / scale) W + b = x (W / scale) + (b - mean (W / scale))
@@ -193,8 +251,13 @@ def fit_logistic_regression(linear: nn.Linear, train, validation, *, l2_path=L2_
         linear.bias.copy_((bias - mean @ raw_weight).to(linear.bias))
         train_loss = nn.functional.cross_entropy(linear(x), y).item()
     chosen = f"{len(scores)} candidates" if len(scores) > 1 else "the given --head_l2"
-    results = {"head_l2": l2, "head_feature_scaling": scaling, "head_candidates": scores, "train_loss": train_loss,
-               "kept_because": f"{CHOICES[choice]} of {chosen} (l2 {l2:g}, {scaling})"}
+    results = {
+        "head_l2": l2,
+        "head_feature_scaling": scaling,
+        "head_candidates": scores,
+        "train_loss": train_loss,
+        "kept_because": f"{CHOICES[choice]} of {chosen} (l2 {l2:g}, {scaling})",
+    }
     return HeadFit(results, [])
 
 
@@ -206,15 +269,23 @@ def fit_by_gradient_steps(head: nn.Module, train, validation, args) -> HeadFit:
     x, y = train
     batch_size = args.per_device_train_batch_size * args.gradient_accumulation_steps
     steps_per_epoch = math.ceil(len(y) / batch_size)
-    total = args.max_steps if getattr(args, "max_steps", -1) > 0 else steps_per_epoch * max(1, math.ceil(args.num_train_epochs))
+    total = (
+        args.max_steps
+        if getattr(args, "max_steps", -1) > 0
+        else steps_per_epoch * max(1, math.ceil(args.num_train_epochs))
+    )
     epochs = math.ceil(total / steps_per_epoch)
     keep_best = getattr(args, "load_best_model_at_end", True)
     warmup = args.warmup_steps if args.warmup_steps >= 1 else math.ceil(args.warmup_steps * total)
     decay = [p for n, p in head.named_parameters() if p.dim() > 1]
     no_decay = [p for n, p in head.named_parameters() if p.dim() <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=args.learning_rate)
-    scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=int(warmup), num_training_steps=total)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.learning_rate,
+    )
+    scheduler = get_scheduler(
+        args.lr_scheduler_type, optimizer, num_warmup_steps=int(warmup), num_training_steps=total
+    )
     generator = torch.Generator(device="cpu").manual_seed(args.seed)
     head.to(x.device)
     best, best_state, best_epoch, log = None, None, 0, []
@@ -222,7 +293,7 @@ def fit_by_gradient_steps(head: nn.Module, train, validation, args) -> HeadFit:
         head.train()
         order, losses = torch.randperm(len(y), generator=generator).to(x.device), []
         for start in range(0, min(len(y), (total - (epoch - 1) * steps_per_epoch) * batch_size), batch_size):
-            rows = order[start:start + batch_size]
+            rows = order[start : start + batch_size]
             loss = nn.functional.cross_entropy(head(x[rows]), y[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -234,11 +305,20 @@ def fit_by_gradient_steps(head: nn.Module, train, validation, args) -> HeadFit:
         head.eval()
         with torch.no_grad():
             score = _accuracy_and_loss(head(validation[0]), validation[1])
-        log += [{"epoch": float(epoch), "loss": sum(losses) / len(losses), "learning_rate": scheduler.get_last_lr()[0]},
-                {"epoch": float(epoch), "eval_loss": score[1], "eval_accuracy": score[0]}]
+        log += [
+            {"epoch": float(epoch), "loss": sum(losses) / len(losses), "learning_rate": scheduler.get_last_lr()[0]},
+            {"epoch": float(epoch), "eval_loss": score[1], "eval_accuracy": score[0]},
+        ]
         if _better(score, best) or not keep_best:
             best, best_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
     head.load_state_dict(best_state)
-    return HeadFit({"kept_epoch": float(best_epoch), "kept_because": "best validation accuracy" if keep_best else "last epoch",
-                    "epochs_trained": float(epochs), "train_loss": log[-2]["loss"]}, log)
+    return HeadFit(
+        {
+            "kept_epoch": float(best_epoch),
+            "kept_because": "best validation accuracy" if keep_best else "last epoch",
+            "epochs_trained": float(epochs),
+            "train_loss": log[-2]["loss"],
+        },
+        log,
+    )

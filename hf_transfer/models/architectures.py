@@ -27,11 +27,15 @@ class Targets:
     bottleneck: tuple[str, ...]  # the attention output and feed-forward output projections
 
 
-BERT_TARGETS = Targets(("query", "value"), ("key", "value", "output.dense"), ("output.dense",), ("attention.output.dense", "output.dense"))
+BERT_TARGETS = Targets(
+    ("query", "value"), ("key", "value", "output.dense"), ("output.dense",), ("attention.output.dense", "output.dense")
+)
 Q_PROJ_TARGETS = Targets(("q_proj", "v_proj"), ("k_proj", "v_proj", "fc2"), ("fc2",), ("o_proj", "fc2"))
 CLIP_TARGETS = Targets(("q_proj", "v_proj"), ("k_proj", "v_proj", "fc2"), ("fc2",), ("out_proj", "fc2"))
 DISTILBERT_TARGETS = Targets(("q_lin", "v_lin"), ("k_lin", "v_lin", "lin2"), ("lin2",), ("out_lin", "lin2"))
-TIMM_VIT_TARGETS = Targets(("qkv", "fc1", "fc2"), ("qkv", "fc2"), ("fc2",), ("attn.proj", "fc2"))  # timm ViTs, found by their `qkv` layers
+TIMM_VIT_TARGETS = Targets(
+    ("qkv", "fc1", "fc2"), ("qkv", "fc2"), ("fc2",), ("attn.proj", "fc2")
+)  # timm ViTs, found by their `qkv` layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +43,12 @@ class Architecture:
     name: str
     model_types: tuple[str, ...] = ()  # transformers config.model_type values
     classes: tuple[str, ...] = ()  # torchvision class names (models without a config)
-    blocks: tuple[str, ...] = ()  # module lists inside the base model, zipped: group i holds element i of each ("a|b": a, else b)
-    input_side: tuple[str, ...] = ()  # modules every block uses (relative position tables): grouped with the embeddings
+    blocks: tuple[
+        str, ...
+    ] = ()  # module lists inside the base model, zipped: group i holds element i of each ("a|b": a, else b)
+    input_side: tuple[
+        str, ...
+    ] = ()  # modules every block uses (relative position tables): grouped with the embeddings
     stem: tuple[str, ...] = ()  # torchvision: modules before the blocks
     neck: tuple[str, ...] = ()  # torchvision: modules after the blocks
     base: str | None = None  # the backbone's attribute when the class's own base_model is the whole model
@@ -53,44 +61,128 @@ class Architecture:
 
 
 REGISTRY = (
-    Architecture("BERT-style", ("bert", "roberta", "xlm-roberta", "electra", "camembert", "ernie", "data2vec-text"), blocks=("encoder.layer",),
-                 targets=BERT_TARGETS),
-    Architecture("DeBERTa", ("deberta", "deberta-v2"), blocks=("encoder.layer",), input_side=("encoder.rel_embeddings", "encoder.LayerNorm"),
-                 targets=Targets(("query_proj", "value_proj"), ("key_proj", "value_proj", "output.dense"), ("output.dense",),
-                                 ("attention.output.dense", "output.dense"))),
-    Architecture("MPNet", ("mpnet",), blocks=("encoder.layer",), input_side=("encoder.relative_attention_bias",),
-                 targets=Targets(("q", "v"), ("k", "v", "output.dense"), ("output.dense",), ("attn.o", "output.dense"))),
+    Architecture(
+        "BERT-style",
+        ("bert", "roberta", "xlm-roberta", "electra", "camembert", "ernie", "data2vec-text"),
+        blocks=("encoder.layer",),
+        targets=BERT_TARGETS,
+    ),
+    Architecture(
+        "DeBERTa",
+        ("deberta", "deberta-v2"),
+        blocks=("encoder.layer",),
+        input_side=("encoder.rel_embeddings", "encoder.LayerNorm"),
+        targets=Targets(
+            ("query_proj", "value_proj"),
+            ("key_proj", "value_proj", "output.dense"),
+            ("output.dense",),
+            ("attention.output.dense", "output.dense"),
+        ),
+    ),
+    Architecture(
+        "MPNet",
+        ("mpnet",),
+        blocks=("encoder.layer",),
+        input_side=("encoder.relative_attention_bias",),
+        targets=Targets(("q", "v"), ("k", "v", "output.dense"), ("output.dense",), ("attn.o", "output.dense")),
+    ),
     Architecture("DistilBERT", ("distilbert",), blocks=("transformer.layer",), targets=DISTILBERT_TARGETS),
-    Architecture("ALBERT", ("albert",), blocks=("encoder.albert_layer_groups",),
-                 targets=Targets(("query", "value"), ("key", "value", "ffn_output"), ("ffn_output",), ("attention.dense", "ffn_output")),
-                 shared_blocks="ALBERT shares one set of layer weights across all its blocks: layer-wise learning rates and unfreezing "
-                               "treat the shared layer as one group"),
-    Architecture("ModernBERT", ("modernbert",), blocks=("layers",), targets=Targets(("Wqkv",), ("Wqkv", "mlp.Wo"), ("mlp.Wo",), ("attn.Wo", "mlp.Wo"))),
-    Architecture("ViT-style", ("vit", "deit", "beit", "data2vec-vision", "vit_msn", "vit_mae"), blocks=("layers|encoder.layer",),
-                 input_side=("encoder.relative_position_bias",),  # BEiT's shared table
-                 targets=Q_PROJ_TARGETS, pooling="cls", fixed_image_size=True),
-    Architecture("DINOv2", ("dinov2", "dinov2_with_registers"), blocks=("layers|encoder.layer",), targets=Q_PROJ_TARGETS, pooling="cls"),
-    Architecture("CLIP / SigLIP vision", ("clip_vision_model", "siglip_vision_model"), blocks=("encoder.layers",),
-                 targets=CLIP_TARGETS, modality="image", fixed_image_size=True),
-    Architecture("CLIP / SigLIP", ("clip", "siglip"), blocks=("encoder.layers",), base="vision_model", targets=CLIP_TARGETS,
-                 modality="image", vision_tower=True, fixed_image_size=True),
+    Architecture(
+        "ALBERT",
+        ("albert",),
+        blocks=("encoder.albert_layer_groups",),
+        targets=Targets(
+            ("query", "value"), ("key", "value", "ffn_output"), ("ffn_output",), ("attention.dense", "ffn_output")
+        ),
+        shared_blocks="ALBERT shares one set of layer weights across all its blocks: layer-wise learning rates and unfreezing "
+        "treat the shared layer as one group",
+    ),
+    Architecture(
+        "ModernBERT",
+        ("modernbert",),
+        blocks=("layers",),
+        targets=Targets(("Wqkv",), ("Wqkv", "mlp.Wo"), ("mlp.Wo",), ("attn.Wo", "mlp.Wo")),
+    ),
+    Architecture(
+        "ViT-style",
+        ("vit", "deit", "beit", "data2vec-vision", "vit_msn", "vit_mae"),
+        blocks=("layers|encoder.layer",),
+        input_side=("encoder.relative_position_bias",),  # BEiT's shared table
+        targets=Q_PROJ_TARGETS,
+        pooling="cls",
+        fixed_image_size=True,
+    ),
+    Architecture(
+        "DINOv2",
+        ("dinov2", "dinov2_with_registers"),
+        blocks=("layers|encoder.layer",),
+        targets=Q_PROJ_TARGETS,
+        pooling="cls",
+    ),
+    Architecture(
+        "CLIP / SigLIP vision",
+        ("clip_vision_model", "siglip_vision_model"),
+        blocks=("encoder.layers",),
+        targets=CLIP_TARGETS,
+        modality="image",
+        fixed_image_size=True,
+    ),
+    Architecture(
+        "CLIP / SigLIP",
+        ("clip", "siglip"),
+        blocks=("encoder.layers",),
+        base="vision_model",
+        targets=CLIP_TARGETS,
+        modality="image",
+        vision_tower=True,
+        fixed_image_size=True,
+    ),
     Architecture("Swin", ("swin", "swinv2"), blocks=("encoder.layers",), targets=Q_PROJ_TARGETS),
-    Architecture("PVT", ("pvt",), blocks=("encoder.patch_embeddings", "encoder.block"),
-                 targets=Targets(("query", "value"), ("key", "value", "dense2"), ("dense2",), ("attention.output.dense", "dense2")), pooling="mean"),
+    Architecture(
+        "PVT",
+        ("pvt",),
+        blocks=("encoder.patch_embeddings", "encoder.block"),
+        targets=Targets(
+            ("query", "value"), ("key", "value", "dense2"), ("dense2",), ("attention.output.dense", "dense2")
+        ),
+        pooling="mean",
+    ),
     Architecture("MobileViT", ("mobilevit",), blocks=("encoder.layer",), targets=BERT_TARGETS),
     Architecture("ConvNeXt", ("convnext", "convnextv2"), blocks=("encoder.stages",)),
     Architecture("ResNet", ("resnet", "regnet"), blocks=("encoder.stages",)),
     Architecture("EfficientNet", ("efficientnet",), blocks=("encoder.blocks",)),
-    Architecture("torchvision ResNet", classes=("ResNet",), stem=("conv1", "bn1"), blocks=("layer1", "layer2", "layer3", "layer4")),
-    Architecture("torchvision ViT", classes=("VisionTransformer",), stem=("class_token", "conv_proj", "encoder.pos_embedding"), blocks=("encoder.layers",),
-                 neck=("encoder.ln",), targets=Targets(("self_attention.out_proj", "mlp.0", "mlp.3"), ("mlp.0", "mlp.3"), ("mlp.3",), ("self_attention.out_proj", "mlp.3"))),
+    Architecture(
+        "torchvision ResNet",
+        classes=("ResNet",),
+        stem=("conv1", "bn1"),
+        blocks=("layer1", "layer2", "layer3", "layer4"),
+    ),
+    Architecture(
+        "torchvision ViT",
+        classes=("VisionTransformer",),
+        stem=("class_token", "conv_proj", "encoder.pos_embedding"),
+        blocks=("encoder.layers",),
+        neck=("encoder.ln",),
+        targets=Targets(
+            ("self_attention.out_proj", "mlp.0", "mlp.3"),
+            ("mlp.0", "mlp.3"),
+            ("mlp.3",),
+            ("self_attention.out_proj", "mlp.3"),
+        ),
+    ),
     Architecture("torchvision RegNet", classes=("RegNet",), stem=("stem",), blocks=("trunk_output",)),
-    Architecture("torchvision EfficientNet / MobileNet / ConvNeXt", classes=("EfficientNet", "MobileNetV2", "MobileNetV3", "ConvNeXt"), blocks=("features",)),
+    Architecture(
+        "torchvision EfficientNet / MobileNet / ConvNeXt",
+        classes=("EfficientNet", "MobileNetV2", "MobileNetV3", "ConvNeXt"),
+        blocks=("features",),
+    ),
 )
 # Raw parameters that are positions or tokens, not weights: no weight decay (what timm's no_weight_decay() lists).
 # Embedding tables (`....position_embeddings.weight`, BERT's) keep the usual decay, as in Hugging Face's examples.
-NO_WEIGHT_DECAY = re.compile(r"(^|\.)(pos_embed|position_embeddings|pos_embedding|cls_token|class_token|class_embedding|dist_token|"
-                             r"distillation_token|mask_token|register_tokens|relative_position_bias_table)$")
+NO_WEIGHT_DECAY = re.compile(
+    r"(^|\.)(pos_embed|position_embeddings|pos_embedding|cls_token|class_token|class_embedding|dist_token|"
+    r"distillation_token|mask_token|register_tokens|relative_position_bias_table)$"
+)
 
 
 def block_path(module: nn.Module, path: str) -> str:
@@ -138,9 +230,16 @@ def takes_images(config) -> bool:
 
 def has_native_classifier(config) -> bool:
     """Whether transformers has a classification class for this config (else TransferClassifier wraps the backbone)."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES, MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+    )
 
-    mapping = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES if takes_images(config) else MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+    mapping = (
+        MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+        if takes_images(config)
+        else MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+    )
     return config.model_type == "timm_wrapper" or config.model_type in mapping
 
 

@@ -27,7 +27,10 @@ def _force_eval(module: nn.Module, _inputs) -> None:
 
 
 def is_batchnorm(module: nn.Module) -> bool:
-    return isinstance(module, nn.modules.batchnorm._BatchNorm) or type(module).__name__ in {"BatchNormAct2d", "FrozenBatchNorm2d"}
+    return isinstance(module, nn.modules.batchnorm._BatchNorm) or type(module).__name__ in {
+        "BatchNormAct2d",
+        "FrozenBatchNorm2d",
+    }
 
 
 def _modules(modules: nn.Module | Iterable[nn.Module]) -> list[nn.Module]:
@@ -87,8 +90,14 @@ def batchnorm_parameter_ids(model: nn.Module) -> set[int]:
     return {id(p) for layer in batchnorm_layers(model) for p in layer.parameters(recurse=False)}
 
 
-def set_group_trainable(group, trainable: bool, train_bn: bool = False, update_bn_statistics: bool = False,
-                        batchnorms: Iterable[nn.Module] = (), eligible: set[str] | None = None) -> None:
+def set_group_trainable(
+    group,
+    trainable: bool,
+    train_bn: bool = False,
+    update_bn_statistics: bool = False,
+    batchnorms: Iterable[nn.Module] = (),
+    eligible: set[str] | None = None,
+) -> None:
     """Freeze or thaw one LayerGroup: its parameters, and those of `batchnorms` (the model's BatchNorm layers) it owns.
 
     `eligible` (parameter names in the group) limits what may ever be thawed: on a peft-wrapped model only the
@@ -114,4 +123,8 @@ def count_parameters(model: nn.Module) -> dict:
     served = [p for name, p in model.named_parameters() if ".original_module." not in f".{name}"]
     total = sum(p.numel() for p in served)
     trainable = sum(p.numel() for p in served if p.requires_grad)
-    return {"trainable_params": trainable, "total_params": total, "trainable_percent": round(100.0 * trainable / max(total, 1), 4)}
+    return {
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_percent": round(100.0 * trainable / max(total, 1), 4),
+    }

@@ -45,9 +45,14 @@ def bind(groups: list[LayerGroup], model: nn.Module) -> list[LayerGroup]:
         for name in group.parameters:
             parameter = live.get(canonical_name(name))
             if parameter is None:
-                hint = (" (FSDP1 flattens parameters: set fsdp_use_orig_params: true, or use fsdp_version: 2)"
-                        if any("_flat_param" in n for n in live) else "")
-                raise TransferError(f"layer group '{group.name}': parameter '{name}' is not in the model being trained{hint}")
+                hint = (
+                    " (FSDP1 flattens parameters: set fsdp_use_orig_params: true, or use fsdp_version: 2)"
+                    if any("_flat_param" in n for n in live)
+                    else ""
+                )
+                raise TransferError(
+                    f"layer group '{group.name}': parameter '{name}' is not in the model being trained{hint}"
+                )
             parameters[name] = parameter
         bound.append(LayerGroup(group.name, parameters))
     return bound
@@ -76,12 +81,16 @@ def _check_partition(model: nn.Module, groups: list[LayerGroup]) -> None:
     for group in groups:
         for name, parameter in group.parameters.items():
             if id(parameter) in seen:
-                raise TransferError(f"parameter '{name}' is in layer groups '{seen[id(parameter)]}' and '{group.name}': fix the group patterns")
+                raise TransferError(
+                    f"parameter '{name}' is in layer groups '{seen[id(parameter)]}' and '{group.name}': fix the group patterns"
+                )
             seen[id(parameter)] = group.name
     missing = [n for n, p in model.named_parameters() if id(p) not in seen]
     if missing:
-        raise TransferError(f"parameter '{missing[0]}' (and {len(missing) - 1} more) is in no layer group: add a pattern for it; "
-                            f"top-level modules: {top_level_modules(model)}")
+        raise TransferError(
+            f"parameter '{missing[0]}' (and {len(missing) - 1} more) is in no layer group: add a pattern for it; "
+            f"top-level modules: {top_level_modules(model)}"
+        )
 
 
 def _groups_from_patterns(model: nn.Module, patterns: list[str]) -> list[LayerGroup]:
@@ -100,7 +109,9 @@ def _groups_from_patterns(model: nn.Module, patterns: list[str]) -> list[LayerGr
                 break
     empty = [g.name for g in groups if not g.parameters]
     if empty:
-        raise TransferError(f"layer group pattern '{empty[0]}' matches no parameter: top-level modules are {top_level_modules(model)}")
+        raise TransferError(
+            f"layer group pattern '{empty[0]}' matches no parameter: top-level modules are {top_level_modules(model)}"
+        )
     return groups
 
 
@@ -113,7 +124,11 @@ def _discover(model: nn.Module) -> list[LayerGroup]:
 
     if isinstance(model, TransferClassifier):
         # the backbone's own head-side layers (BERT's pooler, ViT's final norm) sit with our head
-        backbone = [LayerGroup(g.name, {"backbone." + n: p for n, p in g.parameters.items()}) for g in _discover(model.backbone) if len(g)]
+        backbone = [
+            LayerGroup(g.name, {"backbone." + n: p for n, p in g.parameters.items()})
+            for g in _discover(model.backbone)
+            if len(g)
+        ]
         tail = backbone.pop().parameters if backbone[-1].name in ("neck", "head") else {}
         return backbone + [LayerGroup("head", {**tail, **dict(model.head.named_parameters(prefix="head"))})]
     timm_model = getattr(model, "timm_model", None)
@@ -126,8 +141,10 @@ def _discover(model: nn.Module) -> list[LayerGroup]:
     entry = lookup(model)
     if entry is not None and entry.classes:  # torchvision
         return _torchvision_groups(model, entry)
-    raise TransferError(f"cannot find the layer groups of a {type(model).__name__}: pass layer_group_patterns "
-                        f"(regexes, input to output); its top-level modules are {top_level_modules(model)}")
+    raise TransferError(
+        f"cannot find the layer groups of a {type(model).__name__}: pass layer_group_patterns "
+        f"(regexes, input to output); its top-level modules are {top_level_modules(model)}"
+    )
 
 
 def _timm_groups(timm_model: nn.Module, prefix: str) -> list[LayerGroup]:
@@ -149,8 +166,12 @@ def _timm_groups(timm_model: nn.Module, prefix: str) -> list[LayerGroup]:
 def block_list(module: nn.Module) -> tuple[str, nn.ModuleList] | None:
     """For architectures the registry does not know: the first ModuleList of same-typed blocks, in registration order."""
     for name, child in module.named_modules():
-        if isinstance(child, nn.ModuleList) and len(child) > 0 and len({type(c) for c in child}) == 1 and \
-                any(p.numel() for p in child.parameters()):
+        if (
+            isinstance(child, nn.ModuleList)
+            and len(child) > 0
+            and len({type(c) for c in child}) == 1
+            and any(p.numel() for p in child.parameters())
+        ):
             return name, child
     return None
 
@@ -174,8 +195,10 @@ def _transformers_groups(model: nn.Module) -> list[LayerGroup]:
     paths = [block_path(base, path) for path in entry.blocks] if entry is not None and entry.blocks else []
     lists = [(path, base.get_submodule(path)) for path in paths] or [block_list(base)]
     if not lists or lists[0] is None:
-        raise TransferError(f"cannot find the transformer blocks of a {type(model).__name__}: pass layer_group_patterns; "
-                            f"its top-level modules are {top_level_modules(model)}")
+        raise TransferError(
+            f"cannot find the transformer blocks of a {type(model).__name__}: pass layer_group_patterns; "
+            f"its top-level modules are {top_level_modules(model)}"
+        )
     within_base = (base_prefix + ".") if base_prefix else ""
     block_of = {f"{within_base}{path}.{i}": i for path, blocks in lists for i in range(len(blocks))}
     input_side = [within_base + path for path in (entry.input_side if entry else ())]
@@ -193,13 +216,17 @@ def _transformers_groups(model: nn.Module) -> list[LayerGroup]:
             groups["embeddings"][name] = parameter
         else:
             groups["neck" if seen_block else "embeddings"][name] = parameter
-    return [LayerGroup("embeddings", groups["embeddings"]),
-            *[LayerGroup(f"block.{i}", params) for i, params in block_groups.items()],
-            LayerGroup("neck", groups["neck"]), LayerGroup("head", groups["head"])]
+    return [
+        LayerGroup("embeddings", groups["embeddings"]),
+        *[LayerGroup(f"block.{i}", params) for i, params in block_groups.items()],
+        LayerGroup("neck", groups["neck"]),
+        LayerGroup("head", groups["head"]),
+    ]
 
 
 def _torchvision_groups(model: nn.Module, entry) -> list[LayerGroup]:
     """stem, then one group per block (each element of a listed container, or each listed module), neck, head."""
+
     def inside(name: str, prefixes) -> bool:
         return any(name == p or name.startswith(p + ".") for p in prefixes)
 
@@ -210,7 +237,9 @@ def _torchvision_groups(model: nn.Module, entry) -> list[LayerGroup]:
         blocks = list(entry.blocks)
     named = dict(model.named_parameters())
     groups = [LayerGroup("stem", {n: p for n, p in named.items() if inside(n, entry.stem)})]
-    groups += [LayerGroup(f"stage.{i}", {n: p for n, p in named.items() if inside(n, [b])}) for i, b in enumerate(blocks)]
+    groups += [
+        LayerGroup(f"stage.{i}", {n: p for n, p in named.items() if inside(n, [b])}) for i, b in enumerate(blocks)
+    ]
     if not entry.stem:  # the first child of the container is the stem (EfficientNet's features.0, RegNet's stem)
         groups = groups[1:]
         groups[0].name = "stem"
@@ -230,6 +259,8 @@ def select_groups(groups: list[LayerGroup], selectors) -> list[LayerGroup]:
         exact = [g for g in groups if g.name == selector]
         matches = exact or [g for g in groups if re.fullmatch(selector, g.name)]
         if not matches:
-            raise TransferError(f"'{selector}' names no layer group: the groups are {', '.join(g.name for g in groups)}")
+            raise TransferError(
+                f"'{selector}' names no layer group: the groups are {', '.join(g.name for g in groups)}"
+            )
         chosen.extend(matches)
     return list({id(g): g for g in chosen}.values())

@@ -27,28 +27,41 @@ from transformers import (
 )
 
 from .. import assets
-from .architectures import backbone_config, by_model_type, has_native_classifier, takes_images
 from ..errors import TransferError
 from ..hub import hub_offline, unreachable_checkpoint
+from .architectures import backbone_config, by_model_type, has_native_classifier, takes_images
 from .transfer_classifier import TransferClassifier, TransferClassifierConfig
 
 POOLINGS = ("auto", "cls", "mean", "pooler")
 HEADS = ("linear", "mlp")
 
+
 @dataclasses.dataclass
 class ModelArguments:
     """Which checkpoint, and what goes on top of it."""
 
-    model_name_or_path: str = dataclasses.field(default="bundled:minilm-l6", metadata={"help": "Hub id, local folder, timm name, or bundled:minilm-l6 / bundled:efficientnet-lite0"})
-    weights: str | None = dataclasses.field(default=None, metadata={"help": "local weights for a timm architecture (.safetensors or a state_dict .pth/.bin)"})
-    pooling: str = dataclasses.field(default="auto", metadata={"help": "auto (as the checkpoint was trained) | cls | mean | pooler"})
+    model_name_or_path: str = dataclasses.field(
+        default="bundled:minilm-l6",
+        metadata={"help": "Hub id, local folder, timm name, or bundled:minilm-l6 / bundled:efficientnet-lite0"},
+    )
+    weights: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "local weights for a timm architecture (.safetensors or a state_dict .pth/.bin)"},
+    )
+    pooling: str = dataclasses.field(
+        default="auto", metadata={"help": "auto (as the checkpoint was trained) | cls | mean | pooler"}
+    )
     head: str = dataclasses.field(default="linear", metadata={"help": "linear | mlp"})
     head_hidden_size: int = 256
     head_dropout: float = 0.1
     cache_dir: str | None = None
     model_revision: str = "main"
-    trust_remote_code: bool = dataclasses.field(default=False, metadata={"help": "run code from the checkpoint's repo (only if you trust it)"})
-    random_init: bool = dataclasses.field(default=False, metadata={"help": "the architecture with fresh random weights: a no-transfer baseline"})
+    trust_remote_code: bool = dataclasses.field(
+        default=False, metadata={"help": "run code from the checkpoint's repo (only if you trust it)"}
+    )
+    random_init: bool = dataclasses.field(
+        default=False, metadata={"help": "the architecture with fresh random weights: a no-transfer baseline"}
+    )
 
 
 @dataclasses.dataclass
@@ -61,7 +74,9 @@ class Checkpoint:
     timm_weights: dict | None = None  # state dict for a timm model built from config
     load_kwargs: dict = dataclasses.field(default_factory=dict)
     from_run: bool = False  # a TransferClassifier saved by a recipe: its backbone is the starting point
-    backbone_config: PreTrainedConfig | None = None  # what AutoModel builds as the backbone, when it differs from `config`
+    backbone_config: PreTrainedConfig | None = (
+        None  # what AutoModel builds as the backbone, when it differs from `config`
+    )
 
     @property
     def is_timm(self) -> bool:
@@ -73,8 +88,12 @@ class Checkpoint:
 
 def resolve_checkpoint(args: ModelArguments) -> Checkpoint:
     name = args.model_name_or_path
-    load_kwargs = {"cache_dir": args.cache_dir, "revision": args.model_revision, "trust_remote_code": args.trust_remote_code,
-                   "local_files_only": hub_offline()}
+    load_kwargs = {
+        "cache_dir": args.cache_dir,
+        "revision": args.model_revision,
+        "trust_remote_code": args.trust_remote_code,
+        "local_files_only": hub_offline(),
+    }
     if assets.is_bundled(name):
         if name == assets.PREFIX + "efficientnet-lite0":
             config = TimmWrapperConfig(architecture="tf_efficientnet_lite0")
@@ -84,10 +103,14 @@ def resolve_checkpoint(args: ModelArguments) -> Checkpoint:
     path = pathlib.Path(name)
     if path.exists():
         if (path / "base_model.json").is_file() and not (path / "config.json").is_file():
-            raise TransferError(f"'{name}' is an adapter run (adapter and head only): fold it into its base with hf-transfer merge "
-                                "and pass the merged folder, or load it with hf_transfer.load_adapter")
+            raise TransferError(
+                f"'{name}' is an adapter run (adapter and head only): fold it into its base with hf-transfer merge "
+                "and pass the merged folder, or load it with hf_transfer.load_adapter"
+            )
         if not path.is_dir() or not (path / "config.json").is_file():
-            raise TransferError(f"local checkpoint '{name}' has no config.json: point --model_name_or_path at a folder written by save_pretrained")
+            raise TransferError(
+                f"local checkpoint '{name}' has no config.json: point --model_name_or_path at a folder written by save_pretrained"
+            )
         return _transformers_checkpoint(name, str(path), {**load_kwargs, "local_files_only": True})
     if args.weights or _is_timm_architecture(name):
         return _timm_checkpoint(name, args, load_kwargs)
@@ -107,15 +130,25 @@ def _timm_checkpoint(name: str, args: ModelArguments, load_kwargs: dict) -> Chec
 
     architecture = name.removeprefix("timm/").split(".")[0]
     if not timm.list_models(architecture):
-        raise TransferError(f"'{architecture}' is not a timm architecture (see timm.list_models()): check --model_name_or_path")
+        raise TransferError(
+            f"'{architecture}' is not a timm architecture (see timm.list_models()): check --model_name_or_path"
+        )
     if not args.weights and args.random_init:  # the architecture alone: nothing to download
         return Checkpoint(name, None, TimmWrapperConfig(architecture=architecture), "image", timm_weights={})
     if not args.weights:  # an architecture name: its default pretrained weights on the Hub
-        hub_id = timm.models.get_pretrained_cfg(architecture).hf_hub_id if timm.models.get_pretrained_cfg(architecture) else None
+        hub_id = (
+            timm.models.get_pretrained_cfg(architecture).hf_hub_id
+            if timm.models.get_pretrained_cfg(architecture)
+            else None
+        )
         if not hub_id:
-            raise TransferError(f"timm architecture '{architecture}' has no pretrained weights on the Hub: pass --weights FILE")
+            raise TransferError(
+                f"timm architecture '{architecture}' has no pretrained weights on the Hub: pass --weights FILE"
+            )
         return _transformers_checkpoint(name, hub_id, load_kwargs)
-    return Checkpoint(name, None, TimmWrapperConfig(architecture=architecture), "image", timm_weights=load_weights_file(args.weights))
+    return Checkpoint(
+        name, None, TimmWrapperConfig(architecture=architecture), "image", timm_weights=load_weights_file(args.weights)
+    )
 
 
 def load_weights_file(path_text: str) -> dict:
@@ -130,7 +163,9 @@ def load_weights_file(path_text: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise TransferError(f"--weights '{path}' is not a safetensors file or a plain state_dict ({type(exc).__name__}): save it with safetensors") from None
+        raise TransferError(
+            f"--weights '{path}' is not a safetensors file or a plain state_dict ({type(exc).__name__}): save it with safetensors"
+        ) from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -144,16 +179,34 @@ def _transformers_checkpoint(name: str, location: str, load_kwargs: dict) -> Che
         config = AutoConfig.from_pretrained(location, **load_kwargs)
     except OSError as exc:
         if pathlib.Path(location).exists():
-            raise TransferError(f"local checkpoint '{location}' could not be read ({exc.__class__.__name__}): check its config.json") from None
+            raise TransferError(
+                f"local checkpoint '{location}' could not be read ({exc.__class__.__name__}): check its config.json"
+            ) from None
         raise unreachable_checkpoint(name, exc) from None
     except ValueError as exc:
         raise TransferError(f"model '{name}': {str(exc).splitlines()[0]}") from None
-    if isinstance(config, TransferClassifierConfig):  # a run of ours: its fine-tuned backbone, pooled as it was trained, gets a new head
+    if isinstance(
+        config, TransferClassifierConfig
+    ):  # a run of ours: its fine-tuned backbone, pooled as it was trained, gets a new head
         backbone = config.backbone_config
-        return Checkpoint(name, location, backbone, "image" if takes_images(backbone) else "text", trained_pooling=config.pooling,
-                          load_kwargs=load_kwargs, from_run=True)
+        return Checkpoint(
+            name,
+            location,
+            backbone,
+            "image" if takes_images(backbone) else "text",
+            trained_pooling=config.pooling,
+            load_kwargs=load_kwargs,
+            from_run=True,
+        )
     modality = "image" if takes_images(config) else "text"
-    checkpoint = Checkpoint(name, location, config, modality, trained_pooling=_sentence_transformers_pooling(location), load_kwargs=load_kwargs)
+    checkpoint = Checkpoint(
+        name,
+        location,
+        config,
+        modality,
+        trained_pooling=_sentence_transformers_pooling(location),
+        load_kwargs=load_kwargs,
+    )
     checkpoint.backbone_config = backbone_config(config)  # CLIP / SigLIP: the vision tower
     return checkpoint
 
@@ -196,10 +249,17 @@ def resolve_pooling(checkpoint: Checkpoint, pooling: str) -> str:
 
 
 def uses_native_class(checkpoint: Checkpoint, args: ModelArguments) -> bool:
-    return args.head == "linear" and args.pooling == "auto" and checkpoint.trained_pooling is None and has_native_classifier(checkpoint.config)
+    return (
+        args.head == "linear"
+        and args.pooling == "auto"
+        and checkpoint.trained_pooling is None
+        and has_native_classifier(checkpoint.config)
+    )
 
 
-def build_classifier(checkpoint: Checkpoint, label_names: list[str], args: ModelArguments, native: bool | None = None) -> PreTrainedModel:
+def build_classifier(
+    checkpoint: Checkpoint, label_names: list[str], args: ModelArguments, native: bool | None = None
+) -> PreTrainedModel:
     """The checkpoint with a new, randomly initialised head for `label_names`.
 
     native=None picks the checkpoint's own classification class when it fits; False forces
@@ -217,45 +277,66 @@ def build_classifier(checkpoint: Checkpoint, label_names: list[str], args: Model
             if is_batchnorm(module):  # no pretrained estimate to keep: average every training batch from the start
                 module.reset_running_stats()
                 module.momentum = None
-        print(f"random initialisation: {changed:,} of {sum(p.numel() for p in model.parameters()):,} parameters re-drawn "
-              "(the architecture without its pretrained weights)")
+        print(
+            f"random initialisation: {changed:,} of {sum(p.numel() for p in model.parameters()):,} parameters re-drawn "
+            "(the architecture without its pretrained weights)"
+        )
     return model
 
 
-def _with_new_head(checkpoint: Checkpoint, label_names: list[str], args: ModelArguments, native: bool | None) -> PreTrainedModel:
+def _with_new_head(
+    checkpoint: Checkpoint, label_names: list[str], args: ModelArguments, native: bool | None
+) -> PreTrainedModel:
     if args.head not in HEADS:
         raise TransferError(f"--head '{args.head}' is not one of {', '.join(HEADS)}")
-    labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
-              "label2id": {n: i for i, n in enumerate(label_names)}}
+    labels = {
+        "num_labels": len(label_names),
+        "id2label": dict(enumerate(label_names)),
+        "label2id": {n: i for i, n in enumerate(label_names)},
+    }
     native = uses_native_class(checkpoint, args) if native is None else native and uses_native_class(checkpoint, args)
     if checkpoint.timm_weights is not None:
         if native:
             from transformers import TimmWrapperForImageClassification
 
-            model = TimmWrapperForImageClassification(TimmWrapperConfig(architecture=checkpoint.config.architecture, **labels))
+            model = TimmWrapperForImageClassification(
+                TimmWrapperConfig(architecture=checkpoint.config.architecture, **labels)
+            )
         else:
             model = _transfer_classifier(checkpoint, args, labels, backbone=None)
         if checkpoint.timm_weights:
             _load_timm_backbone(model.timm_model if native else model.backbone.timm_model, checkpoint)
         return model
     if native:
-        auto = AutoModelForImageClassification if checkpoint.modality == "image" else AutoModelForSequenceClassification
+        auto = (
+            AutoModelForImageClassification if checkpoint.modality == "image" else AutoModelForSequenceClassification
+        )
         try:
-            return auto.from_pretrained(checkpoint.location, ignore_mismatched_sizes=True, **labels, **checkpoint.load_kwargs)
+            return auto.from_pretrained(
+                checkpoint.location, ignore_mismatched_sizes=True, **labels, **checkpoint.load_kwargs
+            )
         except OSError as exc:
             raise unreachable_checkpoint(checkpoint.name, exc) from None
     if checkpoint.from_run:
         backbone = TransferClassifier.from_pretrained(checkpoint.location, **checkpoint.load_kwargs).backbone
     elif checkpoint.backbone_config is not None and checkpoint.backbone_config is not checkpoint.config:
-        backbone = AutoModel.from_pretrained(checkpoint.location, config=checkpoint.backbone_config, **checkpoint.load_kwargs)
+        backbone = AutoModel.from_pretrained(
+            checkpoint.location, config=checkpoint.backbone_config, **checkpoint.load_kwargs
+        )
     else:
         backbone = AutoModel.from_pretrained(checkpoint.location, **checkpoint.load_kwargs)
     return _transfer_classifier(checkpoint, args, labels, backbone)
 
 
 def _transfer_classifier(checkpoint: Checkpoint, args: ModelArguments, labels: dict, backbone) -> TransferClassifier:
-    config = TransferClassifierConfig(backbone_config=(checkpoint.backbone_config or checkpoint.config).to_dict(), pooling=resolve_pooling(checkpoint, args.pooling),
-                                      head=args.head, head_hidden_size=args.head_hidden_size, head_dropout=args.head_dropout, **labels)
+    config = TransferClassifierConfig(
+        backbone_config=(checkpoint.backbone_config or checkpoint.config).to_dict(),
+        pooling=resolve_pooling(checkpoint, args.pooling),
+        head=args.head,
+        head_hidden_size=args.head_hidden_size,
+        head_dropout=args.head_dropout,
+        **labels,
+    )
     try:
         model = TransferClassifier(config)
     except ValueError as exc:
@@ -275,9 +356,13 @@ def _load_timm_backbone(timm_model: nn.Module, checkpoint: Checkpoint) -> None:
         result = timm_model.load_state_dict(weights, strict=False)
     except RuntimeError as exc:  # shapes differ
         detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), "size mismatch")
-        raise TransferError(f"weights for '{checkpoint.name}' do not fit timm '{checkpoint.config.architecture}' ({detail[:160]}): {mismatch}") from None
+        raise TransferError(
+            f"weights for '{checkpoint.name}' do not fit timm '{checkpoint.config.architecture}' ({detail[:160]}): {mismatch}"
+        ) from None
     missing = [k for k in result.missing_keys if k not in head_keys]
     if missing or result.unexpected_keys:
         first = (missing or result.unexpected_keys)[0]
-        raise TransferError(f"weights for '{checkpoint.name}' do not fit timm '{checkpoint.config.architecture}' "
-                            f"({len(missing)} missing, {len(result.unexpected_keys)} unexpected, e.g. '{first}'): {mismatch}")
+        raise TransferError(
+            f"weights for '{checkpoint.name}' do not fit timm '{checkpoint.config.architecture}' "
+            f"({len(missing)} missing, {len(result.unexpected_keys)} unexpected, e.g. '{first}'): {mismatch}"
+        )

@@ -7,7 +7,9 @@ from torch import nn
 
 from .layer_groups import LayerGroup
 
-_LOADED_FLAG = "_is_hf_initialized"  # transformers 5 marks loaded tensors with it and its init functions then skip them
+_LOADED_FLAG = (
+    "_is_hf_initialized"  # transformers 5 marks loaded tensors with it and its init functions then skip them
+)
 
 
 def _owning_pretrained_models(model: nn.Module) -> dict[int, nn.Module]:

@@ -17,7 +17,6 @@ from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 
-
 @strict
 class TransferClassifierConfig(PreTrainedConfig):
     """A pretrained backbone, a pooling rule and a new head."""
@@ -34,13 +33,20 @@ class TransferClassifierConfig(PreTrainedConfig):
 class ClassificationHead(nn.Module):
     """Linear, or a one-hidden-layer MLP, on pooled features."""
 
-    def __init__(self, in_features: int, num_labels: int, kind: str = "linear", hidden_size: int = 256, dropout: float = 0.1):
+    def __init__(
+        self, in_features: int, num_labels: int, kind: str = "linear", hidden_size: int = 256, dropout: float = 0.1
+    ):
         super().__init__()
         if kind == "linear":
             self.layers = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, num_labels))
         else:
-            self.layers = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, hidden_size), nn.GELU(),
-                                        nn.Dropout(dropout), nn.Linear(hidden_size, num_labels))
+            self.layers = nn.Sequential(
+                nn.Dropout(dropout),
+                nn.Linear(in_features, hidden_size),
+                nn.GELU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden_size, num_labels),
+            )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.layers(features)
@@ -64,7 +70,10 @@ def takes_pixels(config: PreTrainedConfig) -> bool:
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
 
     # vision towers of dual encoders (clip_vision_model, siglip_vision_model) have no classification class of their own
-    return config.model_type in ("timm_wrapper", *MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES) or config.model_type.endswith("_vision_model")
+    return config.model_type in (
+        "timm_wrapper",
+        *MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+    ) or config.model_type.endswith("_vision_model")
 
 
 def feature_size(config: PreTrainedConfig, backbone: nn.Module) -> int:
@@ -75,7 +84,9 @@ def feature_size(config: PreTrainedConfig, backbone: nn.Module) -> int:
             return getattr(config, attribute)
     if getattr(config, "hidden_sizes", None):
         return config.hidden_sizes[-1]
-    raise ValueError(f"cannot tell the feature size of a '{config.model_type}' backbone: use --pooling auto with a linear head")
+    raise ValueError(
+        f"cannot tell the feature size of a '{config.model_type}' backbone: use --pooling auto with a linear head"
+    )
 
 
 class TransferClassifier(PreTrainedModel):
@@ -91,8 +102,13 @@ class TransferClassifier(PreTrainedModel):
         self.backbone = AutoModel.from_config(config.backbone_config)
         if config.backbone_config.model_type != "timm_wrapper" and takes_pixels(config.backbone_config):
             self.main_input_name = "pixel_values"
-        self.head = ClassificationHead(feature_size(config.backbone_config, self.backbone), config.num_labels,
-                                       config.head, config.head_hidden_size, config.head_dropout)
+        self.head = ClassificationHead(
+            feature_size(config.backbone_config, self.backbone),
+            config.num_labels,
+            config.head,
+            config.head_hidden_size,
+            config.head_dropout,
+        )
         self.post_init()
 
     def _init_weights(self, module):
@@ -111,8 +127,12 @@ class TransferClassifier(PreTrainedModel):
             outputs = self.backbone(**inputs)
         return pool(outputs, self.config.pooling, attention_mask if pixel_values is None else None)
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, pixel_values=None, labels=None, **kwargs):
-        return classification_output(self.head(self.features(input_ids, attention_mask, token_type_ids, pixel_values)), labels)
+    def forward(
+        self, input_ids=None, attention_mask=None, token_type_ids=None, pixel_values=None, labels=None, **kwargs
+    ):
+        return classification_output(
+            self.head(self.features(input_ids, attention_mask, token_type_ids, pixel_values)), labels
+        )
 
 
 def classification_output(logits: torch.Tensor, labels: torch.Tensor | None) -> SequenceClassifierOutput:

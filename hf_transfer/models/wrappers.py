@@ -37,7 +37,7 @@ def canonical_name(name: str) -> str:
     for part in WRAPPER_NAME_PARTS:
         name = name.replace(part, "")
     while name.startswith("module."):
-        name = name[len("module."):]
+        name = name[len("module.") :]
     return name
 
 

@@ -48,8 +48,12 @@ class RecipeArgs:
     training: TrainingArguments
     output: OutputArguments
     explicit: set  # keys the user set (YAML, command line or keywords)
-    options: dict = dataclasses.field(default_factory=dict)  # {dataclass: its parsed instance}: the recipe's own typed options
-    resolved: dict = dataclasses.field(default_factory=dict)  # what the run settled later (e.g. an adapter's targets), recorded too
+    options: dict = dataclasses.field(
+        default_factory=dict
+    )  # {dataclass: its parsed instance}: the recipe's own typed options
+    resolved: dict = dataclasses.field(
+        default_factory=dict
+    )  # what the run settled later (e.g. an adapter's targets), recorded too
 
     def option(self, kind):
         """The recipe's parsed `kind` options (a dataclass it passed to parse_recipe_args); the dataclass's defaults
@@ -85,8 +89,9 @@ def _read_yaml(path_text: str) -> dict:
     return loaded
 
 
-def parse_recipe_args(defaults: dict, argv: list[str] | None = None, overrides: dict | None = None,
-                      extra_dataclasses=()) -> RecipeArgs:
+def parse_recipe_args(
+    defaults: dict, argv: list[str] | None = None, overrides: dict | None = None, extra_dataclasses=()
+) -> RecipeArgs:
     """Parse argv (command line) or overrides (keywords from a notebook) on top of YAML and defaults."""
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides = dict(overrides or {})
@@ -121,7 +126,9 @@ def parse_recipe_args(defaults: dict, argv: list[str] | None = None, overrides: 
     except ValueError as exc:
         raise TransferError(str(exc).splitlines()[0]) from None
     explicit = set(user_values) | argv_keys
-    *rest, model_args, data_args, output_args, training_args, _config_namespace = parsed  # last: the non-dataclass --config
+    *rest, model_args, data_args, output_args, training_args, _config_namespace = (
+        parsed  # last: the non-dataclass --config
+    )
     _check_precision(training_args)
     _one_data_source(data_args, explicit)
     options = {type(values): values for values in rest}
@@ -146,12 +153,20 @@ def _check_values(data_args, training: TrainingArguments, options: dict) -> None
     """Values argparse accepts but no run can use: one line before anything is loaded or written."""
     positive = {"learning_rate": training.learning_rate}
     for values in options.values():
-        positive.update({k: getattr(values, k) for k in ("head_learning_rate", "lowest_learning_rate") if getattr(values, k, None) is not None})
+        positive.update(
+            {
+                k: getattr(values, k)
+                for k in ("head_learning_rate", "lowest_learning_rate")
+                if getattr(values, k, None) is not None
+            }
+        )
     for key, value in positive.items():
         if not value > 0:
             raise TransferError(f"--{key} {value:g} must be positive (e.g. 1e-4)")
     if data_args.image_size is not None and data_args.image_size < 1:
-        raise TransferError(f"--image_size {data_args.image_size} must be a positive number of pixels (e.g. 224), or left unset for the checkpoint's own")
+        raise TransferError(
+            f"--image_size {data_args.image_size} must be a positive number of pixels (e.g. 224), or left unset for the checkpoint's own"
+        )
     if training.max_steps <= 0 and not training.num_train_epochs > 0:
         raise TransferError(f"--num_train_epochs {training.num_train_epochs:g} must be positive (or set --max_steps)")
     _check_resume(training)
@@ -168,17 +183,33 @@ def _check_resume(training: TrainingArguments) -> None:
     if str(value).lower() in ("true", "last"):
         last = get_last_checkpoint(training.output_dir) if pathlib.Path(training.output_dir).is_dir() else None
         if last is None:
-            raise TransferError(f"--resume_from_checkpoint {value}: '{training.output_dir}' holds no checkpoint-* folder to resume from")
+            raise TransferError(
+                f"--resume_from_checkpoint {value}: '{training.output_dir}' holds no checkpoint-* folder to resume from"
+            )
         training.resume_from_checkpoint = last
     elif not (pathlib.Path(value) / "trainer_state.json").is_file():
-        raise TransferError(f"--resume_from_checkpoint '{value}' is not a checkpoint folder (no trainer_state.json): "
-                            "name a checkpoint-* folder of an earlier run, or pass true for the newest in --output_dir")
+        raise TransferError(
+            f"--resume_from_checkpoint '{value}' is not a checkpoint folder (no trainer_state.json): "
+            "name a checkpoint-* folder of an earlier run, or pass true for the newest in --output_dir"
+        )
 
 
-REPORTING_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "comet_ml": ("comet_ml",), "mlflow": ("mlflow",),
-                      "neptune": ("neptune",), "clearml": ("clearml",), "dvclive": ("dvclive",), "trackio": ("trackio",),
-                      "codecarbon": ("codecarbon",), "swanlab": ("swanlab",), "azure_ml": ("azureml",), "dagshub": ("dagshub",),
-                      "flyte": ("flytekit",), "kubeflow": ("kubeflow",)}
+REPORTING_PACKAGES = {
+    "tensorboard": ("tensorboard", "tensorboardX"),
+    "wandb": ("wandb",),
+    "comet_ml": ("comet_ml",),
+    "mlflow": ("mlflow",),
+    "neptune": ("neptune",),
+    "clearml": ("clearml",),
+    "dvclive": ("dvclive",),
+    "trackio": ("trackio",),
+    "codecarbon": ("codecarbon",),
+    "swanlab": ("swanlab",),
+    "azure_ml": ("azureml",),
+    "dagshub": ("dagshub",),
+    "flyte": ("flytekit",),
+    "kubeflow": ("kubeflow",),
+}
 
 
 def _check_report_to(training: TrainingArguments) -> None:
@@ -188,7 +219,9 @@ def _check_report_to(training: TrainingArguments) -> None:
     for name in training.report_to or []:
         packages = REPORTING_PACKAGES.get(name, ())
         if packages and not any(importlib.util.find_spec(p) for p in packages):
-            raise TransferError(f"--report_to {name}: the '{packages[0]}' package is not installed: pip install {packages[0]}, or pass --report_to none")
+            raise TransferError(
+                f"--report_to {name}: the '{packages[0]}' package is not installed: pip install {packages[0]}, or pass --report_to none"
+            )
 
 
 def _device_defaults() -> dict:
@@ -204,17 +237,26 @@ def _device_defaults() -> dict:
 
     if not torch.accelerator.is_available():
         return {"use_cpu": True}
-    return {"dataloader_num_workers": min(8, max(1, (os.cpu_count() or 2) - 1)), "dataloader_persistent_workers": True,
-            "accelerator_config": {"non_blocking": True}, "logging_nan_inf_filter": False}
+    return {
+        "dataloader_num_workers": min(8, max(1, (os.cpu_count() or 2) - 1)),
+        "dataloader_persistent_workers": True,
+        "accelerator_config": {"non_blocking": True},
+        "logging_nan_inf_filter": False,
+    }
 
 
 def _keep_non_blocking(argv: list[str], user_values: dict) -> None:
     """A user's --accelerator_config that does not mention non_blocking keeps the device default (True) rather than
     replacing it with accelerate's False: asking for split_batches should not make every batch copy blocking."""
+
     def merged(value):
         if isinstance(value, str):
             try:
-                value = json.loads(value) if value.lstrip().startswith("{") else json.loads(pathlib.Path(value).read_text())
+                value = (
+                    json.loads(value)
+                    if value.lstrip().startswith("{")
+                    else json.loads(pathlib.Path(value).read_text())
+                )
             except (OSError, ValueError):
                 return None  # TrainingArguments says what is wrong with it
         if isinstance(value, dict) and "non_blocking" not in value:
@@ -234,7 +276,9 @@ def _check_precision(training: TrainingArguments) -> None:
     import torch
 
     if training.fp16 and not torch.accelerator.is_available():
-        raise TransferError("--fp16 needs a GPU and none is available: on the CPU train in fp32 (the default) or pass --bf16")
+        raise TransferError(
+            "--fp16 needs a GPU and none is available: on the CPU train in fp32 (the default) or pass --bf16"
+        )
 
 
 def _one_data_source(data_args: DataArguments, explicit: set) -> None:

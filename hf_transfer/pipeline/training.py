@@ -14,21 +14,29 @@ import numpy as np
 import torch
 from transformers import set_seed
 
-from ..runs import adapter_files, plots, saving
-from ..adapters import attach as adapters
 from .. import hub
+from ..adapters import attach as adapters
+from ..data.loading import LabelledData, load_labelled_data
+from ..data.preprocessing import (
+    ImageConfig,
+    ImageMemoryBudget,
+    build_datasets,
+    image_config,
+    load_processor,
+    save_image_processor,
+    timm_architecture,
+)
+from ..engine.console import calm
+from ..engine.throughput import TrainingThroughput, throughput_of
+from ..engine.trainer import TransferTrainer
+from ..errors import TransferError
+from ..metrics import classification_report, confusion_matrix, make_compute_metrics
+from ..models.freezing import count_parameters
+from ..models.loading import Checkpoint, build_classifier, resolve_checkpoint
+from ..runs import adapter_files, plots, saving
 from ..runs.card import model_card
 from ..runs.push import push_run
 from .arguments import RecipeArgs
-from ..engine.console import calm
-from ..data.loading import LabelledData, load_labelled_data
-from ..errors import TransferError
-from ..models.freezing import count_parameters
-from ..metrics import classification_report, confusion_matrix, make_compute_metrics
-from ..models.loading import Checkpoint, build_classifier, resolve_checkpoint
-from ..data.preprocessing import ImageConfig, ImageMemoryBudget, build_datasets, image_config, load_processor, save_image_processor, timm_architecture
-from ..engine.throughput import TrainingThroughput, throughput_of
-from ..engine.trainer import TransferTrainer
 
 
 @dataclasses.dataclass
@@ -42,7 +50,9 @@ class Job:
     datasets: dict
     collator: object
     hub_target: hub.HubTarget | None = None
-    image_budget: ImageMemoryBudget = dataclasses.field(default_factory=ImageMemoryBudget)  # memory for kept images, shared by every set built
+    image_budget: ImageMemoryBudget = dataclasses.field(
+        default_factory=ImageMemoryBudget
+    )  # memory for kept images, shared by every set built
 
     @property
     def output_dir(self) -> pathlib.Path:
@@ -52,16 +62,27 @@ class Job:
 def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dict | None = None) -> Job:
     """Load and check data and checkpoint, build the classifier and the datasets. Writes nothing."""
     set_seed(args.training.seed)
-    saving.check_output_dir(pathlib.Path(args.training.output_dir), overwrite=args.output.overwrite_output_dir,
-                            resuming=bool(args.training.resume_from_checkpoint))
+    saving.check_output_dir(
+        pathlib.Path(args.training.output_dir),
+        overwrite=args.output.overwrite_output_dir,
+        resuming=bool(args.training.resume_from_checkpoint),
+    )
     hub_target = hub.target_from_training_args(args.training)
     if hub_target is not None:
         hub.check_access(hub_target)  # a missing or refused token fails now, not after training
     checkpoint = resolve_checkpoint(args.model)
-    data = load_labelled_data(args.data, seed=args.training.seed if args.training.data_seed is None else args.training.data_seed, modality=checkpoint.modality)
+    data = load_labelled_data(
+        args.data,
+        seed=args.training.seed if args.training.data_seed is None else args.training.data_seed,
+        modality=checkpoint.modality,
+    )
     if data.modality != checkpoint.modality:
-        raise TransferError(f"model '{checkpoint.name}' takes {checkpoint.modality} but data '{data.description}' is {data.modality}: "
-                            f"pick a {data.modality} checkpoint (e.g. " + ("bundled:minilm-l6" if data.modality == "text" else "bundled:efficientnet-lite0") + ")")
+        raise TransferError(
+            f"model '{checkpoint.name}' takes {checkpoint.modality} but data '{data.description}' is {data.modality}: "
+            f"pick a {data.modality} checkpoint (e.g. "
+            + ("bundled:minilm-l6" if data.modality == "text" else "bundled:efficientnet-lite0")
+            + ")"
+        )
     model = build_classifier(checkpoint, data.label_names, args.model, native=native)
     processor = load_processor(checkpoint)
     img_cfg = None
@@ -69,7 +90,9 @@ def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dic
         img_cfg = image_config(checkpoint, model, processor, args.data.image_size)
         processor = img_cfg.processor(timm_architecture(model))
     budget = ImageMemoryBudget()
-    datasets, collator = build_datasets(data, processor, img_cfg, args.data.max_seq_length, args.data.augment, args.data.cache_images, budget)
+    datasets, collator = build_datasets(
+        data, processor, img_cfg, args.data.max_seq_length, args.data.augment, args.data.cache_images, budget
+    )
     if learning_rates and "learning_rate" not in args.explicit:
         args.training.learning_rate = learning_rates[data.modality]
     return Job(args, data, checkpoint, model, processor, img_cfg, datasets, collator, hub_target, budget)
@@ -78,12 +101,26 @@ def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dic
 def dataset_for(job: Job, frame, split: str = "train"):
     """A torch dataset of extra rows (e.g. unlabelled inputs) preprocessed exactly as the job's `split`."""
     args = job.args.data
-    extra = LabelledData({split: frame}, job.data.label_names, job.data.modality, frame.attrs.get("source", "extra data"))
-    datasets, _ = build_datasets(extra, job.processor, job.image_config, args.max_seq_length, args.augment, args.cache_images, job.image_budget)
+    extra = LabelledData(
+        {split: frame}, job.data.label_names, job.data.modality, frame.attrs.get("source", "extra data")
+    )
+    datasets, _ = build_datasets(
+        extra, job.processor, job.image_config, args.max_seq_length, args.augment, args.cache_images, job.image_budget
+    )
     return datasets[split]
 
 
-def make_trainer(job: Job, *, model=None, datasets=None, collator=None, callbacks=(), trainer_class=TransferTrainer, training_args=None, **kwargs):
+def make_trainer(
+    job: Job,
+    *,
+    model=None,
+    datasets=None,
+    collator=None,
+    callbacks=(),
+    trainer_class=TransferTrainer,
+    training_args=None,
+    **kwargs,
+):
     datasets = datasets or job.datasets
     trainer = trainer_class(
         model=model or job.model,
@@ -103,7 +140,11 @@ def train_and_evaluate(job: Job, trainer, *, datasets=None) -> dict:
     """Train (resuming if asked), then evaluate on validation and test. Returns flat results."""
     clear_previous_run(job, trainer)
     train_result = trainer.train(resume_from_checkpoint=job.args.training.resume_from_checkpoint)
-    results = {k: v for k, v in train_result.metrics.items() if k in ("train_runtime", "train_samples_per_second", "train_loss")}
+    results = {
+        k: v
+        for k, v in train_result.metrics.items()
+        if k in ("train_runtime", "train_samples_per_second", "train_loss")
+    }
     results.update(kept_epoch(trainer))
     results.update(throughput_of(trainer))
     results.update(evaluate_splits(job, trainer, datasets=datasets))
@@ -112,7 +153,11 @@ def train_and_evaluate(job: Job, trainer, *, datasets=None) -> dict:
 
 def clear_previous_run(job: Job, trainer) -> None:
     """With --overwrite_output_dir (and not resuming), the previous run's files go before this one trains."""
-    if job.args.output.overwrite_output_dir and not job.args.training.resume_from_checkpoint and trainer.is_world_process_zero():
+    if (
+        job.args.output.overwrite_output_dir
+        and not job.args.training.resume_from_checkpoint
+        and trainer.is_world_process_zero()
+    ):
         saving.clear_previous_run(job.output_dir)
 
 
@@ -127,8 +172,12 @@ def evaluate_splits(job: Job, trainer, *, datasets=None) -> dict:
         results.update(prediction.metrics)
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
         predicted = np.argmax(logits, -1)
-        results[f"{prefix}_per_class"] = classification_report(prediction.label_ids, predicted, job.data.label_names)["per_class"]
-        results[f"{prefix}_confusion_matrix"] = confusion_matrix(prediction.label_ids, predicted, len(job.data.label_names)).tolist()
+        results[f"{prefix}_per_class"] = classification_report(prediction.label_ids, predicted, job.data.label_names)[
+            "per_class"
+        ]
+        results[f"{prefix}_confusion_matrix"] = confusion_matrix(
+            prediction.label_ids, predicted, len(job.data.label_names)
+        ).tolist()
     return results
 
 
@@ -141,13 +190,27 @@ def head_features(job: Job, splits: tuple[str, ...] | None = None) -> tuple[dict
     from ..features.extraction import ExtractionSettings
 
     datasets = {split: job.datasets[split] for split in (splits or job.datasets) if split in job.datasets}
-    if job.args.data.augment and "train" in datasets:  # only the training split is augmented; read once, so nothing kept
-        train_only = LabelledData({"train": job.data.splits["train"]}, job.data.label_names, job.data.modality, job.data.description)
-        datasets["train"] = build_datasets(train_only, job.processor, job.image_config, job.args.data.max_seq_length, False, False)[0]["train"]
+    if (
+        job.args.data.augment and "train" in datasets
+    ):  # only the training split is augmented; read once, so nothing kept
+        train_only = LabelledData(
+            {"train": job.data.splits["train"]}, job.data.label_names, job.data.modality, job.data.description
+        )
+        datasets["train"] = build_datasets(
+            train_only, job.processor, job.image_config, job.args.data.max_seq_length, False, False
+        )[0]["train"]
     job.model.to(job.args.training.device)
-    cached, status = cached_features(job.model, datasets, job.collator, ExtractionSettings.of_run(job.args.training), **cache_options(job.args.option(FeatureCacheArguments)))
+    cached, status = cached_features(
+        job.model,
+        datasets,
+        job.collator,
+        ExtractionSettings.of_run(job.args.training),
+        **cache_options(job.args.option(FeatureCacheArguments)),
+    )
     if "hit" in status.values():
-        print(f"features from the cache for {', '.join(s for s, v in status.items() if v == 'hit')} (--no_feature_cache to extract again)")
+        print(
+            f"features from the cache for {', '.join(s for s, v in status.items() if v == 'hit')} (--no_feature_cache to extract again)"
+        )
     return cached, status
 
 
@@ -160,14 +223,28 @@ def fit_head_first(job: Job, choice: str) -> dict:
     from ..features.head_fitting import CHOICES, fit_head
 
     cached, status = head_features(job, ("train", "validation"))
-    fit = fit_head(new_head(job.model), cached["train"].tensors, cached["validation"].tensors, solver="lbfgs", training_args=job.args.training,
-                   choice=choice)
+    fit = fit_head(
+        new_head(job.model),
+        cached["train"].tensors,
+        cached["validation"].tensors,
+        solver="lbfgs",
+        training_args=job.args.training,
+        choice=choice,
+    )
     l2, scaling = fit.results["head_l2"], fit.results["head_feature_scaling"]
     kept = next(c for c in fit.results["head_candidates"] if c["l2"] == l2 and c["scaling"] == scaling)
-    summary = {"head_l2": l2, "head_feature_scaling": scaling, "eval_accuracy": kept["eval_accuracy"], "kept_because": CHOICES[choice],
-               "fit_seconds": fit.results["train_runtime"], "feature_cache": status}
-    print(f"new head fitted first: a logistic regression on cached features, fitted in {summary['fit_seconds']:.1f} s: validation accuracy "
-          f"{100 * summary['eval_accuracy']:.2f}% (l2 {summary['head_l2']:g}, {summary['head_feature_scaling']}: {summary['kept_because']})")
+    summary = {
+        "head_l2": l2,
+        "head_feature_scaling": scaling,
+        "eval_accuracy": kept["eval_accuracy"],
+        "kept_because": CHOICES[choice],
+        "fit_seconds": fit.results["train_runtime"],
+        "feature_cache": status,
+    }
+    print(
+        f"new head fitted first: a logistic regression on cached features, fitted in {summary['fit_seconds']:.1f} s: validation accuracy "
+        f"{100 * summary['eval_accuracy']:.2f}% (l2 {summary['head_l2']:g}, {summary['head_feature_scaling']}: {summary['kept_because']})"
+    )
     return summary
 
 
@@ -179,8 +256,11 @@ def kept_epoch(trainer) -> dict:
     if args.load_best_model_at_end and state.best_global_step:
         best = next((e for e in evaluations if e.get("step") == state.best_global_step), None)
         if best is not None:
-            return {"kept_epoch": round(best["epoch"], 2), "kept_because": f"best validation {args.metric_for_best_model or 'loss'}",
-                    "epochs_trained": last_epoch}
+            return {
+                "kept_epoch": round(best["epoch"], 2),
+                "kept_because": f"best validation {args.metric_for_best_model or 'loss'}",
+                "epochs_trained": last_epoch,
+            }
     return {"kept_epoch": last_epoch, "kept_because": "last epoch", "epochs_trained": last_epoch}
 
 
@@ -208,12 +288,16 @@ def finish(job: Job, trainer, results: dict, *, recipe: str, model=None) -> dict
     }
     state_dict = saving.full_state_dict(model)  # under FSDP every rank takes part in gathering the weights
     if state_dict is not None and adapters.method(model) == "bottleneck":
-        raise TransferError("bottleneck adapters cannot be saved from an FSDP-sharded model: train them with DDP, or use --peft_method lora")
+        raise TransferError(
+            "bottleneck adapters cannot be saved from an FSDP-sharded model: train them with DDP, or use --peft_method lora"
+        )
     if trainer.is_world_process_zero():
         out = job.output_dir
         out.mkdir(parents=True, exist_ok=True)
         if job.data.modality == "image":
-            save_image_processor(job.image_config, model, str(out))  # before the model: timm models keep it in config.json
+            save_image_processor(
+                job.image_config, model, str(out)
+            )  # before the model: timm models keep it in config.json
         else:
             job.processor.save_pretrained(out)
         if adapters.method(model):
@@ -232,7 +316,9 @@ def finish(job: Job, trainer, results: dict, *, recipe: str, model=None) -> dict
             try:
                 results["hub_url"] = push_run(out, job.hub_target)
             except TransferError as exc:
-                raise TransferError(f"{exc} (the run is saved in {out}: push it later with hf-transfer push {out} {job.hub_target.repo_id})") from None
+                raise TransferError(
+                    f"{exc} (the run is saved in {out}: push it later with hf-transfer push {out} {job.hub_target.repo_id})"
+                ) from None
             print(f"pushed to        : {results['hub_url']}")
     trainer.accelerator.wait_for_everyone()  # every rank returns once the run is on disk
     return results
@@ -244,7 +330,11 @@ def _draw_figures(trainer, results: dict, label_names: list[str], out: pathlib.P
     split = "test" if "test_confusion_matrix" in results else "eval"
     if f"{split}_confusion_matrix" in results:
         title = f"{'test' if split == 'test' else 'validation'} split, kept weights"
-        drawn.append(plots.confusion_matrix(np.array(results[f"{split}_confusion_matrix"]), label_names, out / "confusion_matrix.png", title))
+        drawn.append(
+            plots.confusion_matrix(
+                np.array(results[f"{split}_confusion_matrix"]), label_names, out / "confusion_matrix.png", title
+            )
+        )
     return [p.name for p in drawn if p is not None]
 
 
@@ -259,8 +349,13 @@ def describe_groups(groups, lrs: list[float], thaw_steps: list[int | None] | Non
 def _base_model_info(job: Job) -> dict:
     """What load_adapter needs to rebuild the base exactly: the checkpoint, how the head sits on it, the labels."""
     model_args = {k: v for k, v in dataclasses.asdict(job.args.model).items() if k not in ("cache_dir",)}
-    info = {"model_name_or_path": job.args.model.model_name_or_path, "model_class": type(job.model).__name__, "model_args": model_args,
-            "label_names": job.data.label_names, "modality": job.data.modality}
+    info = {
+        "model_name_or_path": job.args.model.model_name_or_path,
+        "model_class": type(job.model).__name__,
+        "model_args": model_args,
+        "label_names": job.data.label_names,
+        "modality": job.data.modality,
+    }
     if job.image_config is not None:  # the preprocessing evaluated with, rebuilt exactly by load_adapter
         info.update(image_config=dataclasses.asdict(job.image_config), timm_architecture=timm_architecture(job.model))
     return info
@@ -269,11 +364,27 @@ def _base_model_info(job: Job) -> dict:
 def training_config(job: Job, *, fitted_head: bool = False) -> dict:
     """The settings that shaped the run (with a head fitted by L-BFGS, without the gradient-training ones it never used)."""
     t = job.args.training
-    keys = ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay", "warmup_steps",
-            "lr_scheduler_type", "seed", "bf16", "fp16", "gradient_checkpointing")
+    keys = (
+        "learning_rate",
+        "num_train_epochs",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "weight_decay",
+        "warmup_steps",
+        "lr_scheduler_type",
+        "seed",
+        "bf16",
+        "fp16",
+        "gradient_checkpointing",
+    )
     config = {k: getattr(t, k) for k in keys}
     config["lr_scheduler_type"] = str(getattr(t.lr_scheduler_type, "value", t.lr_scheduler_type))
-    config.update({k: getattr(job.args.data, k) for k in ("max_train_samples_per_class", "max_seq_length", "image_size", "augment")})
+    config.update(
+        {
+            k: getattr(job.args.data, k)
+            for k in ("max_train_samples_per_class", "max_seq_length", "image_size", "augment")
+        }
+    )
     config.update({k: getattr(job.args.model, k) for k in ("pooling", "head")})
     config.update(job.args.recorded_options())
     if fitted_head:
@@ -287,11 +398,16 @@ def print_summary(results: dict, out: pathlib.Path) -> None:
     def pct(key):
         return f"{100 * results[key]:.2f}%" if key in results else "n/a"
 
-    kept = (f"epoch {results['kept_epoch']:g} of {results['epochs_trained']:g} ({results['kept_because']})" if "kept_epoch" in results
-            else results.get("kept_because", "n/a"))
-    print(f"\n== {results['recipe']}: {results['model_name_or_path']} on {results['dataset']} ==\n"
-          f"trainable params : {results['trainable_params']:,} / {results['total_params']:,} ({results['trainable_percent']}%)\n"
-          f"eval  accuracy   : {pct('eval_accuracy')}  macro-F1 {pct('eval_f1_macro')}\n"
-          f"test  accuracy   : {pct('test_accuracy')}  macro-F1 {pct('test_f1_macro')}\n"
-          f"kept             : {kept}\n"
-          f"saved to         : {out}")
+    kept = (
+        f"epoch {results['kept_epoch']:g} of {results['epochs_trained']:g} ({results['kept_because']})"
+        if "kept_epoch" in results
+        else results.get("kept_because", "n/a")
+    )
+    print(
+        f"\n== {results['recipe']}: {results['model_name_or_path']} on {results['dataset']} ==\n"
+        f"trainable params : {results['trainable_params']:,} / {results['total_params']:,} ({results['trainable_percent']}%)\n"
+        f"eval  accuracy   : {pct('eval_accuracy')}  macro-F1 {pct('eval_f1_macro')}\n"
+        f"test  accuracy   : {pct('test_accuracy')}  macro-F1 {pct('test_f1_macro')}\n"
+        f"kept             : {kept}\n"
+        f"saved to         : {out}"
+    )

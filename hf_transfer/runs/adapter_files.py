@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from ..adapters import bottleneck
-from ..adapters.attach import undistributed, method, return_what_the_base_returns
-from .card import HUB_IDS
+from ..adapters.attach import method, return_what_the_base_returns, undistributed
+from ..data.preprocessing import ImageConfig, save_image_processor
 from ..errors import TransferError
 from ..models.freezing import count_parameters
-from ..data.preprocessing import ImageConfig, save_image_processor
+from .card import HUB_IDS
 from .saving import save_model
 
 BASE_MODEL_FILE = "base_model.json"
@@ -36,7 +36,9 @@ def save(model: nn.Module, folder: pathlib.Path, base: dict, state_dict: dict | 
         # without hf_transfer then fails loudly instead of silently pairing the adapter with the wrong model.
         native = base.get("model_class") != "TransferClassifier"
         for config in inner.peft_config.values():
-            config.base_model_name_or_path = HUB_IDS.get(base["model_name_or_path"], base["model_name_or_path"]) if native else None
+            config.base_model_name_or_path = (
+                HUB_IDS.get(base["model_name_or_path"], base["model_name_or_path"]) if native else None
+            )
         # adapter_config.json + adapter_model.safetensors (head included); adapters only go on Linear / Conv2d
         # layers, so embeddings never need saving (and peft would otherwise fetch the base's config to check)
         inner.save_pretrained(str(folder), save_embedding_layers=False, state_dict=state_dict)
@@ -63,7 +65,9 @@ def local_folder(path_or_repo: str, revision: str | None = None) -> pathlib.Path
         return pathlib.Path(snapshot_download(path_or_repo, revision=revision, local_files_only=hub_offline()))
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line naming the repo
         if hub_offline():
-            raise TransferError(f"'{path_or_repo}' is not a local folder and not in the Hugging Face cache (HF_HUB_OFFLINE=1)") from None
+            raise TransferError(
+                f"'{path_or_repo}' is not a local folder and not in the Hugging Face cache (HF_HUB_OFFLINE=1)"
+            ) from None
         raise hub_error(exc, path_or_repo) from None
 
 
@@ -77,9 +81,13 @@ def load_adapter(path_or_repo: str, *, model_name_or_path: str | None = None, re
     folder = local_folder(path_or_repo, revision)
     info_path = folder / BASE_MODEL_FILE
     if not info_path.is_file():
-        raise TransferError(f"'{folder}' has no {BASE_MODEL_FILE}: it was not written by hf_transfer; load it with peft's PeftModel.from_pretrained(base, folder)")
+        raise TransferError(
+            f"'{folder}' has no {BASE_MODEL_FILE}: it was not written by hf_transfer; load it with peft's PeftModel.from_pretrained(base, folder)"
+        )
     info = json.loads(info_path.read_text())
-    model_args = ModelArguments(**{**info["model_args"], **({"model_name_or_path": model_name_or_path} if model_name_or_path else {})})
+    model_args = ModelArguments(
+        **{**info["model_args"], **({"model_name_or_path": model_name_or_path} if model_name_or_path else {})}
+    )
     native = False if info.get("model_class") == "TransferClassifier" else None  # the class the adapter was trained on
     base = build_classifier(resolve_checkpoint(model_args), info["label_names"], model_args, native=native)
     if info["adapter"] == "peft":
@@ -100,8 +108,10 @@ def _load_peft(base: nn.Module, folder: pathlib.Path) -> nn.Module:
     loaded = get_peft_model_state_dict(model)
     wrong = [k for k, v in saved.items() if k not in loaded or not torch.equal(loaded[k].cpu(), v)]
     if wrong:
-        raise TransferError(f"'{folder / PEFT_WEIGHTS}' did not load into the rebuilt model ({len(wrong)} tensors, e.g. '{wrong[0]}'): "
-                            "was it saved from a different base model?")
+        raise TransferError(
+            f"'{folder / PEFT_WEIGHTS}' did not load into the rebuilt model ({len(wrong)} tensors, e.g. '{wrong[0]}'): "
+            "was it saved from a different base model?"
+        )
     return model
 
 
@@ -128,15 +138,19 @@ def merge(path_or_repo: str, out_dir: str, *, model_name_or_path: str | None = N
     folder = local_folder(path_or_repo)
     model, processor = load_adapter(str(folder), model_name_or_path=model_name_or_path)
     if method(model) != "peft":
-        raise TransferError("bottleneck adapters add non-linear layers that cannot be folded into the base weights: "
-                            "serve them with hf_transfer.load_adapter, or train a LoRA adapter to merge")
+        raise TransferError(
+            "bottleneck adapters add non-linear layers that cannot be folded into the base weights: "
+            "serve them with hf_transfer.load_adapter, or train a LoRA adapter to merge"
+        )
     merged = model.merge_and_unload()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))  # nothing half-written at `out`
     try:
         info = json.loads((folder / BASE_MODEL_FILE).read_text())
         if info.get("image_config"):
-            save_image_processor(ImageConfig(**info["image_config"]), merged, str(staging))  # before the model (timm: config.json)
+            save_image_processor(
+                ImageConfig(**info["image_config"]), merged, str(staging)
+            )  # before the model (timm: config.json)
         elif processor is not None:
             processor.save_pretrained(str(staging))
         save_model(merged, staging)
@@ -144,10 +158,16 @@ def merge(path_or_repo: str, out_dir: str, *, model_name_or_path: str | None = N
         if results_path.is_file():
             from .card import model_card
 
-            results = {k: v for k, v in json.loads(results_path.read_text()).items() if k not in ("adapter", "saved_weights_bytes")}
+            results = {
+                k: v
+                for k, v in json.loads(results_path.read_text()).items()
+                if k not in ("adapter", "saved_weights_bytes")
+            }
             results.update(count_parameters(merged), merged_from=str(path_or_repo), model_class=type(merged).__name__)
             (staging / "all_results.json").write_text(json.dumps(results, indent=2, default=str))
-            (staging / "README.md").write_text(model_card(results, recipe=results.get("recipe", "merged"), model_class=type(merged).__name__))
+            (staging / "README.md").write_text(
+                model_card(results, recipe=results.get("recipe", "merged"), model_class=type(merged).__name__)
+            )
         if out.exists():
             out.rmdir()
         staging.rename(out)

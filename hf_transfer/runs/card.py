@@ -6,7 +6,10 @@ import json
 
 from .. import assets
 
-HUB_IDS = {"bundled:minilm-l6": "sentence-transformers/all-MiniLM-L6-v2", "bundled:efficientnet-lite0": "timm/tf_efficientnet_lite0.in1k"}
+HUB_IDS = {
+    "bundled:minilm-l6": "sentence-transformers/all-MiniLM-L6-v2",
+    "bundled:efficientnet-lite0": "timm/tf_efficientnet_lite0.in1k",
+}
 
 
 def _percent(value) -> str:
@@ -28,53 +31,106 @@ def model_card(results: dict, *, recipe: str, model_class: str, repo_id: str | N
     tags = ["hf_transfer", recipe.replace("_", "-"), f"{results.get('modality', '')}-classification"]
     if adapter:
         tags += [peft_method] + (["peft"] if adapter == "peft" else ["adapter"])
-    front = ["---", f"library_name: {'peft' if adapter == 'peft' else 'transformers' if not adapter else 'hf_transfer'}"]
+    front = [
+        "---",
+        f"library_name: {'peft' if adapter == 'peft' else 'transformers' if not adapter else 'hf_transfer'}",
+    ]
     if base_hub_id(results):
         front.append(f"base_model: {base_hub_id(results)}")
     front += ["tags:", *[f"- {t}" for t in tags], "metrics:", "- accuracy", "- f1", "---"]
     what = f"a {peft_method} adapter for" if adapter else "merged into" if results.get("merged_from") else "fine-tuned"
     lines = [
-        *front, "",
-        f"# {recipe.replace('_', ' ')}: {what} {base}", "",
+        *front,
+        "",
+        f"# {recipe.replace('_', ' ')}: {what} {base}",
+        "",
         f"Trained with hf_transfer recipe `{recipe}` from `{base}`"
-        + (" (bundled in an installed package: " + assets.BUNDLED_CHECKPOINTS[base[len(assets.PREFIX):]][2] + ")" if assets.is_bundled(base) else "")
-        + f" on `{results.get('dataset', '')}` ({results.get('train_samples', '?')} training examples, labels: {', '.join(results.get('label_names', []))}).", "",
-        *([f"Merged from the adapter `{results['merged_from']}`: the adapter's updates are folded into the base weights.", ""] if results.get("merged_from") else []),
-        "## Results", "", "| split | accuracy | macro-F1 | examples |", "|---|---|---|---|",
+        + (
+            " (bundled in an installed package: " + assets.BUNDLED_CHECKPOINTS[base[len(assets.PREFIX) :]][2] + ")"
+            if assets.is_bundled(base)
+            else ""
+        )
+        + f" on `{results.get('dataset', '')}` ({results.get('train_samples', '?')} training examples, labels: {', '.join(results.get('label_names', []))}).",
+        "",
+        *(
+            [
+                f"Merged from the adapter `{results['merged_from']}`: the adapter's updates are folded into the base weights.",
+                "",
+            ]
+            if results.get("merged_from")
+            else []
+        ),
+        "## Results",
+        "",
+        "| split | accuracy | macro-F1 | examples |",
+        "|---|---|---|---|",
     ]
     for split in ("eval", "test"):
         if f"{split}_accuracy" in results:
-            lines.append(f"| {split} | {_percent(results[f'{split}_accuracy'])} | {_percent(results.get(f'{split}_f1_macro'))} | {results.get(f'{split}_samples', '?')} |")
-    lines += ["", f"Trainable parameters: {results.get('trainable_params', 0):,} of {results.get('total_params', 0):,} "
-              f"({results.get('trainable_percent', 0)}%)."]
+            lines.append(
+                f"| {split} | {_percent(results[f'{split}_accuracy'])} | {_percent(results.get(f'{split}_f1_macro'))} | {results.get(f'{split}_samples', '?')} |"
+            )
+    lines += [
+        "",
+        f"Trainable parameters: {results.get('trainable_params', 0):,} of {results.get('total_params', 0):,} "
+        f"({results.get('trainable_percent', 0)}%).",
+    ]
     if results.get("teacher"):
-        lines += ["", f"Distilled from the teacher `{results['teacher']}` (temperature {config.get('temperature')}, alpha {config.get('alpha')}"
-                  + (f", blocks {results['student_layers']} of the teacher kept" if results.get("student_layers") else "")
-                  + (f", {results['unlabeled_samples']} unlabelled examples" if results.get("unlabeled_samples") else "") + "): "
-                  f"teacher test accuracy {_percent(results.get('teacher_test_accuracy'))} with {results.get('teacher_params', 0):,} parameters; "
-                  f"this student runs x{results.get('inference_speedup', 0):.2f} faster ({results.get('speed_measured_on', '')})."]
+        lines += [
+            "",
+            f"Distilled from the teacher `{results['teacher']}` (temperature {config.get('temperature')}, alpha {config.get('alpha')}"
+            + (f", blocks {results['student_layers']} of the teacher kept" if results.get("student_layers") else "")
+            + (f", {results['unlabeled_samples']} unlabelled examples" if results.get("unlabeled_samples") else "")
+            + "): "
+            f"teacher test accuracy {_percent(results.get('teacher_test_accuracy'))} with {results.get('teacher_params', 0):,} parameters; "
+            f"this student runs x{results.get('inference_speedup', 0):.2f} faster ({results.get('speed_measured_on', '')}).",
+        ]
     if results.get("methods"):
-        lines += ["", f"Adapted to the target domain `{config.get('target_dataset_name') or config.get('target_file') or config.get('target_dir')}` "
-                  f"({results.get('target_samples', '?')} unlabelled examples) with {' + '.join(results['methods'])}: target test accuracy "
-                  f"{_percent(results.get('target_test_accuracy'))} (the same model trained on the source alone: "
-                  f"{_percent(results.get('source_only_target_test_accuracy'))}); source test accuracy {_percent(results.get('test_accuracy'))} "
-                  f"(source alone: {_percent(results.get('source_only_test_accuracy'))})."]
+        lines += [
+            "",
+            f"Adapted to the target domain `{config.get('target_dataset_name') or config.get('target_file') or config.get('target_dir')}` "
+            f"({results.get('target_samples', '?')} unlabelled examples) with {' + '.join(results['methods'])}: target test accuracy "
+            f"{_percent(results.get('target_test_accuracy'))} (the same model trained on the source alone: "
+            f"{_percent(results.get('source_only_target_test_accuracy'))}); source test accuracy {_percent(results.get('test_accuracy'))} "
+            f"(source alone: {_percent(results.get('source_only_test_accuracy'))}).",
+        ]
     if results.get("head_phase_fit"):
         fit = results["head_phase_fit"]
-        lines += ["", f"The new head was first fitted as a logistic regression on the pretrained layers' features (LP-FT, Kumar et al. "
-                      f"2022; validation accuracy {_percent(fit.get('eval_accuracy'))}, L2 {fit.get('head_l2', 0):g}"
-                      + (f": {fit['kept_because']}" if fit.get("kept_because") else "") + "), then trained on with them."]
+        lines += [
+            "",
+            f"The new head was first fitted as a logistic regression on the pretrained layers' features (LP-FT, Kumar et al. "
+            f"2022; validation accuracy {_percent(fit.get('eval_accuracy'))}, L2 {fit.get('head_l2', 0):g}"
+            + (f": {fit['kept_because']}" if fit.get("kept_because") else "")
+            + "), then trained on with them.",
+        ]
     if "kept_epoch" in results:
-        lines += ["", f"Weights kept: epoch {results['kept_epoch']:g} of {results['epochs_trained']:g} ({results['kept_because']})."]
+        lines += [
+            "",
+            f"Weights kept: epoch {results['kept_epoch']:g} of {results['epochs_trained']:g} ({results['kept_because']}).",
+        ]
     elif results.get("head_solver") == "lbfgs":
-        lines += ["", f"Head: a logistic regression on the frozen features, fitted to convergence by L-BFGS ({results['kept_because']})."]
+        lines += [
+            "",
+            f"Head: a logistic regression on the frozen features, fitted to convergence by L-BFGS ({results['kept_because']}).",
+        ]
     if results.get("saved_weights_bytes"):
         lines[-1] += f" Saved weights: {results['saved_weights_bytes'] / 2**20:.2f} MiB."
     figures = {"training_curves.png": "Training curves", "confusion_matrix.png": "Confusion matrix"}
     for name in results.get("figures") or []:
         lines += ["", f"![{figures.get(name, name)}]({name})"]
-    lines += ["", "## Training configuration", "", "```json", json.dumps(config, indent=2, sort_keys=True, default=str), "```", "",
-              "## How to load", "", *_how_to_load(results, adapter, model_class, repo_id or "<this folder or repo>"), ""]
+    lines += [
+        "",
+        "## Training configuration",
+        "",
+        "```json",
+        json.dumps(config, indent=2, sort_keys=True, default=str),
+        "```",
+        "",
+        "## How to load",
+        "",
+        *_how_to_load(results, adapter, model_class, repo_id or "<this folder or repo>"),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -82,24 +138,62 @@ def _how_to_load(results: dict, adapter: str | None, model_class: str, where: st
     modality = results.get("modality", "text")
     task = f"{modality}-classification"
     example = '"a quietly moving film"' if modality == "text" else '"photo.jpg"'
-    tools = ["", "Predict on new inputs, or evaluate on a new labelled set, from the command line:", "", "```bash",
-             f"hf-transfer predict --model {where} --{'input_file new.csv' if modality == 'text' else 'input_dir photos/'} --output_file predictions.csv",
-             f"hf-transfer evaluate --model {where} --{'test_file test.csv' if modality == 'text' else 'test_dir photos_test/'}", "```"]
+    tools = [
+        "",
+        "Predict on new inputs, or evaluate on a new labelled set, from the command line:",
+        "",
+        "```bash",
+        f"hf-transfer predict --model {where} --{'input_file new.csv' if modality == 'text' else 'input_dir photos/'} --output_file predictions.csv",
+        f"hf-transfer evaluate --model {where} --{'test_file test.csv' if modality == 'text' else 'test_dir photos_test/'}",
+        "```",
+    ]
     if adapter:
-        lines = ["```python", "import hf_transfer", "", "# rebuilds the base as it was trained, then loads the adapter and its head",
-                 f"model, processor = hf_transfer.load_adapter(\"{where}\")", "```"]
+        lines = [
+            "```python",
+            "import hf_transfer",
+            "",
+            "# rebuilds the base as it was trained, then loads the adapter and its head",
+            f'model, processor = hf_transfer.load_adapter("{where}")',
+            "```",
+        ]
         if adapter == "peft":
-            lines += ["", "For `pipeline()` and the Auto classes, fold the adapter into the base first "
-                      "(`hf-transfer merge <this folder> merged/`), then load `merged/` as a full model."]
+            lines += [
+                "",
+                "For `pipeline()` and the Auto classes, fold the adapter into the base first "
+                "(`hf-transfer merge <this folder> merged/`), then load `merged/` as a full model.",
+            ]
         return lines + tools
     remote = model_class == "TransferClassifier"
-    register = ["import hf_transfer  # registers this run's class (TransferClassifier) with transformers' Auto classes"] if remote else []
-    lines = ["```python", *register, "from transformers import pipeline", "", f"classifier = pipeline(\"{task}\", model=\"{where}\")",
-             f"classifier({example})", "```"]
+    register = (
+        ["import hf_transfer  # registers this run's class (TransferClassifier) with transformers' Auto classes"]
+        if remote
+        else []
+    )
+    lines = [
+        "```python",
+        *register,
+        "from transformers import pipeline",
+        "",
+        f'classifier = pipeline("{task}", model="{where}")',
+        f"classifier({example})",
+        "```",
+    ]
     if remote:
-        lines += ["", "Without hf_transfer installed, transformers can run the class's code shipped in this folder "
-                  "(`transfer_classifier.py`: a pretrained backbone, its pooling and a new head; torch and transformers only) "
-                  "if you pass `trust_remote_code=True` — your choice: read the file first, as for any remote code."]
+        lines += [
+            "",
+            "Without hf_transfer installed, transformers can run the class's code shipped in this folder "
+            "(`transfer_classifier.py`: a pretrained backbone, its pooling and a new head; torch and transformers only) "
+            "if you pass `trust_remote_code=True` — your choice: read the file first, as for any remote code.",
+        ]
     auto = "AutoModelForImageClassification" if modality == "image" else "AutoModelForSequenceClassification"
-    lines += ["", "or with the Auto classes:", "", "```python", *register, f"from transformers import {auto}", f"model = {auto}.from_pretrained(\"{where}\")", "```"]
+    lines += [
+        "",
+        "or with the Auto classes:",
+        "",
+        "```python",
+        *register,
+        f"from transformers import {auto}",
+        f'model = {auto}.from_pretrained("{where}")',
+        "```",
+    ]
     return lines + tools

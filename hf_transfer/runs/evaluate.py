@@ -16,18 +16,29 @@ import pathlib
 
 import numpy as np
 
-from . import plots
 from ..data.loading import DataArguments, label_key, normalise_columns, read_image_folder, read_table
 from ..errors import TransferError
-from .inference import class_probabilities, load_run, read_images
 from ..metrics import classification_report, confusion_matrix
+from . import plots
+from .inference import class_probabilities, load_run, read_images
 
 
-def evaluate(model: str, *, test_file: str | None = None, test_dir: str | None = None, output_dir: str | None = None,
-             text_column_name: str = "text", label_column_name: str = "label", image_column_name: str = "image", batch_size: int = 64) -> dict:
+def evaluate(
+    model: str,
+    *,
+    test_file: str | None = None,
+    test_dir: str | None = None,
+    output_dir: str | None = None,
+    text_column_name: str = "text",
+    label_column_name: str = "label",
+    image_column_name: str = "image",
+    batch_size: int = 64,
+) -> dict:
     """The report (also written to `output_dir`/evaluation.json with confusion_matrix.png)."""
     if bool(test_file) == bool(test_dir):
-        raise TransferError("give exactly one of --test_file (a labelled table) and --test_dir (a folder with one subfolder of images per class)")
+        raise TransferError(
+            "give exactly one of --test_file (a labelled table) and --test_dir (a folder with one subfolder of images per class)"
+        )
     run = load_run(model)
     if test_dir:
         frame = read_image_folder(test_dir, "test_dir")
@@ -37,14 +48,20 @@ def evaluate(model: str, *, test_file: str | None = None, test_dir: str | None =
         frame = read_table(test_file, "test_file")
         if run.modality == "image" and image_column_name in frame.columns:
             base = pathlib.Path(test_file).parent
-            frame[image_column_name] = [str(p) if pathlib.Path(str(p)).is_absolute() else str(base / str(p)) for p in frame[image_column_name]]
-    columns = DataArguments(text_column_name=text_column_name, label_column_name=label_column_name, image_column_name=image_column_name)
+            frame[image_column_name] = [
+                str(p) if pathlib.Path(str(p)).is_absolute() else str(base / str(p)) for p in frame[image_column_name]
+            ]
+    columns = DataArguments(
+        text_column_name=text_column_name, label_column_name=label_column_name, image_column_name=image_column_name
+    )
     frame = normalise_columns(frame, run.modality, columns)
     label_ids = {label_key(name): i for i, name in enumerate(run.label_names)}
     unknown = [v for v in frame["label"].unique() if label_key(v) not in label_ids]
     if unknown:
-        raise TransferError(f"{frame.attrs.get('source', 'test data')} has label '{unknown[0]}' that the model does not know "
-                            f"(it predicts {', '.join(run.label_names[:10])}): remove those rows or evaluate a model trained on them")
+        raise TransferError(
+            f"{frame.attrs.get('source', 'test data')} has label '{unknown[0]}' that the model does not know "
+            f"(it predicts {', '.join(run.label_names[:10])}): remove those rows or evaluate a model trained on them"
+        )
     labels = np.array([label_ids[label_key(v)] for v in frame["label"]])
     if run.modality == "image":
         inputs, pairs = read_images(frame["image"].tolist()), None
@@ -53,11 +70,18 @@ def evaluate(model: str, *, test_file: str | None = None, test_dir: str | None =
     predictions = class_probabilities(run, inputs, text_pairs=pairs, batch_size=batch_size).argmax(axis=1)
     report = classification_report(labels, predictions, run.label_names)
     matrix = confusion_matrix(labels, predictions, len(run.label_names))
-    report.update(confusion_matrix=matrix.tolist(), label_names=run.label_names, examples=int(len(labels)),
-                  model=str(model), test_data=str(test_file or test_dir))
+    report.update(
+        confusion_matrix=matrix.tolist(),
+        label_names=run.label_names,
+        examples=int(len(labels)),
+        model=str(model),
+        test_data=str(test_file or test_dir),
+    )
     out = pathlib.Path(output_dir) if output_dir else run.folder / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
-    plots.confusion_matrix(matrix, run.label_names, out / "confusion_matrix.png", title=f"{pathlib.Path(str(test_file or test_dir)).name}")
+    plots.confusion_matrix(
+        matrix, run.label_names, out / "confusion_matrix.png", title=f"{pathlib.Path(str(test_file or test_dir)).name}"
+    )
     (out / "evaluation.json").write_text(json.dumps(report, indent=2))
     report["output_dir"] = str(out)
     return report

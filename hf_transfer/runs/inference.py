@@ -29,13 +29,15 @@ class LoadedRun:
 
 def load_run(model: str, *, device: str | None = None) -> LoadedRun:
     """A run folder (or Hub repo) written by a recipe, or any sequence / image classification checkpoint."""
-    from . import adapter_files
     from ..models.architectures import takes_images
+    from . import adapter_files
 
     folder = adapter_files.local_folder(model)
     if not folder.is_dir() or not any((folder / f).is_file() for f in ("config.json", adapter_files.BASE_MODEL_FILE)):
-        raise TransferError(f"--model '{model}' is not a saved run (no config.json or {adapter_files.BASE_MODEL_FILE}): "
-                            "point it at the --output_dir of a recipe")
+        raise TransferError(
+            f"--model '{model}' is not a saved run (no config.json or {adapter_files.BASE_MODEL_FILE}): "
+            "point it at the --output_dir of a recipe"
+        )
     results = _read_json(folder / "all_results.json")
     max_length = results.get("training_config", {}).get("max_seq_length") or 512
     if (folder / adapter_files.BASE_MODEL_FILE).is_file():
@@ -43,17 +45,29 @@ def load_run(model: str, *, device: str | None = None) -> LoadedRun:
         info = _read_json(folder / adapter_files.BASE_MODEL_FILE)
         label_names, modality = list(info["label_names"]), info["modality"]
     else:
-        from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import (
+            AutoConfig,
+            AutoImageProcessor,
+            AutoModelForImageClassification,
+            AutoModelForSequenceClassification,
+            AutoTokenizer,
+        )
 
         config = AutoConfig.from_pretrained(folder)
         inner = getattr(config, "backbone_config", None) or config
         modality = "image" if takes_images(inner) else "text"
-        auto, loader = (AutoModelForImageClassification, AutoImageProcessor) if modality == "image" else (AutoModelForSequenceClassification, AutoTokenizer)
+        auto, loader = (
+            (AutoModelForImageClassification, AutoImageProcessor)
+            if modality == "image"
+            else (AutoModelForSequenceClassification, AutoTokenizer)
+        )
         try:
             network = auto.from_pretrained(folder)
             processor = loader.from_pretrained(folder)
         except (OSError, ValueError) as exc:
-            raise TransferError(f"--model '{model}' could not be loaded as a {modality} classifier ({str(exc).splitlines()[0][:160]})") from None
+            raise TransferError(
+                f"--model '{model}' could not be loaded as a {modality} classifier ({str(exc).splitlines()[0][:160]})"
+            ) from None
         label_names = [str(config.id2label[i]) for i in range(config.num_labels)]
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return LoadedRun(network.to(device).eval(), processor, label_names, modality, folder, int(max_length))
@@ -72,20 +86,29 @@ def encoded_batches(run: LoadedRun, inputs: list, *, text_pairs: list | None = N
         batch = inputs[start : start + batch_size]
         if run.modality == "text":
             pairs = text_pairs[start : start + batch_size] if text_pairs is not None else None
-            encoded = run.processor(batch, pairs, truncation=True, max_length=run.max_length, padding=True, return_tensors="pt")
+            encoded = run.processor(
+                batch, pairs, truncation=True, max_length=run.max_length, padding=True, return_tensors="pt"
+            )
         else:
             encoded = run.processor([open_image(image) for image in batch], return_tensors="pt")
         yield {k: v.to(run.device) for k, v in encoded.items()}
 
 
 @torch.inference_mode()
-def class_logits(run: LoadedRun, inputs: list, *, text_pairs: list | None = None, batch_size: int = 64) -> torch.Tensor:
+def class_logits(
+    run: LoadedRun, inputs: list, *, text_pairs: list | None = None, batch_size: int = 64
+) -> torch.Tensor:
     """(n, num_labels) float32 logits on the CPU."""
-    chunks = [run.model(**encoded).logits.float().cpu() for encoded in encoded_batches(run, inputs, text_pairs=text_pairs, batch_size=batch_size)]
+    chunks = [
+        run.model(**encoded).logits.float().cpu()
+        for encoded in encoded_batches(run, inputs, text_pairs=text_pairs, batch_size=batch_size)
+    ]
     return torch.cat(chunks) if chunks else torch.zeros((0, len(run.label_names)))
 
 
-def class_probabilities(run: LoadedRun, inputs: list, *, text_pairs: list | None = None, batch_size: int = 64) -> np.ndarray:
+def class_probabilities(
+    run: LoadedRun, inputs: list, *, text_pairs: list | None = None, batch_size: int = 64
+) -> np.ndarray:
     """(n, num_labels) softmax probabilities; `inputs` are texts or PIL images."""
     return torch.softmax(class_logits(run, inputs, text_pairs=text_pairs, batch_size=batch_size), dim=-1).numpy()
 

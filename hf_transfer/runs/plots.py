@@ -19,7 +19,9 @@ def _pyplot():
 def training_curves(log_history: list[dict], path: pathlib.Path) -> pathlib.Path | None:
     """Loss (train and validation) and validation accuracy per epoch; None when nothing was logged per epoch."""
     train = [(e["epoch"], e["loss"]) for e in log_history if "loss" in e and "epoch" in e]
-    evals = [(e["epoch"], e["eval_loss"], e.get("eval_accuracy")) for e in log_history if "eval_loss" in e and "epoch" in e]
+    evals = [
+        (e["epoch"], e["eval_loss"], e.get("eval_accuracy")) for e in log_history if "eval_loss" in e and "epoch" in e
+    ]
     if not train and not evals:
         return None
     plt = _pyplot()
@@ -40,7 +42,9 @@ def training_curves(log_history: list[dict], path: pathlib.Path) -> pathlib.Path
     return path
 
 
-def confusion_matrix(matrix: np.ndarray, label_names: list[str], path: pathlib.Path, title: str = "confusion matrix") -> pathlib.Path:
+def confusion_matrix(
+    matrix: np.ndarray, label_names: list[str], path: pathlib.Path, title: str = "confusion matrix"
+) -> pathlib.Path:
     """Rows: true class, columns: predicted class, counts in the cells."""
     plt = _pyplot()
     n = len(label_names)
@@ -49,13 +53,29 @@ def confusion_matrix(matrix: np.ndarray, label_names: list[str], path: pathlib.P
     image = axis.imshow(matrix, cmap="Blues")
     figure.colorbar(image, ax=axis, fraction=0.046)
     names = [name[:14] for name in label_names]
-    axis.set(xticks=range(n), yticks=range(n), xticklabels=names, yticklabels=names, xlabel="predicted", ylabel="true", title=title)
+    axis.set(
+        xticks=range(n),
+        yticks=range(n),
+        xticklabels=names,
+        yticklabels=names,
+        xlabel="predicted",
+        ylabel="true",
+        title=title,
+    )
     plt.setp(axis.get_xticklabels(), rotation=45, ha="right")
     if n <= 20:
         threshold = matrix.max() / 2 if matrix.size else 0
         for i in range(n):
             for j in range(n):
-                axis.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=8, color="white" if matrix[i, j] > threshold else "black")
+                axis.text(
+                    j,
+                    i,
+                    int(matrix[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if matrix[i, j] > threshold else "black",
+                )
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -20,17 +20,35 @@ from ..errors import TransferError
 from .inference import class_probabilities, load_run, read_images
 
 
-def predict(model: str, *, input_file: str | None = None, input_dir: str | None = None, output_file: str | None = None,
-            all_scores: bool = False, text_column_name: str = "text", image_column_name: str = "image", batch_size: int = 64) -> pd.DataFrame:
+def predict(
+    model: str,
+    *,
+    input_file: str | None = None,
+    input_dir: str | None = None,
+    output_file: str | None = None,
+    all_scores: bool = False,
+    text_column_name: str = "text",
+    image_column_name: str = "image",
+    batch_size: int = 64,
+) -> pd.DataFrame:
     """Predictions as a DataFrame (also written to `output_file` as CSV when given)."""
     if bool(input_file) == bool(input_dir):
-        raise TransferError("give exactly one of --input_file (a table of texts or image paths) and --input_dir (a folder of images)")
+        raise TransferError(
+            "give exactly one of --input_file (a table of texts or image paths) and --input_dir (a folder of images)"
+        )
     run = load_run(model)
     inputs, pairs, shown = _read_inputs(run.modality, input_file, input_dir, text_column_name, image_column_name)
-    probabilities = class_probabilities(run, read_images(inputs) if run.modality == "image" else inputs, text_pairs=pairs, batch_size=batch_size)
+    probabilities = class_probabilities(
+        run, read_images(inputs) if run.modality == "image" else inputs, text_pairs=pairs, batch_size=batch_size
+    )
     best = probabilities.argmax(axis=1)
-    frame = pd.DataFrame({"input": shown, "predicted_label": [run.label_names[i] for i in best],
-                          "probability": probabilities.max(axis=1).round(6) if len(best) else []})
+    frame = pd.DataFrame(
+        {
+            "input": shown,
+            "predicted_label": [run.label_names[i] for i in best],
+            "probability": probabilities.max(axis=1).round(6) if len(best) else [],
+        }
+    )
     if all_scores:
         for index, name in enumerate(run.label_names):
             frame[f"probability_{name}"] = probabilities[:, index].round(6)
@@ -46,7 +64,9 @@ def _read_inputs(modality: str, input_file, input_dir, text_column_name: str, im
         if not root.is_dir():
             raise TransferError(f"--input_dir '{root}' is not a folder")
         if modality != "image":
-            raise TransferError(f"--input_dir '{root}': this run classifies text; give --input_file with a '{text_column_name}' column")
+            raise TransferError(
+                f"--input_dir '{root}': this run classifies text; give --input_file with a '{text_column_name}' column"
+            )
         paths = [str(p) for p in sorted(root.rglob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS]
         if not paths:
             raise TransferError(f"--input_dir '{root}' holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
@@ -54,14 +74,20 @@ def _read_inputs(modality: str, input_file, input_dir, text_column_name: str, im
     frame = read_table(input_file, "input_file")
     if modality == "image":
         if image_column_name not in frame.columns:
-            raise TransferError(f"--input_file '{input_file}' has no column '{image_column_name}' (columns: {', '.join(map(str, frame.columns))}): set --image_column_name")
+            raise TransferError(
+                f"--input_file '{input_file}' has no column '{image_column_name}' (columns: {', '.join(map(str, frame.columns))}): set --image_column_name"
+            )
         base = pathlib.Path(input_file).parent
-        paths = [str(p) if pathlib.Path(str(p)).is_absolute() else str(base / str(p)) for p in frame[image_column_name]]
+        paths = [
+            str(p) if pathlib.Path(str(p)).is_absolute() else str(base / str(p)) for p in frame[image_column_name]
+        ]
         return paths, None, paths
     columns = [c.strip() for c in text_column_name.split(",") if c.strip()]
     missing = [c for c in columns if c not in frame.columns]
     if missing or not 1 <= len(columns) <= 2:
-        raise TransferError(f"--input_file '{input_file}' has no column '{(missing or columns)[0]}' (columns: {', '.join(map(str, frame.columns))}): set --text_column_name")
+        raise TransferError(
+            f"--input_file '{input_file}' has no column '{(missing or columns)[0]}' (columns: {', '.join(map(str, frame.columns))}): set --text_column_name"
+        )
     texts = frame[columns[0]].fillna("").astype(str).tolist()
     pairs = frame[columns[1]].fillna("").astype(str).tolist() if len(columns) == 2 else None
     return texts, pairs, texts

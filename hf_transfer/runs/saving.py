@@ -13,15 +13,31 @@ import dataclasses
 import pathlib
 import shutil
 
-from ..models import transfer_classifier
 from ..errors import TransferError
+from ..models import transfer_classifier
 
 CUSTOM_CODE = "transfer_classifier.py"
 # What a run writes at the top of its folder; only these are removed by --overwrite_output_dir.
-RUN_FILE_PATTERNS = ("all_results.json", "README.md", "config.json", "*.safetensors", "adapter_config.json", "bottleneck_config.json",
-                     "base_model.json", "preprocessor_config.json", "tokenizer*.json", "special_tokens_map.json", "vocab.txt",
-                     "training_args.bin", CUSTOM_CODE, "*.png", "evaluation", "checkpoint-*", "runs",
-                     "advice.json")
+RUN_FILE_PATTERNS = (
+    "all_results.json",
+    "README.md",
+    "config.json",
+    "*.safetensors",
+    "adapter_config.json",
+    "bottleneck_config.json",
+    "base_model.json",
+    "preprocessor_config.json",
+    "tokenizer*.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "training_args.bin",
+    CUSTOM_CODE,
+    "*.png",
+    "evaluation",
+    "checkpoint-*",
+    "runs",
+    "advice.json",
+)
 RUN_MARKERS = ("all_results.json", "config.json", "adapter_config.json", "bottleneck_config.json", "checkpoint-*")
 
 
@@ -29,8 +45,12 @@ RUN_MARKERS = ("all_results.json", "config.json", "adapter_config.json", "bottle
 class OutputArguments:
     """The output folder (names as in Hugging Face's example scripts)."""
 
-    overwrite_output_dir: bool = dataclasses.field(default=False, metadata={"help": "replace the run already in --output_dir (its files are removed first)"})
-    keep_checkpoints: bool = dataclasses.field(default=False, metadata={"help": "keep the intermediate checkpoint-* folders (removed at the end by default)"})
+    overwrite_output_dir: bool = dataclasses.field(
+        default=False, metadata={"help": "replace the run already in --output_dir (its files are removed first)"}
+    )
+    keep_checkpoints: bool = dataclasses.field(
+        default=False, metadata={"help": "keep the intermediate checkpoint-* folders (removed at the end by default)"}
+    )
 
 
 def previous_run_files(output_dir: pathlib.Path) -> list[pathlib.Path]:
@@ -47,8 +67,10 @@ def check_output_dir(output_dir: pathlib.Path, *, overwrite: bool, resuming: boo
         return
     found = sorted({p.name for marker in RUN_MARKERS for p in output_dir.glob(marker)})
     if found:
-        raise TransferError(f"--output_dir '{output_dir}' already holds a run ({', '.join(found[:3])}): "
-                            "pass --overwrite_output_dir to replace it, or choose another --output_dir")
+        raise TransferError(
+            f"--output_dir '{output_dir}' already holds a run ({', '.join(found[:3])}): "
+            "pass --overwrite_output_dir to replace it, or choose another --output_dir"
+        )
 
 
 def clear_previous_run(output_dir: pathlib.Path) -> None:
@@ -68,7 +90,9 @@ def full_state_dict(model) -> dict | None:
     is sharded, and save_pretrained reads the model itself."""
     from torch.distributed.tensor import DTensor
 
-    sharded = any(isinstance(p, DTensor) for p in model.parameters()) or any(type(m).__name__ == "FullyShardedDataParallel" for m in model.modules())
+    sharded = any(isinstance(p, DTensor) for p in model.parameters()) or any(
+        type(m).__name__ == "FullyShardedDataParallel" for m in model.modules()
+    )
     if not sharded:
         return None
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -81,8 +105,10 @@ def save_model(model, output_dir: pathlib.Path, state_dict: dict | None = None) 
     `state_dict`: the gathered weights of a sharded model (full_state_dict)."""
     if isinstance(model, transfer_classifier.TransferClassifier):
         module = pathlib.Path(CUSTOM_CODE).stem
-        model.config.auto_map = {"AutoConfig": f"{module}.TransferClassifierConfig",
-                                 "AutoModelForSequenceClassification": f"{module}.TransferClassifier",
-                                 "AutoModelForImageClassification": f"{module}.TransferClassifier"}
+        model.config.auto_map = {
+            "AutoConfig": f"{module}.TransferClassifierConfig",
+            "AutoModelForSequenceClassification": f"{module}.TransferClassifier",
+            "AutoModelForImageClassification": f"{module}.TransferClassifier",
+        }
         shutil.copyfile(transfer_classifier.__file__, output_dir / CUSTOM_CODE)
     model.save_pretrained(output_dir, state_dict=state_dict)

@@ -9,7 +9,13 @@ import pytest
 import hf_transfer
 
 LIBRARY = pathlib.Path(hf_transfer.__file__).parent
-COMMAND_LINE = {"cli", "__main__", "predict", "evaluate", "advise"}  # the console script and the old `python -m` spellings
+COMMAND_LINE = {
+    "cli",
+    "__main__",
+    "predict",
+    "evaluate",
+    "advise",
+}  # the console script and the old `python -m` spellings
 LEAVES = {"errors", "options", "assets", "hub", "metrics", "defaults"}
 
 
@@ -51,8 +57,16 @@ def _edges():
     edges = []
     for path, module, package in _modules():
         for target, names, line in _imports(path, package):
-            targets = [target] if target != "hf_transfer" else [f"hf_transfer.{name}" if (LIBRARY / name).is_dir() or (LIBRARY / f"{name}.py").is_file()
-                                                                 else "hf_transfer" for name in names]
+            targets = (
+                [target]
+                if target != "hf_transfer"
+                else [
+                    f"hf_transfer.{name}"
+                    if (LIBRARY / name).is_dir() or (LIBRARY / f"{name}.py").is_file()
+                    else "hf_transfer"
+                    for name in names
+                ]
+            )
             for resolved in targets:
                 edges.append((module, resolved, names, f"{path.relative_to(LIBRARY.parent)}:{line}"))
     return edges
@@ -63,12 +77,25 @@ EDGES = _edges()
 
 def test_the_walk_sees_the_library():
     rooms = {room(module) for module, *_ in EDGES}
-    assert {"models", "data", "engine", "adapters", "features", "runs", "pipeline", "distill", "domain", "advice", "cli"} <= rooms
+    assert {
+        "models",
+        "data",
+        "engine",
+        "adapters",
+        "features",
+        "runs",
+        "pipeline",
+        "distill",
+        "domain",
+        "advice",
+        "cli",
+    } <= rooms
     assert any(room(target) == "models" and room(source) == "engine" for source, target, *_ in EDGES)
 
 
 def test_every_import_names_a_module_that_exists():
     """A function-local import runs only when its function does: a wrong path would fail in a user's run, not here."""
+
     def exists(module):
         path = LIBRARY.parent.joinpath(*module.split("."))
         return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
@@ -104,12 +131,17 @@ def test_no_cycle_between_subpackages():
 
     for start in graph:
         found = cycle_from(start)
-        assert found is None, "import cycle " + " -> ".join(found) + ": " + ", ".join(graph[a][b] for a, b in zip(found, found[1:]))
+        assert found is None, (
+            "import cycle " + " -> ".join(found) + ": " + ", ".join(graph[a][b] for a, b in zip(found, found[1:]))
+        )
 
 
 def test_library_never_imports_the_command_line_layer():
-    offenders = [where for source, target, _, where in EDGES
-                 if room(source) not in COMMAND_LINE and room(source) != "__init__" and room(target) in COMMAND_LINE]
+    offenders = [
+        where
+        for source, target, _, where in EDGES
+        if room(source) not in COMMAND_LINE and room(source) != "__init__" and room(target) in COMMAND_LINE
+    ]
     assert not offenders, f"library code imports the command-line layer at {offenders}"
 
 
@@ -119,15 +151,22 @@ def test_leaves_import_only_leaves():
 
 
 def test_no_private_name_crosses_a_subpackage():
-    offenders = [f"{where} imports {name}" for source, target, names, where in EDGES
-                 if room(source) != room(target) for name in names if name.startswith("_") and not name.startswith("__")]
+    offenders = [
+        f"{where} imports {name}"
+        for source, target, names, where in EDGES
+        if room(source) != room(target)
+        for name in names
+        if name.startswith("_") and not name.startswith("__")
+    ]
     assert not offenders, f"private names used across subpackages: {offenders}"
 
 
 @pytest.mark.parametrize("package", sorted(p.name for p in LIBRARY.iterdir() if (p / "__init__.py").is_file()))
 def test_every_subpackage_says_what_lives_there_and_what_it_may_import(package):
     doc = ast.get_docstring(ast.parse((LIBRARY / package / "__init__.py").read_text())) or ""
-    assert len(doc) > 100 and "May import" in doc, f"hf_transfer/{package}/__init__.py needs its one-paragraph docstring"
+    assert len(doc) > 100 and "May import" in doc, (
+        f"hf_transfer/{package}/__init__.py needs its one-paragraph docstring"
+    )
 
 
 def test_the_walk_fails_on_a_cycle(monkeypatch):

@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import pipeline_accuracy
+
 from hf_transfer.runs.predict import predict
 
 FIXTURE = pathlib.Path(__file__).parents[2] / "fixtures" / "runs_0_1_0"
@@ -21,7 +21,9 @@ EXPECTED = json.loads((FIXTURE / "expected_probabilities.json").read_text())
 def legacy(tmp_path_factory):
     root = tmp_path_factory.mktemp("legacy") / "runs"
     shutil.copytree(FIXTURE, root)
-    info_path = root / "lora_adapter" / "base_model.json"  # the base was recorded where 0.1.0 trained it: point at the copy
+    info_path = (
+        root / "lora_adapter" / "base_model.json"
+    )  # the base was recorded where 0.1.0 trained it: point at the copy
     info = json.loads(info_path.read_text())
     info["model_name_or_path"] = info["model_args"]["model_name_or_path"] = str(root / "tiny-bert")
     info_path.write_text(json.dumps(info))
