@@ -21,9 +21,9 @@ from .errors import TransferError
 
 def command_line(function, **kwargs):
     """Run a command-line tool's function quietly; bad input ends in one line `error: ...` and exit code 2."""
-    from .engine.console import quiet_dependencies
+    from .engine.console import command_line_output
 
-    quiet_dependencies()
+    command_line_output()
     try:
         return function(**kwargs)
     except TransferError as exc:

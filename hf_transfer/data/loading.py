@@ -52,8 +52,26 @@ class DataArguments:
     max_train_samples_per_class: int | None = dataclasses.field(
         default=None, metadata={"help": "few-shot: this many training examples per class"}
     )
-    max_eval_samples: int | None = None
-    max_test_samples: int | None = None
+    max_train_samples: int | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "at most this many training examples in all, drawn stratified by label (applied after "
+            "--max_train_samples_per_class when both are given)"
+        },
+    )
+    max_eval_samples: int | None = dataclasses.field(
+        default=None, metadata={"help": "at most this many validation examples, stratified"}
+    )
+    max_test_samples: int | None = dataclasses.field(
+        default=None, metadata={"help": "at most this many test examples, stratified"}
+    )
+    max_predict_samples: int | None = dataclasses.field(
+        default=None, metadata={"help": "Hugging Face examples' name for --max_test_samples"}
+    )
+    text_column_names: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Hugging Face examples' name for --text_column_name ('a,b' for sentence pairs)"},
+    )
     max_seq_length: int = 128
     image_size: int | None = dataclasses.field(default=None, metadata={"help": "override the checkpoint's input size"})
     augment: bool = dataclasses.field(
@@ -471,6 +489,8 @@ def load_labelled_data(args: DataArguments, seed: int = 42, modality: str | None
         )
     if args.max_train_samples_per_class:
         splits["train"] = take_per_class(splits["train"], args.max_train_samples_per_class, seed)
+    if args.max_train_samples:
+        splits["train"] = stratified_sample(splits["train"], args.max_train_samples, seed)
     if args.max_eval_samples:
         splits["validation"] = stratified_sample(splits["validation"], args.max_eval_samples, seed)
     if args.max_test_samples and "test" in splits:

@@ -71,16 +71,30 @@ def calm(trainer) -> None:
     trainer.add_callback(EpochLines())
 
 
-def quiet_dependencies() -> None:
-    """For command-line runs: transformers / datasets log errors only, and library deprecation notices are hidden."""
+# Notices that our own calls trigger on purpose and that ask nothing of the user: LoRA with gradient checkpointing
+# feeds inputs without requires_grad (peft #1142 is why we use the non-reentrant variant), and gradual unfreezing
+# under DDP has unused parameters by design. Only these messages are held back; every other warning shows.
+EXPECTED_NOTICES = ("None of the inputs have requires_grad", "find_unused_parameters=True")
+
+
+def command_line_output() -> None:
+    """For command-line runs: no per-tensor loading bars from transformers / datasets, and the notices above held
+    back. Library logging otherwise follows --log_level / --log_level_replica (`follow_log_level`), as in Trainer."""
     import datasets
     import transformers
 
-    transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()  # loading / writing bars for a few hundred tensors
-    datasets.logging.set_verbosity_error()
     datasets.disable_progress_bars()
-    for category in (FutureWarning, DeprecationWarning):
-        warnings.filterwarnings("ignore", category=category)
-    for message in ("None of the inputs have requires_grad", "torch.utils.checkpoint", "find_unused_parameters=True"):
+    for message in EXPECTED_NOTICES:
         warnings.filterwarnings("ignore", message=f".*{message}.*")
+
+
+def follow_log_level(training_args) -> None:
+    """transformers and datasets log at the level Trainer would use for this process (--log_level on the main
+    process, --log_level_replica on the others; `passive` keeps the library default, warnings)."""
+    import datasets
+    import transformers
+
+    level = training_args.get_process_log_level()
+    transformers.logging.set_verbosity(level)
+    datasets.logging.set_verbosity(level)

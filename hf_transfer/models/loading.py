@@ -10,6 +10,7 @@ we use `TransferClassifier` (`transfer_classifier.py`), registered with the Auto
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import pathlib
@@ -312,9 +313,10 @@ def _with_new_head(
             AutoModelForImageClassification if checkpoint.modality == "image" else AutoModelForSequenceClassification
         )
         try:
-            return auto.from_pretrained(
-                checkpoint.location, ignore_mismatched_sizes=True, **labels, **checkpoint.load_kwargs
-            )
+            with _new_head_expected():
+                return auto.from_pretrained(
+                    checkpoint.location, ignore_mismatched_sizes=True, **labels, **checkpoint.load_kwargs
+                )
         except OSError as exc:
             raise unreachable_checkpoint(checkpoint.name, exc) from None
     if checkpoint.from_run:
@@ -326,6 +328,24 @@ def _with_new_head(
     else:
         backbone = AutoModel.from_pretrained(checkpoint.location, **checkpoint.load_kwargs)
     return _transfer_classifier(checkpoint, args, labels, backbone)
+
+
+@contextlib.contextmanager
+def _new_head_expected():
+    """transformers reports the new classification head as missing weights (a warning-level load report) every time
+    a checkpoint gets a head for the user's labels. The head is new on purpose, so the report is held back for this
+    one call, unless --log_level info / debug asked for everything."""
+    from transformers.utils import logging as transformers_logging
+
+    level = transformers_logging.get_verbosity()
+    if level < transformers_logging.WARNING:
+        yield
+        return
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(level)
 
 
 def _transfer_classifier(checkpoint: Checkpoint, args: ModelArguments, labels: dict, backbone) -> TransferClassifier:

@@ -71,7 +71,10 @@ class RecipeArgs:
 
 def _parser(extra_dataclasses=()) -> HfArgumentParser:
     # The recipe's own options first, then model, data and output folder, then Trainer's ~150: --help reads top-down.
-    parser = HfArgumentParser((*extra_dataclasses, ModelArguments, DataArguments, OutputArguments, TrainingArguments))
+    # No abbreviations: "--max_train_samples 7" must never be read as another option that merely starts with it.
+    parser = HfArgumentParser(
+        (*extra_dataclasses, ModelArguments, DataArguments, OutputArguments, TrainingArguments), allow_abbrev=False
+    )
     parser.add_argument("--config", help="YAML file of argument values; the command line overrides them")
     return parser
 
@@ -117,6 +120,7 @@ def parse_recipe_args(
     if "accelerator_config" in device_defaults:
         _keep_non_blocking(argv, user_values)
     parser.set_defaults(**{**COMMON_DEFAULTS, **device_defaults, **defaults, **user_values})
+    _refuse_unknown_options(parser, argv)
     try:
         parsed = parser.parse_args_into_dataclasses(args=argv)
     except SystemExit as exc:  # argparse already printed its one-line reason
@@ -131,6 +135,7 @@ def parse_recipe_args(
     )
     _check_precision(training_args)
     _one_data_source(data_args, explicit)
+    _examples_names(data_args, explicit)
     options = {type(values): values for values in rest}
     _check_values(data_args, training_args, options)
     return RecipeArgs(model_args, data_args, training_args, output_args, explicit, options)
@@ -279,6 +284,35 @@ def _check_precision(training: TrainingArguments) -> None:
         raise TransferError(
             "--fp16 needs a GPU and none is available: on the CPU train in fp32 (the default) or pass --bf16"
         )
+
+
+def _refuse_unknown_options(parser: HfArgumentParser, argv: list[str]) -> None:
+    """A mistyped option is one line naming it and the closest real option, not a list of unused arguments."""
+    import difflib
+
+    _, unknown = parser.parse_known_args(argv)
+    options = [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
+    for arg in unknown:
+        if arg.startswith("--"):
+            name = arg.split("=", 1)[0]
+            longer = sorted((o for o in options if o.startswith(name)), key=len)  # a cut-short name: what it starts
+            close = longer[:2] if longer else difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+            hint = f": did you mean {' or '.join(close)}?" if close else ""
+            raise TransferError(f"unknown option {name}{hint} (--help lists every option)")
+    if unknown:
+        raise TransferError(
+            f"unexpected argument '{unknown[0]}': options are --name value (--help lists every option)"
+        )
+
+
+def _examples_names(data_args: DataArguments, explicit: set) -> None:
+    """Hugging Face examples' names for options we also spell our own way: one value, whichever name gave it."""
+    for theirs, ours in (("max_predict_samples", "max_test_samples"), ("text_column_names", "text_column_name")):
+        if theirs not in explicit:
+            continue
+        if ours in explicit and getattr(data_args, ours) != getattr(data_args, theirs):
+            raise TransferError(f"--{theirs} and --{ours} are the same option with different values: give one")
+        setattr(data_args, ours, getattr(data_args, theirs))
 
 
 def _one_data_source(data_args: DataArguments, explicit: set) -> None:

@@ -26,7 +26,7 @@ from ..data.preprocessing import (
     save_image_processor,
     timm_architecture,
 )
-from ..engine.console import calm
+from ..engine.console import calm, follow_log_level
 from ..engine.throughput import TrainingThroughput, throughput_of
 from ..engine.trainer import TransferTrainer
 from ..errors import TransferError
@@ -62,6 +62,7 @@ class Job:
 def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dict | None = None) -> Job:
     """Load and check data and checkpoint, build the classifier and the datasets. Writes nothing."""
     set_seed(args.training.seed)
+    follow_log_level(args.training)
     saving.check_output_dir(
         pathlib.Path(args.training.output_dir),
         overwrite=args.output.overwrite_output_dir,
@@ -83,6 +84,7 @@ def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dic
             + ("bundled:minilm-l6" if data.modality == "text" else "bundled:efficientnet-lite0")
             + ")"
         )
+    describe_splits(data)
     model = build_classifier(checkpoint, data.label_names, args.model, native=native)
     processor = load_processor(checkpoint)
     img_cfg = None
@@ -96,6 +98,26 @@ def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dic
     if learning_rates and "learning_rate" not in args.explicit:
         args.training.learning_rate = learning_rates[data.modality]
     return Job(args, data, checkpoint, model, processor, img_cfg, datasets, collator, hub_target, budget)
+
+
+# Fewer validation examples per class than this: too few to choose the kept epoch or a head's L2 on (one example
+# more or less right moves accuracy by several points).
+SMALL_VALIDATION_PER_CLASS = 5
+
+
+def describe_splits(data: LabelledData) -> None:
+    """One line with the examples in each split, and a warning when validation is too small to choose anything on."""
+    sizes = {split: len(frame) for split, frame in data.splits.items()}
+    print(
+        f"data: {sizes['train']:,} train / {sizes['validation']:,} validation / {sizes.get('test', 0):,} test examples, "
+        f"{len(data.label_names)} classes ({data.description})"
+    )
+    if sizes["validation"] < SMALL_VALIDATION_PER_CLASS * len(data.label_names):
+        print(
+            f"warning: {sizes['validation']} validation examples for {len(data.label_names)} classes are too few to choose "
+            "the kept epoch or the head's L2 on: give --validation_file / --validation_dir, or a larger "
+            "--validation_split_percentage"
+        )
 
 
 def dataset_for(job: Job, frame, split: str = "train"):
