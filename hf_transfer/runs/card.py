@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pathlib
 
 from .. import assets
 
@@ -23,6 +24,71 @@ def base_hub_id(results: dict) -> str | None:
     return base_id if base_id.count("/") == 1 and not base_id.startswith((".", "/")) else None
 
 
+# Licenses of the bundled checkpoints (both Apache-2.0: sentence-transformers/all-MiniLM-L6-v2, EfficientNet-Lite0).
+BUNDLED_LICENSES = {"bundled:minilm-l6": "apache-2.0", "bundled:efficientnet-lite0": "apache-2.0"}
+
+
+def hub_dataset_id(name: str | None) -> str | None:
+    """A data set name the Hub can link to (user/name), not a local path or a bundled set."""
+    if not name or assets.is_bundled(name) or name.startswith((".", "/", "~")) or pathlib.Path(name).exists():
+        return None
+    return name if name.count("/") == 1 else None
+
+
+def base_license(base: str) -> str | None:
+    """The base checkpoint's license when it is known here: bundled ones, or a local folder whose card says it."""
+    if base in BUNDLED_LICENSES:
+        return BUNDLED_LICENSES[base]
+    readme = pathlib.Path(base) / "README.md"
+    if readme.is_file():
+        from huggingface_hub import ModelCard
+
+        try:
+            return ModelCard.load(readme).data.license
+        except Exception:  # noqa: BLE001 - a base card we cannot parse has no license for us to copy
+            return None
+    return None
+
+
+def card_metadata(results: dict, *, recipe: str, adapter: str | None, tags: list[str], repo_id: str | None = None):
+    """The card's front matter as the Hub reads it (huggingface_hub's ModelCardData): library, base model, task,
+    license, data set, and a model-index with accuracy and macro-F1 on the validation and test splits."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    task = f"{results.get('modality', 'text')}-classification"
+    dataset = results.get("dataset") or "unknown"
+    dataset_id = hub_dataset_id(dataset)
+    evaluations = []
+    for prefix, split in (("eval", "validation"), ("test", "test")):
+        for metric, name, config in (("accuracy", "accuracy", None), ("f1_macro", "macro-F1", "macro")):
+            value = results.get(f"{prefix}_{metric}")
+            if isinstance(value, (int, float)):
+                evaluations.append(
+                    EvalResult(
+                        task_type=task,
+                        dataset_type=dataset_id or dataset,
+                        dataset_name=dataset,
+                        dataset_split=split,
+                        metric_type=metric.split("_")[0],
+                        metric_name=name,
+                        metric_config=config,
+                        metric_value=round(float(value), 4),
+                    )
+                )
+    return ModelCardData(
+        library_name="peft" if adapter == "peft" else "transformers" if not adapter else "hf_transfer",
+        base_model=base_hub_id(results),
+        pipeline_tag=task,
+        license=base_license(results["model_name_or_path"]),
+        datasets=[dataset_id] if dataset_id else None,
+        tags=tags,
+        metrics=["accuracy", "f1"],
+        model_name=repo_id
+        or f"{(base_hub_id(results) or str(results['model_name_or_path'])).rstrip('/').split('/')[-1]}-{recipe}",
+        eval_results=evaluations or None,
+    )
+
+
 def model_card(results: dict, *, recipe: str, model_class: str, repo_id: str | None = None) -> str:
     base = results["model_name_or_path"]
     adapter = results.get("adapter")  # "peft", "bottleneck" or None (a full model)
@@ -31,13 +97,8 @@ def model_card(results: dict, *, recipe: str, model_class: str, repo_id: str | N
     tags = ["hf_transfer", recipe.replace("_", "-"), f"{results.get('modality', '')}-classification"]
     if adapter:
         tags += [peft_method] + (["peft"] if adapter == "peft" else ["adapter"])
-    front = [
-        "---",
-        f"library_name: {'peft' if adapter == 'peft' else 'transformers' if not adapter else 'hf_transfer'}",
-    ]
-    if base_hub_id(results):
-        front.append(f"base_model: {base_hub_id(results)}")
-    front += ["tags:", *[f"- {t}" for t in tags], "metrics:", "- accuracy", "- f1", "---"]
+    front = card_metadata(results, recipe=recipe, adapter=adapter, tags=tags, repo_id=repo_id).to_yaml()
+    front = ["---", *front.splitlines(), "---"]
     what = f"a {peft_method} adapter for" if adapter else "merged into" if results.get("merged_from") else "fine-tuned"
     lines = [
         *front,

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import pipeline_accuracy, write_image_folder, write_text_table
+from huggingface_hub import ModelCard
 
 import recipes.feature_extraction as feature_extraction
 import recipes.full_finetune as full_finetune
@@ -54,6 +55,13 @@ def test_text_run_of_our_own_class_loads_with_pipeline_and_matches_the_recipes_t
         out / "evaluation" / "confusion_matrix.png"
     ).is_file()
     card = (out / "README.md").read_text()
+    parsed = ModelCard.load(
+        out / "README.md"
+    ).data  # what the Hub reads: metrics in the model-index, the task, the library
+    metrics = {(r.dataset_split, r.metric_type): r.metric_value for r in parsed.eval_results}
+    assert metrics[("test", "accuracy")] == pytest.approx(results["test_accuracy"], abs=1e-4)
+    assert metrics[("validation", "f1")] == pytest.approx(results["eval_f1_macro"], abs=1e-4)
+    assert parsed.pipeline_tag == "text-classification" and parsed.library_name == "transformers"
     assert (
         "trust_remote_code=True" in card
         and "![Training curves](training_curves.png)" in card
