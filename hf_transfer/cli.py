@@ -5,6 +5,7 @@
     hf-transfer advise   --train_dir photos/ --model_name_or_path bundled:efficientnet-lite0 ./my-vit
     hf-transfer merge    outputs/lora_bert outputs/lora_bert_merged
     hf-transfer push     outputs/lora_vit me/vit-photos-lora --private
+    hf-transfer export   outputs/full_finetune --format onnx --output_dir outputs/full_finetune_onnx
 
 Training is not a subcommand: a recipe is a file (`python recipes/x.py`, `accelerate launch recipes/x.py`).
 Nothing in the library imports this module; it parses arguments, calls the library, prints, and turns a
@@ -163,6 +164,41 @@ def _push(argv: list[str]) -> None:
     print(f"pushed {args.output_dir} to {url}" + (f" (branch {args.revision})" if args.revision else ""))
 
 
+def _export(argv: list[str]) -> None:
+    from .runs.export import FORMATS, TOLERANCE, export
+
+    parser = argparse.ArgumentParser(
+        prog="hf-transfer export",
+        allow_abbrev=False,
+        description="Export a saved full (or merged) run to ONNX, checked against the run's own logits.",
+    )
+    parser.add_argument(
+        "model", help="a run's output folder (full model, or an adapter run merged with hf-transfer merge)"
+    )
+    parser.add_argument("--format", default="onnx", choices=FORMATS)
+    parser.add_argument(
+        "--output_dir",
+        required=True,
+        help="a new folder: model.onnx, config, tokenizer / processor, export_report.json",
+    )
+    parser.add_argument(
+        "--check_file", help="inputs to compare the two models on (CSV / JSON / Parquet of texts or image paths)"
+    )
+    parser.add_argument("--check_dir", help="a folder of images to compare the two models on")
+    parser.add_argument("--text_column_name", default="text")
+    parser.add_argument("--image_column_name", default="image")
+    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--tolerance", type=float, default=TOLERANCE, help="largest accepted |logit difference|")
+    args = parser.parse_args(argv)
+    report = command_line(export, **vars(args))
+    latency = report["latency_ms"]
+    print(
+        f"exported to {report['output_dir']}/model.onnx: max |logit difference| {report['max_abs_logit_difference']:.2e} on "
+        f"{report['check_examples']} inputs; latency for {report['latency_batch']} inputs on the CPU: PyTorch {latency['pytorch']:.1f} ms, "
+        f"onnxruntime {latency['onnxruntime']:.1f} ms (x{report['onnxruntime_speedup']:.2f})"
+    )
+
+
 COMMANDS = {
     "predict": (
         _predict,
@@ -175,6 +211,7 @@ COMMANDS = {
     ),
     "merge": (_merge, "fold a peft adapter run into its base model"),
     "push": (_push, "push a finished run to the Hugging Face Hub with its model card"),
+    "export": (_export, "export a full or merged run to ONNX, checked against the run's logits"),
 }
 
 

@@ -255,9 +255,9 @@ def main() -> None:
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.worker:
-        from hf_transfer.engine.console import quiet_dependencies
+        from hf_transfer.engine.console import command_line_output
 
-        quiet_dependencies()
+        command_line_output()
         row = {"limit": measure_limit, "plain": measure_plain}.get(
             options.worker, lambda o: measure_recipe(options.worker, o)
         )(options)

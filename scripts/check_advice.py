@@ -23,7 +23,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from compare_strategies import DATA_OPTIONS, TASKS  # noqa: E402
 
 from hf_transfer.advice.advise import advise
-from hf_transfer.engine.console import quiet_dependencies
+from hf_transfer.engine.console import command_line_output
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--image_size", type=int, default=None)
     parser.add_argument("--output_dir", default="outputs/advice_check")
     args = parser.parse_args()
-    quiet_dependencies()
+    command_line_output()
     runs = [json.loads(line) for line in pathlib.Path(args.runs).read_text().splitlines() if line.strip()]
     data = {k: getattr(args, k) for k in DATA_OPTIONS if getattr(args, k)}
     if args.task:

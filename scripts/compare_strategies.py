@@ -27,7 +27,7 @@ import recipes.feature_extraction as feature_extraction
 import recipes.full_finetune as full_finetune
 import recipes.gradual_unfreeze as gradual_unfreeze
 import recipes.peft_finetune as peft_finetune
-from hf_transfer.engine.console import quiet_dependencies
+from hf_transfer.engine.console import command_line_output
 
 TASKS = {
     "text": {
@@ -215,7 +215,7 @@ def main() -> None:
         help="where results.csv, comparison.md and the plots go (default: beside --output, else .)",
     )
     args = parser.parse_args()
-    quiet_dependencies()
+    command_line_output()
 
     output = pathlib.Path(args.output) if args.output else None
     if output is not None:

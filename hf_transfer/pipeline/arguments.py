@@ -136,6 +136,7 @@ def parse_recipe_args(
     _check_precision(training_args)
     _one_data_source(data_args, explicit)
     _examples_names(data_args, explicit)
+    _check_stages(training_args, explicit)
     options = {type(values): values for values in rest}
     _check_values(data_args, training_args, options)
     return RecipeArgs(model_args, data_args, training_args, output_args, explicit, options)
@@ -302,6 +303,21 @@ def _refuse_unknown_options(parser: HfArgumentParser, argv: list[str]) -> None:
     if unknown:
         raise TransferError(
             f"unexpected argument '{unknown[0]}': options are --name value (--help lists every option)"
+        )
+
+
+def _check_stages(training: TrainingArguments, explicit: set) -> None:
+    """The examples' --do_train / --do_eval / --do_predict: a recipe trains, keeps its best epoch on validation and
+    scores the test split when there is one, so true is what it does anyway, --do_predict false skips the test
+    split, and a stage that cannot be left out is refused with what to run instead."""
+    if "do_train" in explicit and not training.do_train:
+        raise TransferError(
+            "--do_train false: a recipe always trains; to score a saved run use "
+            "`hf-transfer evaluate --model RUN --test_file FILE` (or --test_dir)"
+        )
+    if "do_eval" in explicit and not training.do_eval:
+        raise TransferError(
+            "--do_eval false: a recipe keeps its best epoch on validation, so it always evaluates: leave --do_eval out"
         )
 
 

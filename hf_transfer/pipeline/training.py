@@ -7,7 +7,6 @@ half-written output folder.
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 
 import numpy as np
@@ -83,6 +82,10 @@ def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dic
             f"pick a {data.modality} checkpoint (e.g. "
             + ("bundled:minilm-l6" if data.modality == "text" else "bundled:efficientnet-lite0")
             + ")"
+        )
+    if "do_predict" in args.explicit and args.training.do_predict and "test" not in data.splits:
+        raise TransferError(
+            f"--do_predict: {data.description} has no test split: give --test_file / --test_dir, or leave --do_predict out"
         )
     describe_splits(data)
     model = build_classifier(checkpoint, data.label_names, args.model, native=native)
@@ -188,6 +191,8 @@ def evaluate_splits(job: Job, trainer, *, datasets=None) -> dict:
     datasets = datasets or job.datasets
     results = {}
     for split, prefix in (("validation", "eval"), ("test", "test")):
+        if split == "test" and "do_predict" in job.args.explicit and not job.args.training.do_predict:
+            continue  # --do_predict false: the test split is left alone
         if split not in datasets:
             continue
         prediction = trainer.predict(datasets[split], metric_key_prefix=prefix)
@@ -331,7 +336,8 @@ def finish(job: Job, trainer, results: dict, *, recipe: str, model=None) -> dict
         if not job.args.output.keep_checkpoints:
             saving.remove_checkpoints(out)
         results["figures"] = _draw_figures(trainer, results, job.data.label_names, out)
-        (out / "all_results.json").write_text(json.dumps(results, indent=2, default=str))
+        trainer.save_state()  # trainer_state.json: the log history, as the examples keep it
+        saving.write_results(out, results)
         (out / "README.md").write_text(model_card(results, recipe=recipe, model_class=results["model_class"]))
         print_summary(results, out)
         if job.hub_target is not None:
@@ -348,6 +354,9 @@ def finish(job: Job, trainer, results: dict, *, recipe: str, model=None) -> dict
 
 def _draw_figures(trainer, results: dict, label_names: list[str], out: pathlib.Path) -> list[str]:
     """training_curves.png and the confusion matrix of the test split (else validation), for the card."""
+    if not plots.available():
+        print(plots.INSTALL_HINT)
+        return []
     drawn = [plots.training_curves(trainer.state.log_history, out / "training_curves.png")]
     split = "test" if "test_confusion_matrix" in results else "eval"
     if f"{split}_confusion_matrix" in results:

@@ -19,7 +19,7 @@ from ..data.preprocessing import ImageConfig, save_image_processor
 from ..errors import TransferError
 from ..models.freezing import count_parameters
 from .card import HUB_IDS
-from .saving import save_model
+from .saving import read_results, save_model, write_results
 
 BASE_MODEL_FILE = "base_model.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
@@ -154,17 +154,13 @@ def merge(path_or_repo: str, out_dir: str, *, model_name_or_path: str | None = N
         elif processor is not None:
             processor.save_pretrained(str(staging))
         save_model(merged, staging)
-        results_path = folder / "all_results.json"
-        if results_path.is_file():
+        recorded = read_results(folder)
+        if recorded:
             from .card import model_card
 
-            results = {
-                k: v
-                for k, v in json.loads(results_path.read_text()).items()
-                if k not in ("adapter", "saved_weights_bytes")
-            }
+            results = {k: v for k, v in recorded.items() if k not in ("adapter", "saved_weights_bytes")}
             results.update(count_parameters(merged), merged_from=str(path_or_repo), model_class=type(merged).__name__)
-            (staging / "all_results.json").write_text(json.dumps(results, indent=2, default=str))
+            write_results(staging, results)
             (staging / "README.md").write_text(
                 model_card(results, recipe=results.get("recipe", "merged"), model_class=type(merged).__name__)
             )

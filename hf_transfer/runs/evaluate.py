@@ -79,6 +79,8 @@ def evaluate(
     )
     out = pathlib.Path(output_dir) if output_dir else run.folder / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
+    if not plots.available():
+        print(plots.INSTALL_HINT)
     plots.confusion_matrix(
         matrix, run.label_names, out / "confusion_matrix.png", title=f"{pathlib.Path(str(test_file or test_dir)).name}"
     )

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import TransferError
+from .saving import read_results
 
 
 @dataclasses.dataclass
@@ -38,7 +39,7 @@ def load_run(model: str, *, device: str | None = None) -> LoadedRun:
             f"--model '{model}' is not a saved run (no config.json or {adapter_files.BASE_MODEL_FILE}): "
             "point it at the --output_dir of a recipe"
         )
-    results = _read_json(folder / "all_results.json")
+    results = read_results(folder)
     max_length = results.get("training_config", {}).get("max_seq_length") or 512
     if (folder / adapter_files.BASE_MODEL_FILE).is_file():
         network, processor = adapter_files.load_adapter(str(folder))

@@ -1,10 +1,22 @@
-"""Pictures a run leaves beside its numbers: training curves and a confusion matrix (PNG, for the model card)."""
+"""Pictures a run leaves beside its numbers: training curves and a confusion matrix (PNG, for the model card).
+
+matplotlib is an optional extra (`pip install "hf-transfer-learning[plots]"`): without it no picture is drawn, one line
+says so, and everything else of the run is written as usual.
+"""
 
 from __future__ import annotations
 
 import pathlib
 
 import numpy as np
+
+INSTALL_HINT = "figures skipped: matplotlib is not installed (pip install 'hf-transfer-learning[plots]')"
+
+
+def available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def _pyplot():
@@ -23,6 +35,8 @@ def training_curves(log_history: list[dict], path: pathlib.Path) -> pathlib.Path
         (e["epoch"], e["eval_loss"], e.get("eval_accuracy")) for e in log_history if "eval_loss" in e and "epoch" in e
     ]
     if not train and not evals:
+        return None
+    if not available():
         return None
     plt = _pyplot()
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -46,6 +60,8 @@ def confusion_matrix(
     matrix: np.ndarray, label_names: list[str], path: pathlib.Path, title: str = "confusion matrix"
 ) -> pathlib.Path:
     """Rows: true class, columns: predicted class, counts in the cells."""
+    if not available():
+        return None
     plt = _pyplot()
     n = len(label_names)
     side = min(2 + 0.5 * n, 12)

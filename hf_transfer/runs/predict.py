@@ -37,7 +37,7 @@ def predict(
             "give exactly one of --input_file (a table of texts or image paths) and --input_dir (a folder of images)"
         )
     run = load_run(model)
-    inputs, pairs, shown = _read_inputs(run.modality, input_file, input_dir, text_column_name, image_column_name)
+    inputs, pairs, shown = read_inputs(run.modality, input_file, input_dir, text_column_name, image_column_name)
     probabilities = class_probabilities(
         run, read_images(inputs) if run.modality == "image" else inputs, text_pairs=pairs, batch_size=batch_size
     )
@@ -57,7 +57,7 @@ def predict(
     return frame
 
 
-def _read_inputs(modality: str, input_file, input_dir, text_column_name: str, image_column_name: str):
+def read_inputs(modality: str, input_file, input_dir, text_column_name: str, image_column_name: str):
     """(model inputs, text pairs or None, what the output's `input` column shows)."""
     if input_dir:
         root = pathlib.Path(input_dir)

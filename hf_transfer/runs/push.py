@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 from ..errors import TransferError
 from ..hub import HubTarget, check_repo_id, push_folder
 from .card import model_card
+from .saving import read_results
 
 
 def push_run(folder: str | pathlib.Path, target: HubTarget) -> str:
@@ -16,12 +16,11 @@ def push_run(folder: str | pathlib.Path, target: HubTarget) -> str:
     check_repo_id(target.repo_id)
     if not folder.is_dir():
         raise TransferError(f"'{folder}' is not a folder: pass the output_dir of a finished hf_transfer run")
-    results_path = folder / "all_results.json"
-    if not results_path.is_file():
+    results = read_results(folder)
+    if not results:
         raise TransferError(f"'{folder}' has no all_results.json: pass the output_dir of a finished hf_transfer run")
     if not any(folder.glob("*.safetensors")):
         raise TransferError(f"'{folder}' holds no .safetensors weights: nothing to push")
-    results = json.loads(results_path.read_text())
     recipe = results.get("recipe", "hf_transfer")
     card = model_card(results, recipe=recipe, model_class=results.get("model_class", ""), repo_id=target.repo_id)
     message = f"hf_transfer {recipe}: {results.get('model_name_or_path')} on {results.get('dataset')}"

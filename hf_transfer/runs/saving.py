@@ -18,8 +18,12 @@ from ..models import transfer_classifier
 
 CUSTOM_CODE = "transfer_classifier.py"
 # What a run writes at the top of its folder; only these are removed by --overwrite_output_dir.
+RESULT_FILES = ("all_results.json", "train_results.json", "eval_results.json", "test_results.json")
+RUN_DETAILS = "run_details.json"  # everything a run records: the card, push, merge and our tools read it
 RUN_FILE_PATTERNS = (
-    "all_results.json",
+    *RESULT_FILES,
+    RUN_DETAILS,
+    "trainer_state.json",
     "README.md",
     "config.json",
     "*.safetensors",
@@ -51,6 +55,35 @@ class OutputArguments:
     keep_checkpoints: bool = dataclasses.field(
         default=False, metadata={"help": "keep the intermediate checkpoint-* folders (removed at the end by default)"}
     )
+
+
+def write_results(output_dir: pathlib.Path, results: dict) -> None:
+    """The Hugging Face examples' output contract: flat scalar metrics in all_results.json and per stage in
+    train_results.json / eval_results.json / test_results.json (as `Trainer.save_metrics` writes them), and
+    everything else (per-class reports, confusion matrices, configuration, fits) in run_details.json."""
+    import json
+
+    scalars = {k: v for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    stages = {
+        "train": {k: v for k, v in scalars.items() if k.startswith("train_") or k == "epochs_trained"},
+        "eval": {k: v for k, v in scalars.items() if k.startswith("eval_")},
+        "test": {k: v for k, v in scalars.items() if k.startswith("test_")},
+    }
+    (output_dir / RUN_DETAILS).write_text(json.dumps(results, indent=2, sort_keys=True, default=str))
+    (output_dir / "all_results.json").write_text(json.dumps(scalars, indent=4, sort_keys=True))
+    for stage, metrics in stages.items():
+        if any(not k.endswith("_samples") for k in metrics):  # a stage that ran, not only a split's size
+            (output_dir / f"{stage}_results.json").write_text(json.dumps(metrics, indent=4, sort_keys=True))
+
+
+def read_results(folder: pathlib.Path) -> dict:
+    """What a run recorded: run_details.json, or all_results.json for runs saved before it existed (0.1.0)."""
+    import json
+
+    for name in (RUN_DETAILS, "all_results.json"):
+        if (folder / name).is_file():
+            return json.loads((folder / name).read_text())
+    return {}
 
 
 def previous_run_files(output_dir: pathlib.Path) -> list[pathlib.Path]:

@@ -42,7 +42,7 @@ def test_lora_vit_with_python_writes_an_adapter_that_reloads(tmp_path, tiny_vit_
     assert "trainable params:" in result.stdout and "trainable%" in result.stdout, (
         "the trainable-parameter report is printed at start"
     )
-    saved = json.loads((out / "all_results.json").read_text())
+    saved = json.loads((out / "run_details.json").read_text())
     assert saved["recipe"] == "lora_vit" and saved["adapter"] == "peft" and saved["world_size"] == 1
     assert saved["training_config"]["target_modules"] == ["q_proj", "v_proj"]
     assert saved["training_config"]["modules_to_save"] == ["classifier"]
@@ -96,7 +96,7 @@ def test_lora_vit_under_two_processes(tmp_path, tiny_vit_dir, image_dir):
     ]
     assert result.returncode == 0, "\n".join(reasons[-30:])
     assert result.stdout.count("== lora_vit:") == 1, "only the main process writes and reports"
-    saved = json.loads((out / "all_results.json").read_text())
+    saved = json.loads((out / "run_details.json").read_text())
     assert saved["world_size"] == 2 and saved["adapter"] == "peft"
     model, _ = adapter_files.load_adapter(str(out))
     b = model.base_model.model.vit.layers[0].attention.v_proj.lora_B["default"].weight
@@ -221,6 +221,8 @@ def test_recipe_pushes_adapter_and_card_to_the_hub(tmp_path, tiny_bert_dir, text
         "adapter_model.safetensors",
         "base_model.json",
         "all_results.json",
+        "run_details.json",
+        "trainer_state.json",
         "README.md",
         "tokenizer.json",
     } <= set(files)

@@ -34,7 +34,7 @@ def test_full_finetune_text_writes_a_reloadable_run(tmp_path, tiny_bert_dir, tex
     for name in ("model.safetensors", "config.json", "tokenizer.json", "all_results.json", "README.md"):
         assert (out / name).is_file(), name
     assert not list(out.glob("*.bin")) and not list(out.glob("*.pt")), "weights are written as safetensors only"
-    saved = json.loads((out / "all_results.json").read_text())
+    saved = json.loads((out / "run_details.json").read_text())
     for key in ("eval_accuracy", "eval_f1_macro", "train_runtime", "trainable_params", "total_params"):
         assert key in saved
     assert saved["trainable_params"] == saved["total_params"] > 0
@@ -119,7 +119,7 @@ def test_config_file_then_command_line_overrides(tmp_path, tiny_bert_dir, text_c
         check=True,
         capture_output=True,
     )
-    saved = json.loads((out / "all_results.json").read_text())
+    saved = json.loads((out / "run_details.json").read_text())
     assert saved["training_config"]["learning_rate"] == 0.0003 and saved["training_config"]["num_train_epochs"] == 1
 
 
@@ -192,7 +192,7 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_bert_dir, text_csv, 
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count(f"== {recipe}:") == 1, "only the main process writes and reports"
-    saved = json.loads((out / "all_results.json").read_text())
+    saved = json.loads((out / "run_details.json").read_text())
     assert saved["world_size"] == 2 and saved["eval_samples"] > 0
 
 

@@ -69,7 +69,7 @@ def test_recipe_trains_and_saves_in_mixed_precision(tmp_path, tiny_bert_own_voca
     assert results["mixed_precision"] == precision
     assert math.isfinite(results["train_loss"]) and math.isfinite(results["eval_loss"])
     assert results["train_loop_samples_per_second"] and results["peak_accelerator_memory_gib"] > 0
-    saved = json.loads((out / "all_results.json").read_text())
+    saved = json.loads((out / "run_details.json").read_text())
     assert saved["training_config"][precision] is True
 
     from hf_transfer.runs.inference import class_probabilities, load_run, read_images

@@ -140,7 +140,7 @@ def test_two_process_ddp_ranks_agree_and_train_what_they_should(tmp_path, tiny_b
     else:
         blocks = {k.split("layer.")[1].split(".")[0] for k in moved if "layer." in k}
         assert blocks == {"0", "1"} and any("embeddings" in k for k in moved), "every group trains at its own LR"
-        all_results = json.loads((out / "all_results.json").read_text())
+        all_results = json.loads((out / "run_details.json").read_text())
         lrs = [group["lr"] for group in all_results["layer_groups"]]
         assert lrs[0] == pytest.approx(1e-6) and lrs[-1] == pytest.approx(0.01) and lrs == sorted(lrs)
 

@@ -175,3 +175,22 @@ def test_the_walk_fails_on_a_cycle(monkeypatch):
     monkeypatch.setitem(globals(), "EDGES", fake)
     with pytest.raises(AssertionError, match="import cycle"):
         test_no_cycle_between_subpackages()
+
+
+def test_recipes_and_scripts_import_names_the_library_has():
+    """Recipes and scripts run as files: a renamed library function would surface only when someone runs them."""
+    import importlib
+    import importlib.util
+
+    root = LIBRARY.parent
+    missing = []
+    for path in sorted([*root.glob("recipes/*.py"), *root.glob("scripts/*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "hf_transfer":
+                module = importlib.import_module(node.module)
+                missing += [
+                    f"{path.relative_to(root)}:{node.lineno} {node.module}.{a.name}"
+                    for a in node.names
+                    if not hasattr(module, a.name) and importlib.util.find_spec(f"{node.module}.{a.name}") is None
+                ]
+    assert not missing, f"imports of names the library does not have: {missing}"

@@ -263,7 +263,7 @@ def test_base_plus_adapter_reproduces_the_trained_model_exactly(method, tmp_path
     assert not torch.allclose(logits(classifier(tiny_bert_dir, pooling="mean"), batch), expected), (
         "training changed the model"
     )
-    saved = json.loads((out / "all_results.json").read_text())
+    saved = json.loads((out / "run_details.json").read_text())
     assert saved["adapter"] == ("bottleneck" if method == "bottleneck" else "peft")
     assert saved["trainable_params"] < saved["total_params"] / 4
 

@@ -251,11 +251,11 @@ def test_auto_runs_the_pick_with_the_advised_options_and_the_users_overrides(tmp
     }
     few = run(**data, max_train_samples_per_class=3, output_dir=str(tmp_path / "few"))
     assert few["advice"]["strategy"] == "feature_extraction"
-    assert json.loads((tmp_path / "few" / "all_results.json").read_text())["recipe"] == "feature_extraction"
+    assert json.loads((tmp_path / "few" / "run_details.json").read_text())["recipe"] == "feature_extraction"
     assert (tmp_path / "few" / "advice.json").is_file()
 
     more = run(["--num_train_epochs", "1"], **data, max_train_samples_per_class=20, output_dir=str(tmp_path / "more"))
-    written = json.loads((tmp_path / "more" / "all_results.json").read_text())
+    written = json.loads((tmp_path / "more" / "run_details.json").read_text())
     assert more["advice"]["strategy"] == "full_finetune" and written["recipe"] == "full_finetune"
     assert written["epochs_trained"] == 1  # the user's value beats the advised 10
     assert written["training_config"]["learning_rate"] == pytest.approx(3e-4)  # the advised body rate

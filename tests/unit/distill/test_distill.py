@@ -353,7 +353,7 @@ def test_two_process_distillation_runs_the_teacher_once_over_the_data(tmp_path, 
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), (
         "ranks diverged: they trained on different teacher logits"
     )
-    results = json.loads((out / "all_results.json").read_text())
+    results = json.loads((out / "run_details.json").read_text())
     scored = [sum(json.loads((tmp_path / "out-ranks" / f"rank{r}-teacher.json").read_text())) for r in (0, 1)]
     total = (
         results["train_samples"] + results["eval_samples"] + results["test_samples"]

@@ -125,7 +125,7 @@ def test_each_method_runs_reports_both_models_and_saves_a_loadable_classifier(tm
     ):
         assert key in results, key
     assert results["target_samples"] == 16 and results["methods"] == method.split(",")
-    saved = json.loads((out / "all_results.json").read_text())
+    saved = json.loads((out / "run_details.json").read_text())
     assert saved["target_test_accuracy"] == results["target_test_accuracy"]
     assert "Adapted to the target domain" in (out / "README.md").read_text()
     keys = set(__import__("safetensors.torch", fromlist=["load_file"]).load_file(str(out / "model.safetensors")))
@@ -317,7 +317,7 @@ def test_two_process_pseudo_labelling_scores_each_target_row_once_and_ranks_agre
         out,
     )
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), "ranks diverged: they kept different pseudo-labels"
-    results = json.loads((out / "all_results.json").read_text())
+    results = json.loads((out / "run_details.json").read_text())
     scored = [json.loads((tmp_path / "out-ranks" / f"rank{r}-teacher.json").read_text()) for r in (0, 1)]
     rounds = len(results["pseudo_label_rounds"])
     assert rounds >= 1 and len(scored[0]) == len(scored[1]) == rounds

@@ -262,7 +262,7 @@ def test_two_process_ddp_ranks_agree_and_thawed_layers_change(tmp_path, tiny_ber
     before = load_file(f"{tiny_bert_dir}/model.safetensors")
     assert changed(before, rank0, "encoder.layer.1."), "the block thawed mid-run must have trained"
     assert not changed(before, rank0, "encoder.layer.0.")
-    assert ("head_phase_fit" in json.loads((out / "all_results.json").read_text())) == (head_phase == "cached")
+    assert ("head_phase_fit" in json.loads((out / "run_details.json").read_text())) == (head_phase == "cached")
 
 
 def test_callback_and_optimizer_work_on_a_plain_trainer(tmp_path):

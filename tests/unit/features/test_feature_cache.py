@@ -67,7 +67,7 @@ def test_changed_data_weights_or_preprocessing_rebuild_the_cache(tmp_path, tiny_
     ) == {"extracted"}
     off = run(tmp_path, "off", model_name_or_path=tiny_bert_dir, train_file=str(text_csv), no_feature_cache=True)
     assert set(off["feature_cache"].values()) == {"off"}
-    assert json.loads((tmp_path / "off" / "all_results.json").read_text())["feature_cache"]["train"] == "off"
+    assert json.loads((tmp_path / "off" / "run_details.json").read_text())["feature_cache"]["train"] == "off"
 
 
 def test_image_features_key_on_the_files_and_the_processor(tmp_path, tiny_vit_dir, image_dir):

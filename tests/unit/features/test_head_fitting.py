@@ -162,7 +162,7 @@ def test_recipe_options_change_the_head(tmp_path, tiny_bert_dir, text_csv, capsy
         **common, output_dir=str(tmp_path / "adamw"), head_solver="adamw", num_train_epochs=4
     )
     assert stepped["head_solver"] == "adamw" and stepped["epochs_trained"] == 4
-    assert "training_curves.png" in json.loads((tmp_path / "adamw" / "all_results.json").read_text())["figures"]
+    assert "training_curves.png" in json.loads((tmp_path / "adamw" / "run_details.json").read_text())["figures"]
     feature_extraction.run(
         **common, output_dir=str(tmp_path / "live"), cache_features=False, head_l2=1.0, num_train_epochs=1
     )

@@ -205,7 +205,7 @@ def test_an_output_folder_holding_a_run_is_refused_then_replaced_cleanly(tmp_pat
         and not any(n.startswith("checkpoint-") for n in names)
     )
     assert "notes.txt" in names, "files the user keeps there survive"
-    assert json.loads((out / "all_results.json").read_text())["recipe"] == "feature_extraction"
+    assert json.loads((out / "run_details.json").read_text())["recipe"] == "feature_extraction"
 
 
 def test_predict_and_evaluate_refuse_bad_input_in_one_line(tmp_path, tiny_bert_dir):
@@ -334,3 +334,63 @@ def test_a_saved_run_is_a_starting_point_for_a_new_task(tmp_path, tiny_bert_dir)
         "the fine-tuned backbone is where the new run starts"
     )
     assert model.head.layers[-1].out_features == 3
+
+
+def test_the_examples_output_contract(tmp_path, tiny_bert_dir):
+    """all_results.json and the per-stage files hold flat scalars (as Trainer.save_metrics writes them),
+    trainer_state.json keeps the log history, and the details live in run_details.json."""
+    train = write_text_table(tmp_path / "train", rows_per_class=12)
+    test = write_text_table(tmp_path / "test", rows_per_class=4)
+    out = tmp_path / "run"
+    results = full_finetune.run(
+        model_name_or_path=tiny_bert_dir,
+        train_file=str(train),
+        test_file=str(test),
+        output_dir=str(out),
+        num_train_epochs=2,
+        do_train=True,
+        do_eval=True,
+        do_predict=True,
+    )
+    flat = json.loads((out / "all_results.json").read_text())
+    assert flat and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in flat.values())
+    assert flat["test_accuracy"] == pytest.approx(results["test_accuracy"])
+    assert set(json.loads((out / "train_results.json").read_text())) >= {"train_loss", "train_runtime"}
+    assert all(k.startswith("eval_") for k in json.loads((out / "eval_results.json").read_text()))
+    assert "test_accuracy" in json.loads((out / "test_results.json").read_text())
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert sum("eval_loss" in entry for entry in state["log_history"]) == 2
+    details = json.loads((out / "run_details.json").read_text())
+    assert details["test_per_class"] and details["training_config"]["num_train_epochs"] == 2
+
+    skipped = full_finetune.run(
+        model_name_or_path=tiny_bert_dir,
+        train_file=str(train),
+        test_file=str(test),
+        output_dir=str(tmp_path / "no-test"),
+        num_train_epochs=1,
+        do_predict=False,
+    )
+    assert "test_accuracy" not in skipped and not (tmp_path / "no-test" / "test_results.json").exists()
+    with pytest.raises(TransferError, match="--do_train false: a recipe always trains"):
+        full_finetune.run(
+            model_name_or_path=tiny_bert_dir, train_file=str(train), output_dir=str(tmp_path / "x"), do_train=False
+        )
+    with pytest.raises(TransferError, match="--do_predict: .* has no test split"):
+        full_finetune.run(
+            model_name_or_path=tiny_bert_dir, train_file=str(train), output_dir=str(tmp_path / "y"), do_predict=True
+        )
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_without_matplotlib_a_run_is_whole_and_says_the_figures_were_skipped(
+    tmp_path, tiny_bert_dir, text_csv, capsys, monkeypatch
+):
+    from hf_transfer.runs import plots
+
+    monkeypatch.setattr(plots, "available", lambda: False)  # as with `pip install hf-transfer-learning` alone
+    out = tmp_path / "run"
+    results = feature_extraction.run(model_name_or_path=tiny_bert_dir, train_file=str(text_csv), output_dir=str(out))
+    assert plots.INSTALL_HINT in capsys.readouterr().out
+    assert results["figures"] == [] and not list(out.glob("*.png"))
+    assert (out / "model.safetensors").is_file() and "![" not in (out / "README.md").read_text()
