@@ -18,7 +18,7 @@ from .models.loading import (
 from .runs.adapter_files import load_adapter
 from .runs.adapter_files import merge as merge_adapter
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 
 def __getattr__(name: str):

@@ -15,6 +15,7 @@ Nothing in the library imports this module; it parses arguments, calls the libra
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
 
 from .errors import TransferError
@@ -71,7 +72,7 @@ def _predict(argv: list[str]) -> None:
     frame = command_line(predict, **vars(args))
     counts = frame["predicted_label"].value_counts()
     print(
-        f"{len(frame)} predictions written to {args.output_file} ({', '.join(f'{k}: {v}' for k, v in counts.items())})"
+        f"{len(frame)} predictions written to {pathlib.Path(args.output_file).resolve()} ({', '.join(f'{k}: {v}' for k, v in counts.items())})"
     )
 
 

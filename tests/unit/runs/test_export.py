@@ -80,3 +80,22 @@ def test_refusals_leave_nothing_behind(tmp_path):
     shutil.copy(FIXTURE / "test.csv", tmp_path / "full" / "x.csv")
     with pytest.raises(TransferError, match="is not empty"):
         export(str(FIXTURE / "full_native"), str(tmp_path / "full"))
+
+
+def test_a_merged_adapter_run_exports(tmp_path):
+    from hf_transfer.runs.adapter_files import merge
+
+    runs = tmp_path / "runs"
+    shutil.copytree(FIXTURE, runs)
+    merge(str(runs / "lora_adapter"), str(tmp_path / "merged"), model_name_or_path=str(runs / "tiny-bert"))
+    report = export(str(tmp_path / "merged"), str(tmp_path / "onnx"))
+    assert report["max_abs_logit_difference"] <= 1e-4
+    expected = np.array(json.loads((FIXTURE / "expected_probabilities.json").read_text())["lora_adapter"])
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    texts = pd.read_csv(FIXTURE / "test.csv")["text"].tolist()
+    encoded = AutoTokenizer.from_pretrained(tmp_path / "onnx")(texts, padding=True, return_tensors="pt")
+    logits = onnx_logits(tmp_path / "onnx", encoded)
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)  # what the adapter run predicted in 0.1.0
