@@ -120,8 +120,8 @@ def parse_recipe_args(
     if "accelerator_config" in device_defaults:
         _keep_non_blocking(argv, user_values)
     parser.set_defaults(**{**COMMON_DEFAULTS, **device_defaults, **defaults, **user_values})
-    _refuse_unknown_options(parser, argv)
     try:
+        _refuse_unknown_options(parser, argv)
         parsed = parser.parse_args_into_dataclasses(args=argv)
     except SystemExit as exc:  # argparse already printed its one-line reason
         if exc.code in (0, None):

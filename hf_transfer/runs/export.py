@@ -10,6 +10,7 @@ merged adapter runs export; an adapter run is merged first (`hf-transfer merge`)
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import pathlib
 import shutil
@@ -71,8 +72,6 @@ def export(
             "then export MERGED_DIR"
         )
     for package in ("onnx", "onnxruntime"):
-        import importlib.util
-
         if importlib.util.find_spec(package) is None:
             raise TransferError(f"export needs {package}: pip install 'hf-transfer-learning[onnx]'")
     run = load_run(model, device="cpu")
