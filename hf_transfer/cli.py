@@ -50,25 +50,32 @@ def _close_process_group() -> None:
         dist.destroy_process_group()
 
 
+def _run_parser(command: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand that reads a saved run: no abbreviated options, and --model naming the run."""
+    parser = argparse.ArgumentParser(prog=f"hf-transfer {command}", description=description, allow_abbrev=False)
+    parser.add_argument("--model", required=True, help="a run's output folder (full model or adapter) or a Hub repo")
+    return parser
+
+
+def _parse_with_input_columns(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """The options every command that feeds inputs to a run shares: which columns hold them, and the batch size."""
+    parser.add_argument("--text_column_name", default="text", help="'a,b' for sentence pairs")
+    parser.add_argument("--image_column_name", default="image")
+    parser.add_argument("--batch_size", type=int, default=64)
+    return parser.parse_args(argv)
+
+
 def _predict(argv: list[str]) -> None:
     from .runs.predict import predict
 
-    parser = argparse.ArgumentParser(
-        prog="hf-transfer predict",
-        description="Predict with a saved run on new, unlabelled inputs.",
-        allow_abbrev=False,
-    )
-    parser.add_argument("--model", required=True, help="a run's output folder (full model or adapter) or a Hub repo")
+    parser = _run_parser("predict", "Predict with a saved run on new, unlabelled inputs.")
     parser.add_argument("--input_file", help="CSV / JSON / JSONL / Parquet with a text column (or image paths)")
     parser.add_argument("--input_dir", help="a folder of images (searched recursively)")
     parser.add_argument(
         "--output_file", default="predictions.csv", help="CSV written (default: predictions.csv in the current folder)"
     )
     parser.add_argument("--all_scores", action="store_true", help="a probability column for every class")
-    parser.add_argument("--text_column_name", default="text", help="'a,b' for sentence pairs")
-    parser.add_argument("--image_column_name", default="image")
-    parser.add_argument("--batch_size", type=int, default=64)
-    args = parser.parse_args(argv)
+    args = _parse_with_input_columns(parser, argv)
     frame = command_line(predict, **vars(args))
     counts = frame["predicted_label"].value_counts()
     print(
@@ -79,22 +86,14 @@ def _predict(argv: list[str]) -> None:
 def _evaluate(argv: list[str]) -> None:
     from .runs.evaluate import evaluate
 
-    parser = argparse.ArgumentParser(
-        prog="hf-transfer evaluate",
-        description="Evaluate a saved run on a new labelled file or image folder.",
-        allow_abbrev=False,
-    )
-    parser.add_argument("--model", required=True, help="a run's output folder (full model or adapter) or a Hub repo")
+    parser = _run_parser("evaluate", "Evaluate a saved run on a new labelled file or image folder.")
     parser.add_argument("--test_file", help="CSV / JSON / JSONL / Parquet with text (or image paths) and labels")
     parser.add_argument("--test_dir", help="a folder with one subfolder of images per class")
     parser.add_argument(
         "--output_dir", help="where evaluation.json and confusion_matrix.png go (default: <model>/evaluation)"
     )
-    parser.add_argument("--text_column_name", default="text", help="'a,b' for sentence pairs")
     parser.add_argument("--label_column_name", default="label")
-    parser.add_argument("--image_column_name", default="image")
-    parser.add_argument("--batch_size", type=int, default=64)
-    report = command_line(evaluate, **vars(parser.parse_args(argv)))
+    report = command_line(evaluate, **vars(_parse_with_input_columns(parser, argv)))
     print(
         f"{report['examples']} examples: accuracy {100 * report['accuracy']:.2f}%, macro-F1 {100 * report['f1_macro']:.2f}%"
     )

@@ -87,7 +87,8 @@ def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dic
         raise TransferError(
             f"--do_predict: {data.description} has no test split: give --test_file / --test_dir, or leave --do_predict out"
         )
-    describe_splits(data)
+    if args.training.process_index == 0:  # one summary per run, not one per rank
+        describe_splits(data)
     model = build_classifier(checkpoint, data.label_names, args.model, native=native)
     processor = load_processor(checkpoint)
     img_cfg = None
