@@ -5,6 +5,13 @@ data sets; the comment names the docs page that holds the measurement. Change a 
 their `--help`, the advisor's commands and the tests that compare them follow.
 """
 
+# Few-shot protocol (docs/results/fewshot.md): with no validation set given, one is held out of train only when it
+# holds at least this many examples of every class; fewer are too few to choose an epoch or a head's L2 on (one
+# example more or less right moves accuracy by several points), so every example trains instead.
+MIN_VALIDATION_PER_CLASS = 5
+# Without a validation split, a fitted head's L2 is chosen by this many folds of cross-validation on train.
+HEAD_L2_FOLDS = 5
+
 # Full fine-tuning: the pretrained body's learning rate unless --learning_rate (docs/results/defaults.md,
 # "Learning rates"). Distillation and domain adaptation fine-tune every layer the same way and use it too.
 BODY_LEARNING_RATES = {"text": 5e-5, "image": 3e-4}
@@ -28,6 +35,28 @@ ADAPTER_LEARNING_RATES = {"lora": 5e-4, "dora": 5e-4, "loha": 1e-3, "lokr": 1e-3
 LORA_R = 8
 LORA_ALPHA = 16
 LORA_DROPOUT = 0.0
+
+# Contrastive fine-tuning (docs/results/fewshot.md): the body's in-batch loss, its temperature, epochs, batch size
+# and learning rate; the head's L2 when no validation split is held out.
+CONTRASTIVE_LOSS = "supcon"
+CONTRASTIVE_TEMPERATURE = 0.07
+CONTRASTIVE_EPOCHS = 10
+CONTRASTIVE_BATCH_SIZE = 32
+CONTRASTIVE_LEARNING_RATES = {"text": 2e-5, "image": 1e-4}  # text: swept; image: not swept (see the docs page)
+CONTRASTIVE_HEAD_L2 = 1.0
+# The advisor picks contrastive fine-tuning for text with at most this many examples in its smallest class.
+CONTRASTIVE_TEXT_UP_TO = 64
+
+# The divergence guard (every recipe): a step loss this many times its running median (and above the loss of
+# guessing) is divergence; the weights go back and every learning rate is multiplied by DIVERGENCE_LR_FACTOR. Not
+# tuned on validation: a safety net, sized so that one restore takes a rate from where EfficientNet-Lite0 diverged
+# under gradual unfreezing (1e-3) to where it did not (3e-4) (docs/known_limits.md).
+DIVERGENCE_FACTOR = 4.0
+DIVERGENCE_LR_FACTOR = 0.3
+
+# Zero-shot heads: cosine similarity to each label's description divided by this temperature (the logit scale of
+# sentence-transformers' contrastive training, 1/20) (docs/recipes/zero_shot.md).
+ZERO_SHOT_TEMPERATURE = 0.05
 
 # Feature extraction's head when trained by AdamW instead of fitted by L-BFGS (docs/recipes/feature_extraction.md).
 FROZEN_HEAD_LEARNING_RATE = 1e-3

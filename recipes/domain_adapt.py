@@ -231,7 +231,11 @@ def target_from_dataset(job, options):
         target = target.sample(n=options.max_target_samples, random_state=job.args.training.seed).reset_index(
             drop=True
         )
-    test = data.splits.get("test", data.splits["validation"])
+    test = data.splits["test"] if "test" in data.splits else data.splits.get("validation")
+    if test is None:
+        raise TransferError(
+            f"{options.target_dataset_name} has no labelled test or validation split to score the adaptation on: give one"
+        )
     test = test.assign(
         label=target_label_ids(
             test.assign(known_label=names[test["label"].to_numpy()]), job.data.label_names, options.target_dataset_name
@@ -271,7 +275,7 @@ def train_source_only(job, classifier, source_train, scored: dict) -> dict:
         trainer = make_trainer(job, AdaptationModel(classifier, [], {}), source_train, training_args)
         trainer.train()
         splits = {
-            "eval": job.datasets["validation"],
+            **({"eval": job.datasets["validation"]} if "validation" in job.datasets else {}),
             **({"test": job.datasets["test"]} if "test" in job.datasets else {}),
             **scored,
         }

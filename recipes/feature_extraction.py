@@ -73,7 +73,7 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
         fit = fit_head(
             job.model.head,
             cached["train"].tensors,
-            cached["validation"].tensors,
+            cached["validation"].tensors if "validation" in cached else None,
             solver=solver,
             training_args=args.training,
             l2=head_fitting.head_l2,

@@ -24,6 +24,7 @@ import time
 import numpy as np
 import torch
 
+from .. import defaults
 from ..adapters.attach import AdapterArguments
 from ..engine.finetuning import FineTuningArguments
 from ..errors import TransferError
@@ -33,7 +34,7 @@ from ..models.freezing import is_batchnorm
 from ..pipeline import training
 from ..pipeline.arguments import parse_recipe_args
 from .rules import Measurements, recommend
-from .transferability import batchnorm_shift, knn_accuracy, linear_probe_accuracy, logme
+from .transferability import batchnorm_shift, cross_validated, knn_accuracy, linear_probe_accuracy, logme
 
 DEFAULTS = {"output_dir": "outputs/advice"}
 SHIFT_EXAMPLES = 256  # training examples whose activations are compared with the stored BatchNorm statistics
@@ -48,7 +49,7 @@ def measure(argv: list[str], overrides: dict) -> Measurements:
     args = parse_recipe_args(DEFAULTS, argv, overrides, extra_dataclasses=EXTRA_DATACLASSES)
     job = training.prepare(args, native=False)
     model = job.model.to(args.training.device).eval()
-    splits = {s: job.datasets[s] for s in ("train", "validation")}
+    splits = {s: job.datasets[s] for s in ("train", "validation") if s in job.datasets}
     cached, _ = cached_features(
         model,
         splits,
@@ -56,7 +57,8 @@ def measure(argv: list[str], overrides: dict) -> Measurements:
         ExtractionSettings.of_run(args.training),
         **cache_options(args.option(FeatureCacheArguments)),
     )
-    (train_x, train_y), (val_x, val_y) = (cached["train"].tensors, cached["validation"].tensors)
+    train_x, train_y = cached["train"].tensors
+    val_x, val_y = cached["validation"].tensors if "validation" in cached else (None, train_y)
     counts = np.bincount(train_y.numpy(), minlength=len(job.data.label_names))
     shift = None
     if any(is_batchnorm(m) for m in model.backbone.modules()):
@@ -72,11 +74,15 @@ def measure(argv: list[str], overrides: dict) -> Measurements:
         train_examples=len(train_y),
         classes=len(job.data.label_names),
         smallest_class=int(counts.min()),
-        validation_examples=len(val_y),
+        validation_examples=len(val_y) if val_x is not None else 0,
         parameters=sum(p.numel() for p in model.backbone.parameters()),
         feature_size=int(train_x.shape[1]),
-        linear_probe=linear_probe_accuracy(train_x, train_y, val_x, val_y),
-        knn=knn_accuracy(train_x, train_y, val_x, val_y),
+        linear_probe=linear_probe_accuracy(train_x, train_y, val_x, val_y)
+        if val_x is not None
+        else cross_validated(linear_probe_accuracy, train_x, train_y, folds=defaults.HEAD_L2_FOLDS),
+        knn=knn_accuracy(train_x, train_y, val_x, val_y)
+        if val_x is not None
+        else cross_validated(knn_accuracy, train_x, train_y, folds=defaults.HEAD_L2_FOLDS),
         logme=logme(train_x.numpy(), train_y.numpy()),
         majority_share=float(np.bincount(val_y.numpy()).max() / len(val_y)),
         batchnorm_shift=shift,

@@ -87,6 +87,21 @@ def knn_accuracy(train_x, train_y, val_x, val_y, *, k: int = 10) -> float:
 
 
 @torch.no_grad()
+def cross_validated(score, x, y, *, folds: int = 5, seed: int = 0) -> float:
+    """`score(train_x, train_y, held_x, held_y)` averaged over stratified folds of one labelled set, weighted by
+    fold size: the measurement when no validation split is held out."""
+    from ..features.head_fitting import stratified_folds
+
+    x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
+    fold = stratified_folds(y, folds, seed)
+    total = 0.0
+    for k in range(folds):
+        held = fold == k
+        if held.any() and not held.all():
+            total += score(x[~held], y[~held], x[held], y[held].numpy()) * int(held.sum())
+    return total / len(y)
+
+
 def batchnorm_shift(model: torch.nn.Module, batches) -> float | None:
     """Mean over the backbone's BatchNorm layers and channels of |data mean - stored mean| / stored std, from
     `model.features(**batch)` over the batches given (None without BatchNorm).

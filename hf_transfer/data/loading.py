@@ -14,7 +14,7 @@ import pathlib
 import numpy as np
 import pandas as pd
 
-from .. import assets
+from .. import assets, defaults
 from ..errors import TransferError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -96,6 +96,8 @@ class LabelledData:
     modality: str  # "text" or "image"
     description: str
     skipped_images: int = 0
+    # How the validation split came about: "given", "held out of train", or why none is held out (few-shot)
+    validation: str = "given"
 
     @property
     def has_pairs(self) -> bool:
@@ -400,6 +402,12 @@ def stratified_sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return _keep_attrs(shuffled[rank < shuffled["label"].map(quota).to_numpy()], frame)
 
 
+def held_out_per_class(frame: pd.DataFrame, percentage: float) -> int:
+    """How many examples of its smallest class split_validation would hold out."""
+    counts = frame["label"].value_counts()
+    return int(min(min(c - 1, max(1, round(c * percentage / 100))) for c in counts)) if len(counts) else 0
+
+
 def split_validation(frame: pd.DataFrame, percentage: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Hold out `percentage` of every class (at least one, never all of it)."""
     counts = frame["label"].value_counts()
@@ -483,15 +491,26 @@ def load_labelled_data(args: DataArguments, seed: int = 42, modality: str | None
             f"{splits['train'].attrs.get('source', 'train')} is empty: give at least one labelled example per class"
         )
 
+    validation = "given"
     if "validation" not in splits:
-        splits["train"], splits["validation"] = split_validation(
-            splits["train"], args.validation_split_percentage, seed
-        )
+        held = held_out_per_class(splits["train"], args.validation_split_percentage)
+        if held >= defaults.MIN_VALIDATION_PER_CLASS:
+            splits["train"], splits["validation"] = split_validation(
+                splits["train"], args.validation_split_percentage, seed
+            )
+            validation = f"{args.validation_split_percentage:g}% of train held out"
+        else:
+            validation = (
+                f"none held out: {args.validation_split_percentage:g}% of train would hold {held} example"
+                f"{'s' if held != 1 else ''} of some class (fewer than {defaults.MIN_VALIDATION_PER_CLASS}), too few to "
+                "choose anything on, so every example trains; what validation would choose is fixed by measurement or "
+                "cross-validated on the training examples"
+            )
     if args.max_train_samples_per_class:
         splits["train"] = take_per_class(splits["train"], args.max_train_samples_per_class, seed)
     if args.max_train_samples:
         splits["train"] = stratified_sample(splits["train"], args.max_train_samples, seed)
-    if args.max_eval_samples:
+    if args.max_eval_samples and "validation" in splits:
         splits["validation"] = stratified_sample(splits["validation"], args.max_eval_samples, seed)
     if args.max_test_samples and "test" in splits:
         splits["test"] = stratified_sample(splits["test"], args.max_test_samples, seed)
@@ -524,7 +543,7 @@ def load_labelled_data(args: DataArguments, seed: int = 42, modality: str | None
         frame["label"] = frame["label"].map(lambda v: label_ids[label_key(v)]).astype(int)
         if len(frame) == 0:
             raise TransferError(f"{source} has no usable examples left: check the file and the sample caps")
-    return LabelledData(splits, [str(n) for n in label_names], modality, description, len(skipped))
+    return LabelledData(splits, [str(n) for n in label_names], modality, description, len(skipped), validation)
 
 
 def label_key(value) -> str:

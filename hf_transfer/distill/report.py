@@ -25,8 +25,8 @@ def teacher_scores(teacher: Teacher, job, order: list[int], batch_size: int) -> 
 
 def speed_comparison(teacher: Teacher, job, trainer) -> dict:
     """Examples per second of the teacher and of the student (forward pass, batches of --per_device_eval_batch_size,
-    each model fed by its own preprocessing) on the first examples of the test split (else validation)."""
-    split = "test" if "test" in job.data.splits else "validation"
+    each model fed by its own preprocessing) on the first examples of the test split (else validation, else train)."""
+    split = next(s for s in ("test", "validation", "train") if s in job.data.splits)
     frame = job.data.splits[split].iloc[:SPEED_EXAMPLES]
     batch_size = trainer.args.per_device_eval_batch_size
     inputs = frame["text" if teacher.modality == "text" else "image"].tolist()

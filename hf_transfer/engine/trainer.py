@@ -9,6 +9,8 @@
 - Every layer group's LR in the logs (`learning_rate/<group>`); `learning_rate` is the body's highest.
 - Checkpoints (the best epoch, `--resume_from_checkpoint`) loaded back under the model's current weight names,
   every weight or an error: `Trainer`'s own reload skips the weights transformers 5 renamed (see checkpoint_loading).
+- A divergence guard (`divergence`): a non-finite or exploding loss restores the last good weights and lowers the
+  learning rates instead of training on at chance.
 - Best-checkpoint selection that breaks ties on the selection metric by validation loss: on a small
   validation set several epochs often share the top accuracy, and keeping the first of them can throw
   away every later phase of a schedule.
@@ -24,6 +26,7 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer, get_scheduler
 
 from ..models.architectures import decays
+from .divergence import DivergenceGuard
 
 
 def base_schedule(trainer_args, num_training_steps: int, schedule: str | None = None):
@@ -55,15 +58,28 @@ class TransferTrainer(Trainer):
         group_lrs: list[float] | None = None,
         unfreezing=None,
         schedule: str | None = None,
+        chance_loss: float | str | None = "labels",
         **kwargs,
     ):
+        """`chance_loss`: the loss of guessing, under which a high loss is not divergence (DivergenceGuard);
+        "labels": the cross-entropy of a uniform guess over the model's labels; None: no such floor."""
         self.layer_groups = layer_groups
         self.group_lrs = group_lrs
         self.unfreezing = unfreezing
         self.schedule = schedule
         if unfreezing is not None:
             kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), unfreezing]
+        if chance_loss == "labels":
+            num_labels = getattr(getattr(kwargs.get("model"), "config", None), "num_labels", None)
+            chance_loss = math.log(num_labels) if num_labels and num_labels > 1 else None
+        self.divergence_guard = DivergenceGuard(chance_loss)
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), self.divergence_guard]
         super().__init__(*args, **kwargs)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self.divergence_guard.observe(loss)
+        return loss
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         return [name for name, parameter in model.named_parameters() if decays(name, parameter)]

@@ -142,7 +142,7 @@ class HeadFit:
 def fit_head(
     head: nn.Module,
     train: tuple[torch.Tensor, torch.Tensor],
-    validation: tuple[torch.Tensor, torch.Tensor],
+    validation: tuple[torch.Tensor, torch.Tensor] | None,
     *,
     solver: str,
     training_args,
@@ -150,14 +150,22 @@ def fit_head(
     choice: str = "best",
 ) -> HeadFit:
     """Fit `head` in place on (features, labels) pairs; returns results for all_results.json and a log for the curves.
-    `choice`: how lbfgs picks its L2 strength (CHOICES)."""
+    `choice`: how lbfgs picks its L2 strength (CHOICES). Without a validation split, lbfgs chooses by cross-validation
+    on train (defaults.HEAD_L2_FOLDS folds) and adamw keeps its last epoch."""
     device = training_args.device
     train = tuple(t.to(device) for t in train)
-    validation = tuple(t.to(device) for t in validation)
+    validation = tuple(t.to(device) for t in validation) if validation is not None else None
     start = time.perf_counter()
-    if solver == "lbfgs":
+    if solver == "lbfgs" and validation is None and l2 is None:
+        fit = fit_cross_validated(single_linear(head), train, choice=choice, seed=training_args.seed)
+    elif solver == "lbfgs":
         fit = fit_logistic_regression(
-            single_linear(head), train, validation, l2_path=(l2,) if l2 is not None else L2_PATH, choice=choice
+            single_linear(head),
+            train,
+            validation if validation is not None else train,
+            l2_path=(l2,) if l2 is not None else L2_PATH,
+            choice=choice,
+            scalings=SCALINGS if validation is not None else (SCALINGS[0],),
         )
     else:
         fit = fit_by_gradient_steps(head, train, validation, training_args)
@@ -197,7 +205,14 @@ def choose_candidate(candidates: list[tuple[tuple[float, float], tuple]], choice
 
 
 def fit_logistic_regression(
-    linear: nn.Linear, train, validation, *, l2_path=L2_PATH, max_iter: int = 100, choice: str = "best"
+    linear: nn.Linear,
+    train,
+    validation,
+    *,
+    l2_path=L2_PATH,
+    max_iter: int = 100,
+    choice: str = "best",
+    scalings: tuple[str, ...] = SCALINGS,
 ) -> HeadFit:
     """Multinomial logistic regression, loss = mean cross-entropy + l2 * ||W||^2 on scaled features.
 
@@ -217,7 +232,7 @@ def fit_logistic_regression(
     mean = x.mean(0)
     scales = {"one scale": x.std().clamp_min(1e-6).expand(x.shape[1]), "per feature": x.std(0).clamp_min(1e-6)}
     candidates, scores = [], []
-    for scaling in SCALINGS:
+    for scaling in scalings:
         scale = scales[scaling]
         xs, vs = (x - mean) / scale, (validation[0] - mean) / scale
         weight = torch.zeros(x.shape[1], classes, device=x.device, requires_grad=True)
@@ -261,6 +276,54 @@ def fit_logistic_regression(
     return HeadFit(results, [])
 
 
+def stratified_folds(labels: torch.Tensor, folds: int, seed: int) -> torch.Tensor:
+    """A fold number per example, each class spread evenly over the folds in a random order."""
+    generator = torch.Generator().manual_seed(seed)
+    fold = torch.empty(len(labels), dtype=torch.long)
+    for label in labels.unique():
+        rows = torch.nonzero(labels.cpu() == label).flatten()
+        rows = rows[torch.randperm(len(rows), generator=generator)]
+        fold[rows] = torch.arange(len(rows)) % folds
+    return fold.to(labels.device)
+
+
+def fit_cross_validated(linear: nn.Linear, train, *, choice: str = "best", seed: int = 0, folds: int | None = None) -> HeadFit:
+    """No validation split: each (scaling, L2) candidate scored by stratified k-fold cross-validation on train
+    (accuracy and loss summed over the held-out folds), the chosen one then fitted on all of train."""
+    from .. import defaults
+
+    folds = folds or defaults.HEAD_L2_FOLDS
+    x, y = train
+    fold = stratified_folds(y, folds, seed)
+    totals: dict[tuple[str, float], list[float]] = {}
+    for k in range(folds):
+        held = fold == k
+        if not held.any() or held.all():
+            continue
+        scratch = nn.Linear(linear.in_features, linear.out_features).to(x.device)
+        fit = fit_logistic_regression(scratch, (x[~held], y[~held]), (x[held], y[held]))
+        for entry in fit.results["head_candidates"]:
+            total = totals.setdefault((entry["scaling"], entry["l2"]), [0.0, 0.0])
+            total[0] += entry["eval_accuracy"] * int(held.sum())
+            total[1] += entry["eval_loss"] * int(held.sum())
+    candidates = [((acc / len(y), loss / len(y)), key) for key, (acc, loss) in totals.items()]
+    order = {key: i for i, key in enumerate((s, l2) for s in SCALINGS for l2 in L2_PATH)}
+    candidates.sort(key=lambda c: order[c[1]])
+    scaling, l2 = choose_candidate(
+        [(score, (key[0], key[1])) for score, key in candidates], choice, len(y)
+    )
+    fit = fit_logistic_regression(linear, train, train, l2_path=(l2,), scalings=(scaling,))
+    fit.results.update(
+        head_candidates=[
+            {"scaling": key[0], "l2": key[1], "cv_accuracy": round(score[0], 4), "cv_loss": round(score[1], 4)}
+            for score, key in candidates
+        ],
+        kept_because=f"{CHOICES[choice]} in {folds}-fold cross-validation on the training examples (no validation "
+        f"split) of {len(candidates)} candidates (l2 {l2:g}, {scaling})",
+    )
+    return fit
+
+
 def fit_by_gradient_steps(head: nn.Module, train, validation, args) -> HeadFit:
     """AdamW on device-resident features with the run's schedule; the epoch with the best validation accuracy is kept."""
     from transformers import get_scheduler, set_seed
@@ -275,7 +338,7 @@ def fit_by_gradient_steps(head: nn.Module, train, validation, args) -> HeadFit:
         else steps_per_epoch * max(1, math.ceil(args.num_train_epochs))
     )
     epochs = math.ceil(total / steps_per_epoch)
-    keep_best = getattr(args, "load_best_model_at_end", True)
+    keep_best = getattr(args, "load_best_model_at_end", True) and validation is not None
     warmup = args.warmup_steps if args.warmup_steps >= 1 else math.ceil(args.warmup_steps * total)
     decay = [p for n, p in head.named_parameters() if p.dim() > 1]
     no_decay = [p for n, p in head.named_parameters() if p.dim() <= 1]
@@ -303,12 +366,12 @@ def fit_by_gradient_steps(head: nn.Module, train, validation, args) -> HeadFit:
             scheduler.step()
             losses.append(loss.item())
         head.eval()
-        with torch.no_grad():
-            score = _accuracy_and_loss(head(validation[0]), validation[1])
-        log += [
-            {"epoch": float(epoch), "loss": sum(losses) / len(losses), "learning_rate": scheduler.get_last_lr()[0]},
-            {"epoch": float(epoch), "eval_loss": score[1], "eval_accuracy": score[0]},
-        ]
+        log.append({"epoch": float(epoch), "loss": sum(losses) / len(losses), "learning_rate": scheduler.get_last_lr()[0]})
+        score = None
+        if validation is not None:
+            with torch.no_grad():
+                score = _accuracy_and_loss(head(validation[0]), validation[1])
+            log.append({"epoch": float(epoch), "eval_loss": score[1], "eval_accuracy": score[0]})
         if _better(score, best) or not keep_best:
             best, best_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
@@ -318,7 +381,7 @@ def fit_by_gradient_steps(head: nn.Module, train, validation, args) -> HeadFit:
             "kept_epoch": float(best_epoch),
             "kept_because": "best validation accuracy" if keep_best else "last epoch",
             "epochs_trained": float(epochs),
-            "train_loss": log[-2]["loss"],
+            "train_loss": next(e["loss"] for e in reversed(log) if "loss" in e),
         },
         log,
     )

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import time
 
 import numpy as np
 import torch
 from transformers import set_seed
 
-from .. import hub
+from .. import defaults, hub
 from ..adapters import attach as adapters
 from ..data.loading import LabelledData, load_labelled_data
 from ..data.preprocessing import (
@@ -89,6 +90,8 @@ def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dic
         )
     if args.training.process_index == 0:  # one summary per run, not one per rank
         describe_splits(data)
+    if "validation" not in data.splits:
+        without_validation(args)
     model = build_classifier(checkpoint, data.label_names, args.model, native=native)
     processor = load_processor(checkpoint)
     img_cfg = None
@@ -104,24 +107,33 @@ def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dic
     return Job(args, data, checkpoint, model, processor, img_cfg, datasets, collator, hub_target, budget)
 
 
-# Fewer validation examples per class than this: too few to choose the kept epoch or a head's L2 on (one example
-# more or less right moves accuracy by several points).
-SMALL_VALIDATION_PER_CLASS = 5
-
-
 def describe_splits(data: LabelledData) -> None:
-    """One line with the examples in each split, and a warning when validation is too small to choose anything on."""
+    """One line with the examples in each split; a warning when a given validation split is too small to choose
+    anything on, or the line saying that none was held out."""
     sizes = {split: len(frame) for split, frame in data.splits.items()}
     print(
-        f"data: {sizes['train']:,} train / {sizes['validation']:,} validation / {sizes.get('test', 0):,} test examples, "
+        f"data: {sizes['train']:,} train / {sizes.get('validation', 0):,} validation / {sizes.get('test', 0):,} test examples, "
         f"{len(data.label_names)} classes ({data.description})"
     )
-    if sizes["validation"] < SMALL_VALIDATION_PER_CLASS * len(data.label_names):
+    if "validation" not in sizes:
+        print(f"validation: {data.validation}")
+    elif sizes["validation"] < defaults.MIN_VALIDATION_PER_CLASS * len(data.label_names):
         print(
             f"warning: {sizes['validation']} validation examples for {len(data.label_names)} classes are too few to choose "
             "the kept epoch or the head's L2 on: give --validation_file / --validation_dir, or a larger "
             "--validation_split_percentage"
         )
+
+
+def without_validation(args: RecipeArgs) -> None:
+    """No validation split: no per-epoch evaluation and no best-epoch reload (the last epoch is kept); one line
+    names the options given for them, which then do nothing."""
+    from transformers.trainer_utils import IntervalStrategy
+
+    if given := [f"--{k}" for k in ("eval_strategy", "load_best_model_at_end", "metric_for_best_model") if k in args.explicit]:
+        print(f"{', '.join(given)}: not used, the run holds no validation split out (the last epoch is kept)")
+    args.training.eval_strategy = IntervalStrategy.NO
+    args.training.load_best_model_at_end = False
 
 
 def dataset_for(job: Job, frame, split: str = "train"):
@@ -152,7 +164,7 @@ def make_trainer(
         model=model or job.model,
         args=training_args or job.args.training,
         train_dataset=datasets["train"],
-        eval_dataset=datasets["validation"],
+        eval_dataset=datasets.get("validation"),
         data_collator=collator or job.collator,
         compute_metrics=make_compute_metrics(job.data.label_names),
         callbacks=[*callbacks, TrainingThroughput()],
@@ -172,6 +184,7 @@ def train_and_evaluate(job: Job, trainer, *, datasets=None) -> dict:
         if k in ("train_runtime", "train_samples_per_second", "train_loss")
     }
     results.update(kept_epoch(trainer))
+    results.update(trainer.divergence_guard.summary())
     results.update(throughput_of(trainer))
     results.update(evaluate_splits(job, trainer, datasets=datasets))
     return results
@@ -248,30 +261,31 @@ def fit_head_first(job: Job, choice: str) -> dict:
     validation; a recipe chooses it on validation splits, since the head's scale is a fine-tuning start, not only a
     classifier (a weakly regularised head has large logits, a saturated softmax). Returns what all_results.json records."""
     from ..features.extraction import new_head
-    from ..features.head_fitting import CHOICES, fit_head
+    from ..features.head_fitting import fit_head
 
     cached, status = head_features(job, ("train", "validation"))
     fit = fit_head(
         new_head(job.model),
         cached["train"].tensors,
-        cached["validation"].tensors,
+        cached["validation"].tensors if "validation" in cached else None,
         solver="lbfgs",
         training_args=job.args.training,
         choice=choice,
     )
     l2, scaling = fit.results["head_l2"], fit.results["head_feature_scaling"]
     kept = next(c for c in fit.results["head_candidates"] if c["l2"] == l2 and c["scaling"] == scaling)
+    score = "eval_accuracy" if "eval_accuracy" in kept else "cv_accuracy"
     summary = {
         "head_l2": l2,
         "head_feature_scaling": scaling,
-        "eval_accuracy": kept["eval_accuracy"],
-        "kept_because": CHOICES[choice],
+        score: kept[score],
+        "kept_because": fit.results["kept_because"],
         "fit_seconds": fit.results["train_runtime"],
         "feature_cache": status,
     }
     print(
-        f"new head fitted first: a logistic regression on cached features, fitted in {summary['fit_seconds']:.1f} s: validation accuracy "
-        f"{100 * summary['eval_accuracy']:.2f}% (l2 {summary['head_l2']:g}, {summary['head_feature_scaling']}: {summary['kept_because']})"
+        f"new head fitted first: a logistic regression on cached features, fitted in {summary['fit_seconds']:.1f} s: "
+        f"{'validation' if score == 'eval_accuracy' else 'cross-validated'} accuracy {100 * summary[score]:.2f}% ({summary['kept_because']})"
     )
     return summary
 
@@ -305,7 +319,8 @@ def finish(job: Job, trainer, results: dict, *, recipe: str, model=None) -> dict
         "modality": job.data.modality,
         "label_names": job.data.label_names,
         "train_samples": len(job.data.splits["train"]),
-        "eval_samples": len(job.data.splits["validation"]),
+        "eval_samples": len(job.data.splits.get("validation", [])),
+        "validation": job.data.validation,
         "test_samples": len(job.data.splits.get("test", [])),
         "skipped_unreadable_images": job.data.skipped_images,
         "seed": job.args.training.seed,
@@ -443,3 +458,37 @@ def print_summary(results: dict, out: pathlib.Path) -> None:
         f"kept             : {kept}\n"
         f"saved to         : {out}"
     )
+
+
+def refit_head(job: Job, model, *, l2: float | None = None, choice: str = "best") -> dict:
+    """After the body trained on another objective: extract the features it now gives (train, validation) and fit the
+    new linear head on them by L-BFGS (`l2` fixed, else chosen on validation by `choice`). Returns what
+    all_results.json records."""
+    from ..features.extraction import ExtractionSettings, extract_features, new_head
+    from ..features.head_fitting import fit_head, single_linear
+
+    settings = ExtractionSettings.of_run(job.args.training)
+    model.to(job.args.training.device)
+    splits = [s for s in ("train", "validation") if s in job.datasets]
+    started = time.perf_counter()
+    features = {s: extract_features(model, job.datasets[s], job.collator, settings).tensors for s in splits}
+    extraction_seconds = time.perf_counter() - started
+    head = new_head(job.model)  # under peft: the wrapper holding the trained copy of the head beside the original
+    linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)]
+    fitted = torch.nn.Linear(linears[0].in_features, linears[0].out_features).to(linears[0].weight.device)
+    fit = fit_head(
+        fitted,
+        features["train"],
+        features.get("validation", features["train"]),
+        solver="lbfgs",
+        training_args=job.args.training,
+        l2=l2,
+        choice=choice,
+    )
+    with torch.no_grad():
+        for linear in linears:  # every copy (peft keeps the original beside the one it saves)
+            linear.weight.copy_(fitted.weight)
+            linear.bias.copy_(fitted.bias)
+    summary = {k: fit.results[k] for k in ("head_l2", "head_feature_scaling", "kept_because", "head_candidates")}
+    summary.update(head_fit_seconds=fit.results["train_runtime"], head_feature_seconds=round(extraction_seconds, 3))
+    return summary

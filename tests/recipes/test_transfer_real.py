@@ -3,6 +3,8 @@
 Sized for 2 CPU cores (small subsets, 96 px images); the docs' figures come from the full-size runs.
 """
 
+import json
+
 import pytest
 
 import recipes.feature_extraction as feature_extraction
@@ -147,3 +149,31 @@ def test_text_lora_beats_chance_and_the_reloaded_adapter_scores_the_same(tmp_pat
         ]
     )
     assert np.mean(np.concatenate(predictions) == labels) == pytest.approx(results["test_accuracy"], abs=1e-9)
+
+
+def test_a_diverging_learning_rate_is_caught_restored_and_lowered(tmp_path, monkeypatch, capsys):
+    """Full fine-tuning of EfficientNet-Lite0 at 30x its learning rate: without the guard the loss explodes and the
+    run ends at chance; with it the weights go back, the rates come down and the run ends far above chance."""
+    from hf_transfer.engine import divergence
+
+    options = {
+        "model_name_or_path": "bundled:efficientnet-lite0",
+        "dataset_name": "bundled:mnist",
+        "image_size": 32,
+        "max_train_samples_per_class": 20,
+        "max_eval_samples": 100,
+        "max_test_samples": 200,
+        "num_train_epochs": 3,
+        "learning_rate": 1e-2,
+        "feature_cache_dir": str(tmp_path / "cache"),
+    }
+    guarded = full_finetune.run(**options, output_dir=str(tmp_path / "guarded"))
+    assert "training diverged at step" in capsys.readouterr().out
+    assert guarded["divergence_restores"] >= 1 and guarded["divergence_events"][0]["loss"] > 4 * guarded["divergence_events"][0]["level"]
+    assert guarded["test_accuracy"] > 0.5, guarded["test_accuracy"]  # chance: 0.1
+    saved = json.loads((tmp_path / "guarded" / "all_results.json").read_text())
+    assert saved["divergence_restores"] == guarded["divergence_restores"]
+
+    monkeypatch.setattr(divergence.DivergenceGuard, "on_step_end", lambda self, *a, **k: setattr(self, "_pending", 0.0))
+    unguarded = full_finetune.run(**options, output_dir=str(tmp_path / "unguarded"))
+    assert unguarded["test_accuracy"] < 0.3, unguarded["test_accuracy"]  # what a run without the guard ends at

@@ -88,6 +88,7 @@ def test_the_walk_sees_the_library():
         "distill",
         "domain",
         "advice",
+        "contrastive",
         "cli",
     } <= rooms
     assert any(room(target) == "models" and room(source) == "engine" for source, target, *_ in EDGES)

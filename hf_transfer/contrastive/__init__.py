@@ -1,0 +1,6 @@
+"""Contrastive fine-tuning: the body learns from same-class / other-class structure of the labelled examples
+(`losses`: supervised contrastive, SetFit's cosine pairs, batch-hard triplets, all over every pair of a batch),
+through `Trainer` (`trainer`); a head is then fitted on the features it learned.
+
+May import the leaves, `models`, `data`, `engine`, `features` and `adapters`.
+"""

@@ -1,0 +1,68 @@
+"""Zero-shot: no training, each example goes to the label whose description the sentence encoder finds most similar.
+
+The floor any training has to beat. Each label gets a sentence (`--label_descriptions` a JSON object or file,
+else `--label_template`, default "This example is {label}."); the checkpoint embeds it as it embeds examples (mean
+pooling for sentence-transformers checkpoints such as the bundled MiniLM), and the new head's rows become those
+unit-length embeddings, so the run is an ordinary saved run (`pipeline()`, `hf-transfer predict / evaluate`). The
+training split only names the labels; its examples are not used. Text only: zero-shot image classification needs a
+CLIP / SigLIP checkpoint (none ships in a package this toolkit can test offline), and NLI checkpoints have
+transformers' own `pipeline("zero-shot-classification")`.
+
+    python recipes/zero_shot.py                 # bundled MiniLM on Rotten Tomatoes, label names in the template
+    python recipes/zero_shot.py --train_file train.csv --test_file test.csv \
+        --label_descriptions '{"spam": "an advertisement or a scam", "ham": "a personal message"}'
+
+    from recipes.zero_shot import run; metrics = run(label_template="A {label} review.")
+"""
+
+import time
+
+from hf_transfer import defaults
+from hf_transfer.cli import recipe_main
+from hf_transfer.errors import TransferError
+from hf_transfer.features.extraction import new_head
+from hf_transfer.features.head_fitting import IGNORED_BY_LBFGS
+from hf_transfer.features.label_descriptions import (
+    LabelDescriptionArguments,
+    description_embeddings,
+    descriptions,
+    set_head_from_embeddings,
+)
+from hf_transfer.pipeline import training
+from hf_transfer.pipeline.arguments import parse_recipe_args
+
+DEFAULTS = {"output_dir": "outputs/zero_shot"}
+
+
+def run(argv: list[str] | None = None, **overrides) -> dict:
+    """Build the zero-shot classifier and evaluate it; returns the results also written to all_results.json."""
+    args = parse_recipe_args(
+        DEFAULTS, argv if argv is not None else [], overrides, extra_dataclasses=(LabelDescriptionArguments,)
+    )
+    if unused := [f"--{k}" for k in (*IGNORED_BY_LBFGS, "resume_from_checkpoint") if k in args.explicit]:
+        print(f"{', '.join(unused)}: not used, a zero-shot run trains nothing")
+    job = training.prepare(args, native=False)
+    if job.data.modality != "text":
+        raise TransferError(
+            "zero-shot classifies text with a sentence encoder; images need a CLIP / SigLIP checkpoint, which this recipe "
+            "does not take: run recipes/feature_extraction.py, or transformers' pipeline('zero-shot-image-classification')"
+        )
+    sentences = descriptions(args.option(LabelDescriptionArguments), job.data.label_names)
+    started = time.perf_counter()
+    job.model.to(args.training.device)
+    embeddings, length = description_embeddings(job.model, job.processor, sentences, args.data.max_seq_length)
+    set_head_from_embeddings(new_head(job.model), embeddings, length, defaults.ZERO_SHOT_TEMPERATURE)
+    print(f"zero-shot: {len(sentences)} label descriptions embedded; the {len(job.data.splits['train']):,} training examples are not used")
+    trainer = training.make_trainer(job)
+    training.clear_previous_run(job, trainer)
+    results = {
+        "train_runtime": round(time.perf_counter() - started, 3),
+        "kept_because": "zero-shot: no training",
+        "label_descriptions": dict(zip(job.data.label_names, sentences)),
+        **training.evaluate_splits(job, trainer),
+    }
+    return training.finish(job, trainer, results, recipe="zero_shot")
+
+
+if __name__ == "__main__":
+    recipe_main(run)
