@@ -44,8 +44,6 @@ CONTRASTIVE_EPOCHS = 10
 CONTRASTIVE_BATCH_SIZE = 32
 CONTRASTIVE_LEARNING_RATES = {"text": 2e-5, "image": 1e-4}  # text: swept; image: not swept (see the docs page)
 CONTRASTIVE_HEAD_L2 = 1.0
-# The advisor picks contrastive fine-tuning for text with at most this many examples in its smallest class.
-CONTRASTIVE_TEXT_UP_TO = 64
 
 # The divergence guard (every recipe): a step loss this many times its running median (and above the loss of
 # guessing) is divergence; the weights go back and every learning rate is multiplied by DIVERGENCE_LR_FACTOR. Not

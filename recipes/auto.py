@@ -14,7 +14,6 @@ sets them; `advice.json` and the run's usual outputs land in --output_dir.
 import json
 import pathlib
 
-import recipes.contrastive_finetune as contrastive_finetune
 import recipes.feature_extraction as feature_extraction
 import recipes.full_finetune as full_finetune
 import recipes.peft_finetune as peft_finetune
@@ -22,12 +21,7 @@ from hf_transfer.advice.advise import advise, option_value
 from hf_transfer.cli import recipe_main
 from hf_transfer.runs.saving import check_output_dir
 
-RECIPES = {
-    "feature_extraction": feature_extraction.run,
-    "full_finetune": full_finetune.run,
-    "contrastive_finetune": contrastive_finetune.run,
-    "lora": peft_finetune.run,
-}
+RECIPES = {"feature_extraction": feature_extraction.run, "full_finetune": full_finetune.run, "lora": peft_finetune.run}
 DEFAULT_OUTPUT_DIR = "outputs/auto"
 
 

@@ -54,7 +54,9 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     if adapter.peft_method != "none":
         model = adapters.attach(model, adapter, gradient_checkpointing=args.training.activation_checkpointing)
         args.resolved.update(adapters.describe(model))
-        print(f"{adapter.peft_method} on {', '.join(args.resolved['target_modules'])[:200]}: {adapters.trainable_report(model)}")
+        print(
+            f"{adapter.peft_method} on {', '.join(args.resolved['target_modules'])[:200]}: {adapters.trainable_report(model)}"
+        )
     trainer = training.make_trainer(
         job,
         model=model,
@@ -70,7 +72,9 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     contrastive_seconds = round(time.perf_counter() - started, 3)
     has_validation = "validation" in job.datasets
     head = training.refit_head(
-        job, model, l2=options.head_l2 if options.head_l2 is not None or has_validation else defaults.CONTRASTIVE_HEAD_L2
+        job,
+        model,
+        l2=options.head_l2 if options.head_l2 is not None or has_validation else defaults.CONTRASTIVE_HEAD_L2,
     )
     results = {
         "train_loss": train_result.metrics.get("train_loss"),

@@ -52,7 +52,9 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     job.model.to(args.training.device)
     embeddings, length = description_embeddings(job.model, job.processor, sentences, args.data.max_seq_length)
     set_head_from_embeddings(new_head(job.model), embeddings, length, defaults.ZERO_SHOT_TEMPERATURE)
-    print(f"zero-shot: {len(sentences)} label descriptions embedded; the {len(job.data.splits['train']):,} training examples are not used")
+    print(
+        f"zero-shot: {len(sentences)} label descriptions embedded; the {len(job.data.splits['train']):,} training examples are not used"
+    )
     trainer = training.make_trainer(job)
     training.clear_previous_run(job, trainer)
     results = {

@@ -184,3 +184,19 @@ def run_on_two_ranks(recipe: str, arguments: list, output_dir) -> tuple[dict, di
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return load_file(ranks / "rank0.safetensors"), load_file(ranks / "rank1.safetensors")
+
+
+@pytest.fixture(autouse=True)
+def tiny_files_hold_out_validation(request, monkeypatch):
+    """The tables and folders written here hold 6-12 examples per class, where a run now holds no validation split
+    out (fewer than 5 per class: docs/data.md). Tests of other behaviour keep the split (as
+    `--min_validation_per_class 1` does); a test of the few-shot protocol asks for the `few_shot_protocol` fixture."""
+    if "few_shot_protocol" not in request.fixturenames:
+        from hf_transfer import defaults
+
+        monkeypatch.setattr(defaults, "MIN_VALIDATION_PER_CLASS", 1)
+
+
+@pytest.fixture
+def few_shot_protocol():
+    """The toolkit's own rule for small training files (see tiny_files_hold_out_validation)."""

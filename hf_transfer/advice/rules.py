@@ -15,9 +15,6 @@ from ..defaults import (
     BODY_LEARNING_RATES,
     CEILING,
     CLOSE_DOMAIN,
-    CONTRASTIVE_EPOCHS,
-    CONTRASTIVE_LEARNING_RATES,
-    CONTRASTIVE_TEXT_UP_TO,
     FAR_DOMAIN,
     FEW_SHOT,
     FINETUNE_EPOCHS,
@@ -36,11 +33,6 @@ RECIPES = {
         "recipe": "recipes/full_finetune.py",
         "epochs": FINETUNE_EPOCHS,
         "learning_rate": BODY_LEARNING_RATES,
-    },
-    "contrastive_finetune": {
-        "recipe": "recipes/contrastive_finetune.py",
-        "epochs": CONTRASTIVE_EPOCHS,
-        "learning_rate": CONTRASTIVE_LEARNING_RATES,
     },
     "lora": {
         "recipe": "recipes/peft_finetune.py",
@@ -91,17 +83,6 @@ def closeness(m: Measurements) -> str:
 def recommend(m: Measurements) -> Advice:
     probe = f"linear probe {100 * m.linear_probe:.1f}% (k-NN {100 * m.knn:.1f}%, majority class {100 * m.majority_share:.1f}%), LogME {m.logme:.2f}"
     facts = f"{m.train_examples:,} training examples over {m.classes} classes (smallest class {m.smallest_class}); {probe}; {closeness(m)}"
-    if m.modality == "text" and m.smallest_class <= CONTRASTIVE_TEXT_UP_TO:
-        return _advice(
-            "contrastive_finetune",
-            m,
-            [
-                facts,
-                f"at most {CONTRASTIVE_TEXT_UP_TO} labelled texts per class: contrastive fine-tuning (the body learns "
-                "from same-class / other-class pairs, then a head is fitted) matched or beat SetFit and every other "
-                "recipe at these sizes (docs/results/fewshot.md)",
-            ],
-        )
     if m.smallest_class < FEW_SHOT:
         return _advice(
             "feature_extraction",
@@ -160,9 +141,11 @@ def _advice(strategy: str, m: Measurements, reasons: list[str], **flags) -> Advi
     table = RECIPES[strategy]
     if strategy == "feature_extraction":
         return Advice(strategy, table["recipe"], {"head_solver": table["head_solver"], **flags}, reasons)
-    options = {"num_train_epochs": table["epochs"], "learning_rate": table["learning_rate"][m.modality]}
-    if strategy != "contrastive_finetune":  # its head is fitted, not trained at a learning rate
-        options["head_learning_rate"] = HEAD_LEARNING_RATES[m.modality]
+    options = {
+        "num_train_epochs": table["epochs"],
+        "learning_rate": table["learning_rate"][m.modality],
+        "head_learning_rate": HEAD_LEARNING_RATES[m.modality],
+    }
     if strategy == "lora":
         options["peft_method"] = "lora"
     return Advice(strategy, table["recipe"], {**options, **flags}, reasons)

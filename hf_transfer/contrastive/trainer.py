@@ -69,7 +69,9 @@ class ContrastiveTrainer(TransferTrainer):
 class ContrastiveArguments:
     contrastive_loss: str = dataclasses.field(
         default=defaults.CONTRASTIVE_LOSS,
-        metadata={"help": f"{' | '.join(LOSSES)}: the in-batch loss the body trains with (docs/recipes/contrastive_finetune.md)"},
+        metadata={
+            "help": f"{' | '.join(LOSSES)}: the in-batch loss the body trains with (docs/recipes/contrastive_finetune.md)"
+        },
     )
     temperature: float = dataclasses.field(
         default=defaults.CONTRASTIVE_TEMPERATURE,

@@ -49,6 +49,13 @@ class DataArguments:
     validation_split_percentage: float = dataclasses.field(
         default=10.0, metadata={"help": "held out of train when no validation set is given"}
     )
+    min_validation_per_class: int | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "with no validation set given, hold one out of train only if it gets at least this many examples of "
+            f"every class, else every example trains (default {defaults.MIN_VALIDATION_PER_CLASS}: docs/data.md); 1 always holds one out"
+        },
+    )
     max_train_samples_per_class: int | None = dataclasses.field(
         default=None, metadata={"help": "few-shot: this many training examples per class"}
     )
@@ -494,7 +501,12 @@ def load_labelled_data(args: DataArguments, seed: int = 42, modality: str | None
     validation = "given"
     if "validation" not in splits:
         held = held_out_per_class(splits["train"], args.validation_split_percentage)
-        if held >= defaults.MIN_VALIDATION_PER_CLASS:
+        minimum = (
+            defaults.MIN_VALIDATION_PER_CLASS
+            if args.min_validation_per_class is None
+            else args.min_validation_per_class
+        )
+        if held >= minimum:
             splits["train"], splits["validation"] = split_validation(
                 splits["train"], args.validation_split_percentage, seed
             )
@@ -502,7 +514,7 @@ def load_labelled_data(args: DataArguments, seed: int = 42, modality: str | None
         else:
             validation = (
                 f"none held out: {args.validation_split_percentage:g}% of train would hold {held} example"
-                f"{'s' if held != 1 else ''} of some class (fewer than {defaults.MIN_VALIDATION_PER_CLASS}), too few to "
+                f"{'s' if held != 1 else ''} of some class (fewer than --min_validation_per_class {minimum}), too few to "
                 "choose anything on, so every example trains; what validation would choose is fixed by measurement or "
                 "cross-validated on the training examples"
             )

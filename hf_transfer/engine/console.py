@@ -36,7 +36,8 @@ class EpochLines(TrainerCallback):
             return
         if "loss" in logs:
             self.train_loss = logs["loss"]
-        if "eval_loss" in logs:
+        evaluates = str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "no"
+        if "eval_loss" in logs or ("loss" in logs and not evaluates):  # no validation split: a line per training log
             parts = [
                 f"epoch {state.epoch:g}/{args.num_train_epochs:g}"
                 if args.max_steps <= 0
@@ -44,7 +45,8 @@ class EpochLines(TrainerCallback):
             ]
             if self.train_loss is not None:
                 parts.append(f"train loss {self.train_loss:.4f}")
-            parts.append(f"val loss {logs['eval_loss']:.4f}")
+            if "eval_loss" in logs:
+                parts.append(f"val loss {logs['eval_loss']:.4f}")
             parts += [
                 f"{name} {100 * logs[key]:.2f}%"
                 for key, name in (("eval_accuracy", "accuracy"), ("eval_f1_macro", "macro-F1"))

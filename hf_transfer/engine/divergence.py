@@ -135,7 +135,13 @@ class DivergenceGuard(TrainerCallback):
             self._restore(model, optimizer, lr_scheduler, args, state)
             control.should_training_stop = True
             self.events.append(
-                {"step": state.global_step, "loss": loss, "level": level, "restored_step": self._snapshot_step, "action": "stopped"}
+                {
+                    "step": state.global_step,
+                    "loss": loss,
+                    "level": level,
+                    "restored_step": self._snapshot_step,
+                    "action": "stopped",
+                }
             )
             print(
                 f"training diverged again at step {state.global_step} (loss {loss:.3g}) after {self.max_restores} restores: "
@@ -144,9 +150,17 @@ class DivergenceGuard(TrainerCallback):
             )
             return
         self._restore(model, optimizer, lr_scheduler, args, state)
-        rates = sorted({lr for lr in getattr(getattr(lr_scheduler, "scheduler", lr_scheduler), "base_lrs", []) if lr > 0})
+        rates = sorted(
+            {lr for lr in getattr(getattr(lr_scheduler, "scheduler", lr_scheduler), "base_lrs", []) if lr > 0}
+        )
         self.events.append(
-            {"step": state.global_step, "loss": loss, "level": level, "restored_step": self._snapshot_step, "lr_factor": self.lr_factor}
+            {
+                "step": state.global_step,
+                "loss": loss,
+                "level": level,
+                "restored_step": self._snapshot_step,
+                "lr_factor": self.lr_factor,
+            }
         )
         why = (
             "not finite"

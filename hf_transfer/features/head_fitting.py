@@ -287,7 +287,9 @@ def stratified_folds(labels: torch.Tensor, folds: int, seed: int) -> torch.Tenso
     return fold.to(labels.device)
 
 
-def fit_cross_validated(linear: nn.Linear, train, *, choice: str = "best", seed: int = 0, folds: int | None = None) -> HeadFit:
+def fit_cross_validated(
+    linear: nn.Linear, train, *, choice: str = "best", seed: int = 0, folds: int | None = None
+) -> HeadFit:
     """No validation split: each (scaling, L2) candidate scored by stratified k-fold cross-validation on train
     (accuracy and loss summed over the held-out folds), the chosen one then fitted on all of train."""
     from .. import defaults
@@ -309,9 +311,7 @@ def fit_cross_validated(linear: nn.Linear, train, *, choice: str = "best", seed:
     candidates = [((acc / len(y), loss / len(y)), key) for key, (acc, loss) in totals.items()]
     order = {key: i for i, key in enumerate((s, l2) for s in SCALINGS for l2 in L2_PATH)}
     candidates.sort(key=lambda c: order[c[1]])
-    scaling, l2 = choose_candidate(
-        [(score, (key[0], key[1])) for score, key in candidates], choice, len(y)
-    )
+    scaling, l2 = choose_candidate([(score, (key[0], key[1])) for score, key in candidates], choice, len(y))
     fit = fit_logistic_regression(linear, train, train, l2_path=(l2,), scalings=(scaling,))
     fit.results.update(
         head_candidates=[
@@ -366,7 +366,9 @@ def fit_by_gradient_steps(head: nn.Module, train, validation, args) -> HeadFit:
             scheduler.step()
             losses.append(loss.item())
         head.eval()
-        log.append({"epoch": float(epoch), "loss": sum(losses) / len(losses), "learning_rate": scheduler.get_last_lr()[0]})
+        log.append(
+            {"epoch": float(epoch), "loss": sum(losses) / len(losses), "learning_rate": scheduler.get_last_lr()[0]}
+        )
         score = None
         if validation is not None:
             with torch.no_grad():

@@ -45,13 +45,19 @@ def descriptions(options: LabelDescriptionArguments, label_names: list[str]) -> 
         try:
             given = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise TransferError(f"{source} is not valid JSON ({exc.msg} at character {exc.pos}): give an object mapping each label to a sentence") from None
+            raise TransferError(
+                f"{source} is not valid JSON ({exc.msg} at character {exc.pos}): give an object mapping each label to a sentence"
+            ) from None
         if not isinstance(given, dict) or not all(isinstance(v, str) for v in given.values()):
             raise TransferError(f"{source} must be a JSON object mapping each label to a sentence")
         if unknown := sorted(set(map(str, given)) - set(label_names)):
-            raise TransferError(f"{source} describes label '{unknown[0]}', which the data does not have (labels: {', '.join(label_names)})")
+            raise TransferError(
+                f"{source} describes label '{unknown[0]}', which the data does not have (labels: {', '.join(label_names)})"
+            )
     if "{label}" not in options.label_template and len(given) < len(label_names):
-        raise TransferError(f"--label_template {options.label_template!r} has no {{label}}: every label would get the same sentence")
+        raise TransferError(
+            f"--label_template {options.label_template!r} has no {{label}}: every label would get the same sentence"
+        )
     return [given.get(name, options.label_template.replace("{label}", name)) for name in label_names]
 
 
@@ -68,14 +74,18 @@ def description_embeddings(model, tokenizer, sentences: list[str], max_length: i
     return torch.nn.functional.normalize(features, dim=-1), features.norm(dim=-1).mean().item()
 
 
-def set_head_from_embeddings(head: torch.nn.Module, embeddings: torch.Tensor, feature_norm: float, temperature: float) -> None:
+def set_head_from_embeddings(
+    head: torch.nn.Module, embeddings: torch.Tensor, feature_norm: float, temperature: float
+) -> None:
     """Logits = <x, e_c> / (|x| typical * temperature): cosine similarities scaled as a softmax over labels expects.
     `feature_norm`: the typical length of the head's input features (dividing by it keeps argmax = nearest label)."""
     linear = single_linear(head)
     if linear is None:
         raise TransferError("a zero-shot head is one linear layer: use --head linear")
     if linear.weight.shape != embeddings.shape:
-        raise TransferError(f"the head maps {linear.in_features} features to {linear.out_features} labels, the descriptions give {tuple(embeddings.shape)}")
+        raise TransferError(
+            f"the head maps {linear.in_features} features to {linear.out_features} labels, the descriptions give {tuple(embeddings.shape)}"
+        )
     with torch.no_grad():
         linear.weight.copy_((embeddings / (feature_norm * temperature)).to(linear.weight))
         linear.bias.zero_()

@@ -130,7 +130,9 @@ def without_validation(args: RecipeArgs) -> None:
     names the options given for them, which then do nothing."""
     from transformers.trainer_utils import IntervalStrategy
 
-    if given := [f"--{k}" for k in ("eval_strategy", "load_best_model_at_end", "metric_for_best_model") if k in args.explicit]:
+    if given := [
+        f"--{k}" for k in ("eval_strategy", "load_best_model_at_end", "metric_for_best_model") if k in args.explicit
+    ]:
         print(f"{', '.join(given)}: not used, the run holds no validation split out (the last epoch is kept)")
     args.training.eval_strategy = IntervalStrategy.NO
     args.training.load_best_model_at_end = False
@@ -465,7 +467,7 @@ def refit_head(job: Job, model, *, l2: float | None = None, choice: str = "best"
     new linear head on them by L-BFGS (`l2` fixed, else chosen on validation by `choice`). Returns what
     all_results.json records."""
     from ..features.extraction import ExtractionSettings, extract_features, new_head
-    from ..features.head_fitting import fit_head, single_linear
+    from ..features.head_fitting import fit_head
 
     settings = ExtractionSettings.of_run(job.args.training)
     model.to(job.args.training.device)

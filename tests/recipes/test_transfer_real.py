@@ -169,11 +169,16 @@ def test_a_diverging_learning_rate_is_caught_restored_and_lowered(tmp_path, monk
     }
     guarded = full_finetune.run(**options, output_dir=str(tmp_path / "guarded"))
     assert "training diverged at step" in capsys.readouterr().out
-    assert guarded["divergence_restores"] >= 1 and guarded["divergence_events"][0]["loss"] > 4 * guarded["divergence_events"][0]["level"]
+    assert (
+        guarded["divergence_restores"] >= 1
+        and guarded["divergence_events"][0]["loss"] > 4 * guarded["divergence_events"][0]["level"]
+    )
     assert guarded["test_accuracy"] > 0.5, guarded["test_accuracy"]  # chance: 0.1
     saved = json.loads((tmp_path / "guarded" / "all_results.json").read_text())
     assert saved["divergence_restores"] == guarded["divergence_restores"]
 
-    monkeypatch.setattr(divergence.DivergenceGuard, "on_step_end", lambda self, *a, **k: setattr(self, "_pending", 0.0))
+    monkeypatch.setattr(
+        divergence.DivergenceGuard, "on_step_end", lambda self, *a, **k: setattr(self, "_pending", 0.0)
+    )
     unguarded = full_finetune.run(**options, output_dir=str(tmp_path / "unguarded"))
     assert unguarded["test_accuracy"] < 0.3, unguarded["test_accuracy"]  # what a run without the guard ends at

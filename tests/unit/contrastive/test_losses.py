@@ -23,11 +23,13 @@ def test_each_loss_is_lower_when_classes_cluster_and_trains_towards_it(name):
     # a few gradient steps on free embeddings pull same-class examples together
     points = clustered(labels, 2.0).requires_grad_()
     optimizer = torch.optim.Adam([points], lr=0.05)
+
     def same_minus_other():
         z = torch.nn.functional.normalize(points.detach(), dim=-1)
         cosine, same = z @ z.T, labels[:, None] == labels[None, :]
         off = ~torch.eye(len(labels), dtype=torch.bool)
         return (cosine[same & off].mean() - cosine[~same].mean()).item()
+
     before = same_minus_other()
     for _ in range(100):
         optimizer.zero_grad()

@@ -110,6 +110,8 @@ def test_two_processes_extract_shards_that_gather_into_the_single_process_featur
             str(tmp_path / "ddp"),
             "--feature_cache_dir",
             str(tmp_path / "ddp-cache"),
+            "--min_validation_per_class",
+            "1",  # as the in-process run below (tiny_files_hold_out_validation)
         ],
         capture_output=True,
         text=True,

@@ -306,8 +306,9 @@ def test_tensorboard_logs_and_a_calm_console(tmp_path, tiny_bert_dir, text_csv):
     assert sum(line.startswith("epoch ") for line in lines) == 3 and len(lines) < 20, result.stdout
     assert "{'loss'" not in result.stdout and "LOAD REPORT" not in result.stdout + result.stderr
     assert "training:" in result.stderr and "step/s]" in result.stderr, "the command line shows a progress bar"
-    assert "data: 22 train / 2 validation / 0 test examples, 2 classes" in result.stdout, result.stdout
-    assert "warning: 2 validation examples for 2 classes are too few" in result.stdout
+    # 12 examples per class: a 10% validation split would hold 1 of each, so none is held out, and it says so
+    assert "data: 24 train / 0 validation / 0 test examples, 2 classes" in result.stdout, result.stdout
+    assert "validation: none held out: 10% of train would hold 1 example of some class" in result.stdout
 
 
 def test_a_saved_run_is_a_starting_point_for_a_new_task(tmp_path, tiny_bert_dir):

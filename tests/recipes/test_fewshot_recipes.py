@@ -1,0 +1,119 @@
+"""Contrastive fine-tuning and zero-shot: each option changes what it claims to, on weights loaded with
+from_pretrained; the runs save and load like every other run; bad input is one line before anything is written."""
+
+import json
+
+import pytest
+import torch
+from conftest import pipeline_accuracy, write_text_table
+from safetensors.torch import load_file
+
+import recipes.contrastive_finetune as contrastive_finetune
+import recipes.zero_shot as zero_shot
+from hf_transfer.errors import TransferError
+
+
+def weights(folder):
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_contrastive_run_trains_the_body_fits_the_head_and_loads_with_pipeline(tmp_path, tiny_bert_dir):
+    train, test = write_text_table(tmp_path / "train", rows_per_class=16), write_text_table(tmp_path / "test", 10)
+    common = {
+        "model_name_or_path": tiny_bert_dir,
+        "train_file": str(train),
+        "test_file": str(test),
+        "num_train_epochs": 2,
+    }
+    results = contrastive_finetune.run(**common, output_dir=str(tmp_path / "supcon"))
+    assert results["recipe"] == "contrastive_finetune" and results["contrastive_seconds"] > 0
+    assert results["divergence_restores"] == 0 and "eval_accuracy" in results
+    saved = weights(tmp_path / "supcon")
+    pretrained = load_file(str(next(iter(sorted(__import__("pathlib").Path(tiny_bert_dir).glob("*.safetensors"))))))
+    layer = "encoder.layer.0.attention.self.query.weight"
+    body = next(k for k in saved if k.endswith(layer))
+    assert not torch.equal(
+        saved[body], pretrained[next(k for k in pretrained if k.endswith(layer))]
+    )  # the body trained
+    loaded = pipeline_accuracy(tmp_path / "supcon", test, "text-classification")
+    assert loaded["accuracy"] == pytest.approx(results["test_accuracy"])  # a fresh process predicts the same
+    # each option changes the run: another loss, another temperature, a fixed head L2, lower learning rate
+    for option, value in (("contrastive_loss", "cosine_pairs"), ("contrastive_loss", "triplet"), ("temperature", 0.5)):
+        other = contrastive_finetune.run(**common, output_dir=str(tmp_path / f"{option}-{value}"), **{option: value})
+        assert not torch.equal(weights(tmp_path / f"{option}-{value}")[body], saved[body]), option
+        assert other["training_config"][option] == value
+    fixed = contrastive_finetune.run(**common, output_dir=str(tmp_path / "l2"), head_l2=0.5)
+    assert fixed["head_l2"] == 0.5 and "l2 0.5" in fixed["kept_because"]
+
+
+def test_contrastive_run_with_lora_trains_only_the_adapter_and_saves_it(tmp_path, tiny_bert_dir):
+    train = write_text_table(tmp_path / "train", rows_per_class=16)
+    results = contrastive_finetune.run(
+        model_name_or_path=tiny_bert_dir,
+        train_file=str(train),
+        num_train_epochs=2,
+        peft_method="lora",
+        output_dir=str(tmp_path / "lora"),
+    )
+    assert (
+        results["adapter"] == "peft"
+        and results["training_config"]["peft_method"] == "lora"
+        and results["trainable_params"] < results["total_params"] / 10
+    )
+    assert (tmp_path / "lora" / "adapter_model.safetensors").is_file()
+    head = {k: v for k, v in load_file(str(tmp_path / "lora" / "adapter_model.safetensors")).items() if "head" in k}
+    assert head and any(v.abs().sum() > 0 for v in head.values())  # the fitted head is saved with the adapter
+
+
+def test_contrastive_bad_options_are_one_line(tmp_path, tiny_bert_dir, capsys):
+    train = write_text_table(tmp_path / "train")
+    common = {"model_name_or_path": tiny_bert_dir, "train_file": str(train), "output_dir": str(tmp_path / "out")}
+    with pytest.raises(TransferError, match="--contrastive_loss 'hinge': choose one of supcon, cosine_pairs, triplet"):
+        contrastive_finetune.run(**common, contrastive_loss="hinge")
+    with pytest.raises(TransferError, match="--temperature 0: must be above 0"):
+        contrastive_finetune.run(**common, temperature=0.0)
+    assert not (tmp_path / "out").exists()
+    contrastive_finetune.run(**common, num_train_epochs=1, metric_for_best_model="f1_macro")
+    assert "--metric_for_best_model: not used by contrastive fine-tuning" in capsys.readouterr().out
+
+
+def test_zero_shot_heads_are_the_descriptions_and_the_run_loads(tmp_path, tiny_bert_dir):
+    train, test = write_text_table(tmp_path / "train"), write_text_table(tmp_path / "test", 10)
+    common = {"model_name_or_path": tiny_bert_dir, "train_file": str(train), "test_file": str(test)}
+    results = zero_shot.run(**common, output_dir=str(tmp_path / "names"))
+    assert results["label_descriptions"] == {"neg": "This example is neg.", "pos": "This example is pos."}
+    described = zero_shot.run(
+        **common,
+        output_dir=str(tmp_path / "described"),
+        label_descriptions='{"pos": "a wonderful moving film"}',
+        label_template="A {label} one.",
+    )
+    assert described["label_descriptions"] == {"neg": "A neg one.", "pos": "a wonderful moving film"}
+    head = "head.layers.1.weight"
+    assert not torch.equal(weights(tmp_path / "names")[head], weights(tmp_path / "described")[head])
+    assert pipeline_accuracy(tmp_path / "described", test, "text-classification")["accuracy"] == pytest.approx(
+        described["test_accuracy"]
+    )
+    for bad, message in (
+        ('{"maybe": "x"}', "describes label 'maybe', which the data does not have"),
+        ("{not json", "is not valid JSON"),
+        (str(tmp_path / "missing.json"), "no such file"),
+    ):
+        with pytest.raises(TransferError, match=message):
+            zero_shot.run(**common, output_dir=str(tmp_path / "bad"), label_descriptions=bad)
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.slow
+def test_real_contrastive_run_beats_chance_widely_on_held_out_reviews(tmp_path):
+    results = contrastive_finetune.run(
+        dataset_name="bundled:rotten_tomatoes",
+        max_train_samples_per_class=16,
+        max_eval_samples=200,
+        max_test_samples=500,
+        max_seq_length=64,
+        output_dir=str(tmp_path / "run"),
+    )
+    assert results["test_accuracy"] > 0.6, results["test_accuracy"]  # chance: 0.5; 16 reviews per class
+    details = json.loads((tmp_path / "run" / "run_details.json").read_text())
+    assert details["training_config"]["contrastive_loss"] == "supcon"
