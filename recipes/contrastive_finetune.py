@@ -22,6 +22,9 @@ from hf_transfer import defaults
 from hf_transfer.adapters import attach as adapters
 from hf_transfer.cli import recipe_main
 from hf_transfer.contrastive.trainer import ContrastiveArguments, ContrastiveTrainer, phase_arguments
+from hf_transfer.errors import TransferError
+from hf_transfer.features.extraction import new_head
+from hf_transfer.features.head_fitting import single_linear
 from hf_transfer.pipeline import training
 from hf_transfer.pipeline.arguments import parse_recipe_args
 
@@ -46,10 +49,16 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     )
     options, adapter = args.option(ContrastiveArguments), args.option(adapters.AdapterArguments)
     options.check(args)
+    if adapter.peft_method not in ("none", *defaults.ADAPTER_LEARNING_RATES):
+        raise TransferError(
+            f"--peft_method {adapter.peft_method!r}: none (the whole body trains) or one of {', '.join(defaults.ADAPTER_LEARNING_RATES)}"
+        )
     learning_rates = defaults.CONTRASTIVE_LEARNING_RATES
     if adapter.peft_method != "none":
         learning_rates = dict.fromkeys(learning_rates, defaults.ADAPTER_LEARNING_RATES.get(adapter.peft_method))
     job = training.prepare(args, native=False, learning_rates=learning_rates)
+    if single_linear(new_head(job.model)) is None:
+        raise TransferError("contrastive fine-tuning fits a linear head on the trained features: use --head linear")
     model = job.model
     if adapter.peft_method != "none":
         model = adapters.attach(model, adapter, gradient_checkpointing=args.training.activation_checkpointing)

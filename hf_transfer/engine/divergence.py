@@ -179,11 +179,18 @@ class DivergenceGuard(TrainerCallback):
         if optimizer is not None and self._strikes == 0:
             self._take_snapshot(model, optimizer, state.global_step)
 
+    @staticmethod
+    def _json_number(value: float | None):
+        return value if value is None or math.isfinite(value) else str(value)  # JSON has no NaN / Infinity
+
     def summary(self) -> dict:
         """What all_results.json records: how many times training was restored, and each event."""
         restores = sum("action" not in e for e in self.events)
         return {
             "divergence_restores": restores,
             "divergence_stopped": any("action" in e for e in self.events),
-            "divergence_events": self.events,
+            "divergence_events": [
+                {k: self._json_number(v) if k in ("loss", "level") else v for k, v in event.items()}
+                for event in self.events
+            ],
         }

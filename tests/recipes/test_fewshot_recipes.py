@@ -72,6 +72,10 @@ def test_contrastive_bad_options_are_one_line(tmp_path, tiny_bert_dir, capsys):
         contrastive_finetune.run(**common, contrastive_loss="hinge")
     with pytest.raises(TransferError, match="--temperature 0: must be above 0"):
         contrastive_finetune.run(**common, temperature=0.0)
+    with pytest.raises(TransferError, match="--peft_method 'adapterx': none .* or one of lora"):
+        contrastive_finetune.run(**common, peft_method="adapterx")
+    with pytest.raises(TransferError, match="fits a linear head on the trained features: use --head linear"):
+        contrastive_finetune.run(**common, head="mlp")
     assert not (tmp_path / "out").exists()
     contrastive_finetune.run(**common, num_train_epochs=1, metric_for_best_model="f1_macro")
     assert "--metric_for_best_model: not used by contrastive fine-tuning" in capsys.readouterr().out

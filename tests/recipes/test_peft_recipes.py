@@ -201,6 +201,8 @@ def test_recipe_pushes_adapter_and_card_to_the_hub(tmp_path, tiny_bert_dir, text
                 "recipes/lora_bert.py",
                 "--model_name_or_path",
                 tiny_bert_dir,
+                "--min_validation_per_class",
+                "1",  # as in-process tests (tiny_files_hold_out_validation)
                 "--train_file",
                 str(text_csv),
                 "--num_train_epochs",
@@ -254,6 +256,8 @@ def test_a_pushed_full_run_carries_its_code_pictures_and_loading_snippet(tmp_pat
                 tiny_bert_dir,
                 "--pooling",
                 "mean",
+                "--min_validation_per_class",
+                "1",  # as in-process tests (tiny_files_hold_out_validation)
                 "--train_file",
                 str(text_csv),
                 "--num_train_epochs",

@@ -180,6 +180,8 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_bert_dir, text_csv, 
             "--use_cpu",
             "--model_name_or_path",
             tiny_bert_dir,
+            "--min_validation_per_class",
+            "1",  # as in-process tests (tiny_files_hold_out_validation)
             "--train_file",
             str(text_csv),
             "--num_train_epochs",

@@ -161,10 +161,11 @@ def test_a_diverging_learning_rate_is_caught_restored_and_lowered(tmp_path, monk
         "dataset_name": "bundled:mnist",
         "image_size": 32,
         "max_train_samples_per_class": 20,
-        "max_eval_samples": 100,
-        "max_test_samples": 200,
+        "max_eval_samples": 200,
+        "max_test_samples": 400,
         "num_train_epochs": 3,
         "learning_rate": 1e-2,
+        "seed": 0,
         "feature_cache_dir": str(tmp_path / "cache"),
     }
     guarded = full_finetune.run(**options, output_dir=str(tmp_path / "guarded"))

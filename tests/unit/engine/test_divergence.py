@@ -59,3 +59,19 @@ def test_training_stops_after_the_last_allowed_restore():
     for _ in range(guard.max_restores + 1):
         step(guard, float("inf"), model, optimizer, schedule, state, control, args)
     assert control.should_training_stop and guard.events[-1]["action"] == "stopped"
+
+
+def test_a_collapse_back_to_guessing_counts_even_without_an_explosion():
+    model, optimizer, schedule, guard, state, control, args = setup(chance_loss=math.log(2))
+    for loss in (0.3, 0.25, 0.2, 0.2):  # it had learned: under half the loss of guessing
+        step(guard, loss, model, optimizer, schedule, state, control, args)
+    for loss in (0.7, 0.71):  # 3.5x its level (under the explosion factor), but no better than a coin
+        step(guard, loss, model, optimizer, schedule, state, control, args)
+    assert guard.summary()["divergence_restores"] == 1
+    assert json_safe(guard.summary())
+
+
+def json_safe(summary):
+    import json
+
+    return json.loads(json.dumps(summary, allow_nan=False))
