@@ -3,12 +3,13 @@ the last good weights and lowers every learning rate, instead of training on at 
 
 The step loss is compared with the median of the last healthy steps: `patience` consecutive steps above `factor`
 times that level (and above the loss of guessing, for classification), or back at the loss of guessing after the
-level had fallen to half of it (a collapse to chance), count as divergence, as does one non-finite loss. Weights (the parameters the optimizer updates, and buffers such as BatchNorm statistics) and the
-optimizer's state are kept, in host memory, at the start and at the end of every epoch that ended healthy; on
-divergence both are put back and every learning rate (the schedule's base rates with it) is multiplied by
-`lr_factor`, warming up again from zero over the run's warm-up length or one epoch, whichever is longer: the moments put
-back may be those of the first step (none), and a fresh Adam's first steps move every weight by the full learning
-rate, which mid-schedule is itself a shock.
+level had fallen to half of it (a collapse to chance), count as divergence, as does one non-finite loss. Weights
+(the parameters the optimizer updates, and buffers such as BatchNorm statistics) and the optimizer's state are
+kept, in host memory, at the start and at the end of every epoch that ended healthy; on divergence both are put
+back and every learning rate (the schedule's base rates with it) is multiplied by `lr_factor`, warming up again
+from zero over the run's warm-up length or one epoch, whichever is longer: the moments put back may be those of
+the first step (none), and a fresh Adam's first steps move every weight by the full learning rate, which
+mid-schedule is itself a shock.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ def _to_host(value):
     if isinstance(value, (list, tuple)):
         return type(value)(_to_host(v) for v in value)
     return value
+
+
+def _say(state, line: str) -> None:
+    if state.is_world_process_zero:  # every rank restores alike; one line per run
+        print(line)
 
 
 class DivergenceGuard(TrainerCallback):
@@ -143,10 +149,11 @@ class DivergenceGuard(TrainerCallback):
                     "action": "stopped",
                 }
             )
-            print(
+            _say(
+                state,
                 f"training diverged again at step {state.global_step} (loss {loss:.3g}) after {self.max_restores} restores: "
                 f"stopped with the weights of step {self._snapshot_step}; try a learning rate well below "
-                f"{self._initial_lr:.2g}; recorded in all_results.json"
+                f"{self._initial_lr:.2g}; recorded in all_results.json",
             )
             return
         self._restore(model, optimizer, lr_scheduler, args, state)
@@ -169,10 +176,11 @@ class DivergenceGuard(TrainerCallback):
             if loss > self.factor * level
             else f"back at the loss of guessing {self.chance_loss:.3g} from {level:.3g}"
         )
-        print(
+        _say(
+            state,
             f"training diverged at step {state.global_step} (loss {loss:.3g}, {why}): restored the weights of step "
             f"{self._snapshot_step} and multiplied every learning rate by {self.lr_factor:g} (peak now "
-            f"{', '.join(f'{r:.2g}' for r in rates[-3:])}, warming up again); recorded in all_results.json"
+            f"{', '.join(f'{r:.2g}' for r in rates[-3:])}, warming up again); recorded in all_results.json",
         )
 
     def on_epoch_end(self, args, state, control, model=None, optimizer=None, **kwargs):
