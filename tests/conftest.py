@@ -200,3 +200,13 @@ def tiny_files_hold_out_validation(request, monkeypatch):
 @pytest.fixture
 def few_shot_protocol():
     """The toolkit's own rule for small training files (see tiny_files_hold_out_validation)."""
+
+
+@pytest.fixture
+def divergence_guard_off(monkeypatch):
+    """Every TransferTrainer's divergence guard watching and never acting: a run as it trained before the guard."""
+    from hf_transfer.engine import divergence
+
+    monkeypatch.setattr(
+        divergence.DivergenceGuard, "on_step_end", lambda self, *a, **k: setattr(self, "_pending", 0.0)
+    )

@@ -55,8 +55,10 @@ class DivergenceGuard(TrainerCallback):
         self._healthy: list[float] = []
         self._pending = 0.0
         self._strikes = 0
-        self._snapshot: dict | None = None
+        self._snapshot: dict | None = None  # weights, and the optimizer's state beside them
+        self._optimizer_state: dict | None = None
         self._snapshot_step = 0
+        self._initial_lr = 0.0
 
     # --- fed by TransferTrainer.training_step: the loss of every micro-batch, already divided for accumulation
     def observe(self, loss: torch.Tensor) -> None:

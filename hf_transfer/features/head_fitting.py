@@ -308,10 +308,9 @@ def fit_cross_validated(
             total = totals.setdefault((entry["scaling"], entry["l2"]), [0.0, 0.0])
             total[0] += entry["eval_accuracy"] * int(held.sum())
             total[1] += entry["eval_loss"] * int(held.sum())
+    # totals keeps the fit's own order (scaling, then L2 strong to weak), the order choose_candidate expects
     candidates = [((acc / len(y), loss / len(y)), key) for key, (acc, loss) in totals.items()]
-    order = {key: i for i, key in enumerate((s, l2) for s in SCALINGS for l2 in L2_PATH)}
-    candidates.sort(key=lambda c: order[c[1]])
-    scaling, l2 = choose_candidate([(score, (key[0], key[1])) for score, key in candidates], choice, len(y))
+    scaling, l2 = choose_candidate(candidates, choice, len(y))
     fit = fit_logistic_regression(linear, train, train, l2_path=(l2,), scalings=(scaling,))
     fit.results.update(
         head_candidates=[

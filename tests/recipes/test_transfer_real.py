@@ -151,11 +151,9 @@ def test_text_lora_beats_chance_and_the_reloaded_adapter_scores_the_same(tmp_pat
     assert np.mean(np.concatenate(predictions) == labels) == pytest.approx(results["test_accuracy"], abs=1e-9)
 
 
-def test_a_diverging_learning_rate_is_caught_restored_and_lowered(tmp_path, monkeypatch, capsys):
+def test_a_diverging_learning_rate_is_caught_restored_and_lowered(tmp_path, request, capsys):
     """Full fine-tuning of EfficientNet-Lite0 at 30x its learning rate: without the guard the loss explodes and the
     run ends at chance; with it the weights go back, the rates come down and the run ends far above chance."""
-    from hf_transfer.engine import divergence
-
     options = {
         "model_name_or_path": "bundled:efficientnet-lite0",
         "dataset_name": "bundled:mnist",
@@ -178,8 +176,6 @@ def test_a_diverging_learning_rate_is_caught_restored_and_lowered(tmp_path, monk
     saved = json.loads((tmp_path / "guarded" / "all_results.json").read_text())
     assert saved["divergence_restores"] == guarded["divergence_restores"]
 
-    monkeypatch.setattr(
-        divergence.DivergenceGuard, "on_step_end", lambda self, *a, **k: setattr(self, "_pending", 0.0)
-    )
+    request.getfixturevalue("divergence_guard_off")
     unguarded = full_finetune.run(**options, output_dir=str(tmp_path / "unguarded"))
     assert unguarded["test_accuracy"] < 0.3, unguarded["test_accuracy"]  # what a run without the guard ends at

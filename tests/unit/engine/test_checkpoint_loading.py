@@ -50,14 +50,9 @@ def test_a_checkpoint_of_another_model_is_a_one_line_error_naming_it(tmp_path, t
         trainer._load_from_checkpoint(str(other))
 
 
-def test_a_resumed_vit_run_matches_the_uninterrupted_one(tmp_path, tiny_vit_dir, image_dir, monkeypatch):
+def test_a_resumed_vit_run_matches_the_uninterrupted_one(tmp_path, tiny_vit_dir, image_dir, divergence_guard_off):
     # The divergence guard's running level is not in checkpoints (docs/known_limits.md), and this tiny run spikes
     # within its first epoch: the guard is off here, so the test is about the weights a checkpoint carries.
-    from hf_transfer.engine import divergence
-
-    monkeypatch.setattr(
-        divergence.DivergenceGuard, "on_step_end", lambda self, *a, **k: setattr(self, "_pending", 0.0)
-    )
     common = dict(
         model_name_or_path=tiny_vit_dir,
         train_dir=str(image_dir),
