@@ -6,6 +6,7 @@
     hf-transfer merge    outputs/lora_bert outputs/lora_bert_merged
     hf-transfer push     outputs/lora_vit me/vit-photos-lora --private
     hf-transfer export   outputs/full_finetune --format onnx --output_dir outputs/full_finetune_onnx
+    hf-transfer cache    info | clear
 
 Training is not a subcommand: a recipe is a file (`python recipes/x.py`, `accelerate launch recipes/x.py`).
 Nothing in the library imports this module; it parses arguments, calls the library, prints, and turns a
@@ -199,6 +200,40 @@ def _export(argv: list[str]) -> None:
     )
 
 
+def _cache(argv: list[str]) -> None:
+    import time
+
+    from .features import store
+
+    parser = argparse.ArgumentParser(
+        prog="hf-transfer cache",
+        allow_abbrev=False,
+        description="The frozen-feature cache: what it holds (info), or remove all of it (clear).",
+    )
+    parser.add_argument("action", choices=("info", "clear"))
+    parser.add_argument(
+        "--feature_cache_dir", default=None, help="the cache folder (default ~/.cache/hf_transfer/features)"
+    )
+    args = parser.parse_args(argv)
+    root = pathlib.Path(args.feature_cache_dir) if args.feature_cache_dir else store.default_root()
+    if args.action == "clear":
+        print(f"removed {store.clear(root) / 1e6:,.1f} MB of features from {root}")
+        return
+    entries = store.info(root)
+    if not entries:
+        print(f"{root}: no features stored")
+        return
+    print(f"{root}: {sum(e['bytes'] for e in entries) / 1e6:,.1f} MB in {len(entries)} model(s)")
+    for entry in entries:
+        model = entry["model"]
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry["last_used"])) if entry["last_used"] else "never"
+        print(
+            f"  {model.get('model', '?')} ({model.get('class', '?')}, pooling {model.get('pooling')}, "
+            f"{model.get('precision', '?')}): {entry['examples']:,} examples, {entry['shards']} shard(s), "
+            f"{entry['bytes'] / 1e6:,.1f} MB, last used {used}  [{pathlib.Path(entry['folder']).name}]"
+        )
+
+
 COMMANDS = {
     "predict": (
         _predict,
@@ -212,6 +247,7 @@ COMMANDS = {
     "merge": (_merge, "fold a peft adapter run into its base model"),
     "push": (_push, "push a finished run to the Hugging Face Hub with its model card"),
     "export": (_export, "export a full or merged run to ONNX, checked against the run's logits"),
+    "cache": (_cache, "what the frozen-feature cache holds (info), or empty it (clear)"),
 }
 
 

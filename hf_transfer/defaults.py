@@ -71,3 +71,6 @@ LARGE_MODEL = 300_000_000  # parameters above which full fine-tuning's optimizer
 CLOSE_DOMAIN = 0.25
 FAR_DOMAIN = 0.4
 LARGE_DATA = 1000  # examples per class from which BatchNorm statistics can be re-estimated from the new data
+
+# The feature cache's size limit: past it the least recently used shards are removed (docs/recipes/feature_extraction.md, "Feature cache").
+FEATURE_CACHE_MAX_GB = 20.0

@@ -1,5 +1,6 @@
 """The on-disk feature cache: a second run on the same backbone and data skips extraction and trains the same head;
-changing the data, the weights or the preprocessing rebuilds it; --no_feature_cache opts out."""
+another seed or a superset of the data extracts only examples never seen; changing the weights or the
+preprocessing rebuilds it; shards are written whole, evicted least recently used first; --no_feature_cache opts out."""
 
 import json
 
@@ -20,11 +21,22 @@ def run(tmp_path, name, **options):
     return feature_extraction.run(**{**defaults, **options})
 
 
+def stored_rows(cache, folder="*"):
+    """{example key: features} of every shard in the cache (or in one model's folder)."""
+    from safetensors.torch import load_file
+
+    rows = {}
+    for shard in sorted(cache.glob(f"{folder}/*.safetensors")):
+        stored = load_file(str(shard))
+        rows.update({bytes(k.tolist()): f for k, f in zip(stored["keys"], stored["features"])})
+    return rows
+
+
 def test_a_second_run_reads_features_from_disk_and_matches(tmp_path, tiny_bert_dir, text_csv, monkeypatch):
     first = run(tmp_path, "first", model_name_or_path=tiny_bert_dir, train_file=str(text_csv))
     assert (
         set(first["feature_cache"].values()) == {"extracted"}
-        and len(list((tmp_path / "cache").glob("*.safetensors"))) == 2
+        and len(list((tmp_path / "cache").glob("*/*.safetensors"))) == 1
     )
 
     def no_backbone(*args, **kwargs):
@@ -41,13 +53,6 @@ def test_a_second_run_reads_features_from_disk_and_matches(tmp_path, tiny_bert_d
 
 def test_changed_data_weights_or_preprocessing_rebuild_the_cache(tmp_path, tiny_bert_dir, text_csv):
     run(tmp_path, "base", model_name_or_path=tiny_bert_dir, train_file=str(text_csv))
-    other_data = write_text_table(tmp_path / "other", rows_per_class=14)
-    assert (
-        "extracted"
-        in run(tmp_path, "data", model_name_or_path=tiny_bert_dir, train_file=str(other_data))[
-            "feature_cache"
-        ].values()
-    )
     assert set(
         run(tmp_path, "length", model_name_or_path=tiny_bert_dir, train_file=str(text_csv), max_seq_length=4)[
             "feature_cache"
@@ -75,9 +80,9 @@ def test_image_features_key_on_the_files_and_the_processor(tmp_path, tiny_vit_di
     again = run(tmp_path, "b", model_name_or_path=tiny_vit_dir, train_dir=str(image_dir))
     assert set(first["feature_cache"].values()) == {"extracted"} and set(again["feature_cache"].values()) == {"hit"}
     touched = next(image_dir.rglob("*.png"))
-    touched.write_bytes(touched.read_bytes())  # same bytes, new modification time: the split is read again
+    touched.write_bytes(touched.read_bytes())  # same bytes, new modification time: that image is read again
     assert (
-        "extracted"
+        "partial"
         in run(tmp_path, "c", model_name_or_path=tiny_vit_dir, train_dir=str(image_dir))["feature_cache"].values()
     )
 
@@ -87,8 +92,6 @@ def test_two_processes_extract_shards_that_gather_into_the_single_process_featur
     import shutil
     import subprocess
     import sys
-
-    from safetensors.torch import load_file
 
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
     result = subprocess.run(
@@ -128,14 +131,10 @@ def test_two_processes_extract_shards_that_gather_into_the_single_process_featur
         train_file=str(text_csv),
         feature_cache_dir=str(tmp_path / "single-cache"),
     )
-    sharded = {p.name: load_file(str(p)) for p in (tmp_path / "ddp-cache").glob("*.safetensors")}
-    single = {p.name: load_file(str(p)) for p in (tmp_path / "single-cache").glob("*.safetensors")}
-    assert sharded.keys() == single.keys() and len(single) == 2, "the same keys: ranks agree on the fingerprint"
-    for name in single:
-        assert torch.equal(sharded[name]["labels"], single[name]["labels"])
-        assert torch.allclose(sharded[name]["features"], single[name]["features"], atol=1e-5), (
-            "shards gathered back in order"
-        )
+    sharded, single = stored_rows(tmp_path / "ddp-cache"), stored_rows(tmp_path / "single-cache")
+    assert sharded.keys() == single.keys() and len(single) == 24, "the same keys: ranks agree on the fingerprints"
+    for key in single:
+        assert torch.allclose(sharded[key], single[key], atol=1e-5), "shards gathered back in order"
 
 
 def test_a_classifier_without_features_method_gives_its_heads_input_and_keys_on_the_layers_below_it():
@@ -211,8 +210,6 @@ def test_extraction_is_fed_by_the_runs_workers_and_computed_in_its_precision(
     the same), and --bf16 runs them under autocast: features of their own, stored under their own key."""
     import os
 
-    from safetensors.torch import load_file
-
     from hf_transfer.data import preprocessing
 
     readers = tmp_path / "readers"
@@ -240,11 +237,122 @@ def test_extraction_is_fed_by_the_runs_workers_and_computed_in_its_precision(
 
     cache = tmp_path / "cache"
     run(tmp_path, "fp32", **common)
-    fp32 = {p.name: load_file(str(p))["features"] for p in cache.glob("*.safetensors")}
+    (fp32_folder,) = cache.iterdir()
+    fp32 = stored_rows(cache)
     assert set(run(tmp_path, "bf16", **common, bf16=True)["feature_cache"].values()) == {"extracted"}
-    bf16 = {p.name: load_file(str(p))["features"] for p in cache.glob("*.safetensors") if p.name not in fp32}
-    assert len(fp32) == len(bf16) == 2
-    for half in bf16.values():
-        same_split = next(f for f in fp32.values() if f.shape == half.shape)
-        assert not torch.equal(half, same_split) and torch.allclose(half, same_split, atol=0.1, rtol=0.05)
+    (bf16_folder,) = [p for p in cache.iterdir() if p != fp32_folder]
+    bf16 = stored_rows(bf16_folder.parent, bf16_folder.name)
+    assert bf16.keys() == fp32.keys()
+    half, full = torch.stack([bf16[k] for k in fp32]), torch.stack(list(fp32.values()))
+    assert not torch.equal(half, full) and torch.allclose(half, full, atol=0.1, rtol=0.05)
     assert set(run(tmp_path, "bf16-again", **common, bf16=True)["feature_cache"].values()) == {"hit"}
+
+
+def counting_extraction(monkeypatch):
+    """Record how many examples each extraction runs through the backbone."""
+    counts = []
+    extract = feature_cache.extract_features
+
+    def counting(model, dataset, *args, **kwargs):
+        counts.append(len(dataset))
+        return extract(model, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(feature_cache, "extract_features", counting)
+    return counts
+
+
+def test_another_seed_or_a_superset_extracts_only_examples_never_seen(tmp_path, tiny_bert_dir, monkeypatch):
+    """The validation split drawn by another seed holds other examples, yet all of them were stored by the first
+    run: nothing is extracted and the head sees the very same features. Added rows are the only ones extracted."""
+    table = write_text_table(tmp_path / "pool", rows_per_class=12)
+    counts = counting_extraction(monkeypatch)
+    first = run(tmp_path, "seed1", model_name_or_path=tiny_bert_dir, train_file=str(table), seed=1)
+    assert counts == [24] and set(first["feature_cache"].values()) == {"extracted"}
+    stored = stored_rows(tmp_path / "cache")
+    assert len(stored) == 24
+
+    second = run(tmp_path, "seed2", model_name_or_path=tiny_bert_dir, train_file=str(table), seed=2)
+    assert counts == [24] and set(second["feature_cache"].values()) == {"hit"}
+    assert stored_rows(tmp_path / "cache").keys() == stored.keys(), "nothing new was written"
+
+    superset = write_text_table(tmp_path / "superset", rows_per_class=14)  # the same 24 texts and 4 new ones
+    third = run(tmp_path, "superset", model_name_or_path=tiny_bert_dir, train_file=str(superset), seed=1)
+    assert counts == [24, 4] and "partial" in third["feature_cache"].values()
+    assert len(stored_rows(tmp_path / "cache")) == 28 and len(list((tmp_path / "cache").glob("*/*.safetensors"))) == 2
+
+
+def test_features_read_back_are_the_stored_ones_bit_for_bit(tmp_path, tiny_bert_dir, text_csv):
+    """What a hit returns is exactly what extraction gave, in the split's own order, with the split's labels."""
+    from hf_transfer.features.extraction import ExtractionSettings
+    from hf_transfer.pipeline import training
+    from hf_transfer.pipeline.arguments import parse_recipe_args
+
+    args = parse_recipe_args(
+        feature_extraction.DEFAULTS,
+        [],
+        {"model_name_or_path": tiny_bert_dir, "train_file": str(text_csv), "output_dir": str(tmp_path / "o")},
+        extra_dataclasses=(feature_cache.FeatureCacheArguments,),
+    )
+    job = training.prepare(args, native=False)
+    options = {"cache_dir": tmp_path / "cache"}
+    fresh, status = feature_cache.cached_features(
+        job.model, job.datasets, job.collator, ExtractionSettings(), **options
+    )
+    again, status_again = feature_cache.cached_features(
+        job.model, job.datasets, job.collator, ExtractionSettings(batch_size=5), **options
+    )
+    assert set(status.values()) == {"extracted"} and set(status_again.values()) == {"hit"}
+    for split in job.datasets:
+        assert torch.equal(fresh[split].tensors[0], again[split].tensors[0])
+        assert again[split].tensors[1].tolist() == list(job.datasets[split].labels)
+    reversed_train = torch.utils.data.Subset(job.datasets["train"], list(range(len(job.datasets["train"])))[::-1])
+    reversed_train.labels = list(job.datasets["train"].labels)[::-1]
+    reversed_train.encodings = {k: v[::-1] for k, v in job.datasets["train"].encodings.items()}
+    flipped, _ = feature_cache.cached_features(
+        job.model, {"train": reversed_train}, job.collator, ExtractionSettings(), **options
+    )
+    assert torch.equal(flipped["train"].tensors[0], fresh["train"].tensors[0].flip(0))
+
+
+def test_a_shard_is_written_whole_or_not_at_all_and_eviction_drops_the_least_recently_used(tmp_path, monkeypatch):
+    import os
+
+    import numpy as np
+    import safetensors.torch
+
+    from hf_transfer.features import store as feature_store
+
+    shards = feature_store.FeatureStore(tmp_path, "a" * 64, {"model": "m"})
+    keys = np.arange(3 * 16, dtype=np.uint8).reshape(3, 16)
+
+    def interrupted(tensors, path):
+        open(path, "wb").write(b"half a shard")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.torch, "save_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        shards.write(keys, torch.ones(3, 4))
+    monkeypatch.undo()
+    assert shards.shards() == [] and not shards.read(keys).found.any(), "a partial file is never read as a shard"
+
+    old = shards.write(keys, torch.ones(3, 4))
+    new = shards.write(keys + 100, torch.zeros(3, 4))
+    os.utime(old, ns=(1, 1))
+    os.utime(new, ns=(2, 2))
+    assert shards.read(keys).found.all()  # reading the old shard makes it the most recently used
+    removed = feature_store.evict(tmp_path, max_bytes=old.stat().st_size)
+    assert removed == [new] and shards.shards() == [old]
+
+
+def test_cache_info_and_clear_on_the_command_line(tmp_path, tiny_bert_dir, text_csv):
+    import subprocess
+    import sys
+
+    run(tmp_path, "first", model_name_or_path=tiny_bert_dir, train_file=str(text_csv))
+    cache = str(tmp_path / "cache")
+    command = [sys.executable, "-m", "hf_transfer", "cache"]
+    shown = subprocess.run(command + ["info", "--feature_cache_dir", cache], capture_output=True, text=True)
+    assert shown.returncode == 0 and "24 examples" in shown.stdout and "float32" in shown.stdout, shown.stderr
+    cleared = subprocess.run(command + ["clear", "--feature_cache_dir", cache], capture_output=True, text=True)
+    assert cleared.returncode == 0 and "removed" in cleared.stdout
+    assert list((tmp_path / "cache").iterdir()) == []

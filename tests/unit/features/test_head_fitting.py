@@ -155,7 +155,9 @@ def test_recipe_options_change_the_head(tmp_path, tiny_bert_dir, text_csv, capsy
     # not comparable). On ten random tiny BERTs the spread shrank 2.8x to 10^7x, the training loss rose in every one.
     assert weak["train_loss"] < fixed["train_loss"]
     heads = [load_file(tmp_path / name / "model.safetensors")["head.layers.1.weight"] for name in ("weak", "fixed")]
-    features = torch.cat([load_file(path)["features"] for path in (tmp_path / "cache").glob("*.safetensors")]).float()
+    features = torch.cat(
+        [load_file(path)["features"] for path in (tmp_path / "cache").glob("*/*.safetensors")]
+    ).float()
     spread = [((features - features.mean(0)) @ head.T).std() for head in heads]
     assert spread[1] < spread[0] / 2, spread
     stepped = feature_extraction.run(
