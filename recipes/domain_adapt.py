@@ -214,7 +214,7 @@ def read_target(job, options):
 def target_from_dataset(job, options):
     """A named data set as the target: its train split without labels, its test split (else validation) to score on
     unless --target_test_file / --target_test_dir name another."""
-    from hf_transfer.data.loading import UNLABELED, DataArguments, load_labelled_data
+    from hf_transfer.data.loading import UNLABELED, DataArguments, load_labelled_data, to_frame
 
     if options.target_file or options.target_dir:
         raise TransferError(
@@ -226,12 +226,14 @@ def target_from_dataset(job, options):
         modality=job.data.modality,
     )
     names = np.array(data.label_names)
-    target = data.splits["train"].assign(known_label=lambda f: names[f["label"].to_numpy()], label=UNLABELED)
+    # the recipe holds its target set as a frame, as it holds target files read by hand (docs/known_limits.md)
+    target = to_frame(data.splits["train"]).assign(known_label=lambda f: names[f["label"].to_numpy()], label=UNLABELED)
     if options.max_target_samples and len(target) > options.max_target_samples:
         target = target.sample(n=options.max_target_samples, random_state=job.args.training.seed).reset_index(
             drop=True
         )
     test = data.splits["test"] if "test" in data.splits else data.splits.get("validation")
+    test = to_frame(test) if test is not None else None
     if test is None:
         raise TransferError(
             f"{options.target_dataset_name} has no labelled test or validation split to score the adaptation on: give one"

@@ -30,7 +30,7 @@ from hf_transfer.data.preprocessing import INTERPOLATIONS, ImageConfig, build_da
 
 class PlainAugmented(torch.utils.data.Dataset):
     def __init__(self, frame, config: ImageConfig):
-        self.images, self.labels = frame["image"].tolist(), frame["label"].tolist()
+        self.images, self.labels = list(frame["image"]), list(frame["label"])
         self.transform = T.Compose(
             [
                 T.RandomResizedCrop(config.size, interpolation=INTERPOLATIONS[config.interpolation]),
@@ -123,7 +123,12 @@ def main() -> None:
         max_train_samples_per_class=args.max_train_samples_per_class,
     )
     loaded = load_labelled_data(data_args, seed=0, modality="image")
-    sizes = sorted({open_image(image).size for image in loaded.splits["train"]["image"].head(50)})
+    sizes = sorted(
+        {
+            open_image(image).size
+            for image in loaded.splits["train"].select(range(min(50, len(loaded.splits["train"]))))["image"]
+        }
+    )
     data = LabelledData({"train": loaded.splits["train"]}, loaded.label_names, "image", loaded.description)
     config = ImageConfig(args.image_size, (0.5,) * 3, (0.5,) * 3)
     runs = {"plain torchvision (PIL, per item)": PlainAugmented(data.splits["train"], config)}

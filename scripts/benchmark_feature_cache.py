@@ -66,10 +66,11 @@ def recipe_run(train_csv: pathlib.Path, seed: int, out: pathlib.Path, cache: pat
     if finished.returncode != 0:
         raise SystemExit(f"run failed ({' '.join(command)}):\n{finished.stderr[-3000:]}")
     results = json.loads((out / "all_results.json").read_text())
+    details = json.loads((out / "run_details.json").read_text())
     return {
         "seconds": round(seconds, 2),
-        "feature_seconds": results["feature_seconds"],
-        "status": results["feature_cache"],
+        "feature_seconds": details.get("feature_seconds", results.get("feature_seconds")),
+        "status": details["feature_cache"],
         "eval_accuracy": results.get("eval_accuracy"),
         "cached_examples": stored_examples(cache),
     }

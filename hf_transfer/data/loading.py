@@ -1,8 +1,11 @@
-"""Labelled data from files, folders, `save_to_disk` folders, the Hub or the bundled sets.
+"""Labelled data from files, folders, `save_to_disk` folders, the Hub or the bundled sets, as `datasets` objects.
 
-Everything becomes one shape: a `LabelledData` with train / validation / test DataFrames holding
-`text` (and `text_pair`) or `image`, and an integer `label`, plus the label names. Few-shot
-subsets, validation splits and evaluation caps are stratified and seeded.
+Everything becomes one shape: a `LabelledData` with train / validation / test `datasets.Dataset`s holding
+`text` (and `text_pair`) or `image`, and an integer `label`, plus the label names. Files are read by the
+`datasets` csv / json / parquet builders into memory-mapped Arrow tables (cached, so a second run does not parse
+them again), so a pool far larger than RAM costs little memory; few-shot subsets, validation splits and evaluation
+caps are stratified, seeded selections of row indices, never copies of a split. Every check runs here, before a
+recipe writes anything.
 """
 
 from __future__ import annotations
@@ -31,6 +34,18 @@ class DataArguments:
         },
     )
     dataset_config_name: str | None = dataclasses.field(default=None, metadata={"help": "Hub data set configuration"})
+    dataset_revision: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Hub data set revision (branch, tag or commit); the token, if one is needed, "
+            "comes from `hf auth login` or HF_TOKEN"
+        },
+    )
+    train_split_name: str = dataclasses.field(default="train", metadata={"help": "the data set's training split"})
+    validation_split_name: str = dataclasses.field(
+        default="validation", metadata={"help": "its validation split (valid / val / dev / eval are found too)"}
+    )
+    test_split_name: str = dataclasses.field(default="test", metadata={"help": "its test split"})
     train_file: str | None = dataclasses.field(
         default=None, metadata={"help": "CSV / JSON / JSONL / Parquet (text, or image paths)"}
     )
@@ -80,6 +95,9 @@ class DataArguments:
         metadata={"help": "Hugging Face examples' name for --text_column_name ('a,b' for sentence pairs)"},
     )
     max_seq_length: int = 128
+    preprocessing_num_workers: int | None = dataclasses.field(
+        default=None, metadata={"help": "processes that tokenise the texts (Dataset.map's num_proc)"}
+    )
     image_size: int | None = dataclasses.field(default=None, metadata={"help": "override the checkpoint's input size"})
     augment: bool = dataclasses.field(
         default=False, metadata={"help": "random resized crop, flip and colour jitter on training images"}
@@ -98,52 +116,82 @@ class DataArguments:
 
 @dataclasses.dataclass
 class LabelledData:
-    splits: dict[str, pd.DataFrame]
+    splits: dict  # {split: datasets.Dataset with text (text_pair) or image, and an integer label}
     label_names: list[str]
     modality: str  # "text" or "image"
     description: str
     skipped_images: int = 0
     # How the validation split came about: "given", "held out of train", or why none is held out (few-shot)
     validation: str = "given"
+    sources: dict[str, str] = dataclasses.field(default_factory=dict)  # {split: the file or data set it came from}
 
     @property
     def has_pairs(self) -> bool:
-        return "text_pair" in self.splits["train"].columns
+        return "text_pair" in self.splits["train"].column_names
+
+    def source(self, split: str) -> str:
+        return self.sources.get(split, split)
 
 
 # ---------------------------------------------------------------- reading
 
+BUILDERS = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
-def read_table(path_text: str, option: str) -> pd.DataFrame:
+
+def read_table(path_text: str, option: str):
+    """A CSV / JSON / JSONL / Parquet file as a memory-mapped `datasets.Dataset` (the builders' Arrow cache)."""
+    import datasets
+
     path = pathlib.Path(path_text)
     if not path.is_file():
         raise TransferError(f"--{option} '{path}' does not exist: check the path")
     suffix = path.suffix.lower()
+    if suffix not in BUILDERS:
+        raise TransferError(f"--{option} '{path}' has extension '{suffix}': use .csv, .json, .jsonl or .parquet")
+    empty = TransferError(f"--{option} '{path}' has no rows: give it at least one labelled example per class")
+    if path.stat().st_size == 0:
+        raise empty
     try:
-        if suffix == ".csv":
-            frame = pd.read_csv(path)
-        elif suffix == ".jsonl":
-            frame = pd.read_json(path, lines=True)
-        elif suffix == ".json":
-            try:
-                frame = pd.read_json(path)
-            except ValueError:
-                frame = pd.read_json(path, lines=True)
-        elif suffix == ".parquet":
-            frame = pd.read_parquet(path)
-        else:
-            raise TransferError(f"--{option} '{path}' has extension '{suffix}': use .csv, .json, .jsonl or .parquet")
-    except pd.errors.EmptyDataError:
-        frame = pd.DataFrame()
-    except (ValueError, UnicodeDecodeError) as exc:
+        with quiet_datasets():
+            table = datasets.load_dataset(BUILDERS[suffix], data_files={"train": str(path)}, split="train")
+    except ValueError as exc:
+        if "corresponds to no data" in str(exc):
+            raise empty from None
         raise TransferError(f"--{option} '{path}' could not be parsed as {suffix[1:]}: {exc}") from None
-    if len(frame) == 0:
-        raise TransferError(f"--{option} '{path}' has no rows: give it at least one labelled example per class")
-    frame.attrs["source"] = str(path)
-    return frame
+    except Exception as exc:  # the builders wrap parser errors of several kinds in DatasetGenerationError
+        cause = exc.__cause__ or exc.__context__ or exc
+        raise TransferError(
+            f"--{option} '{path}' could not be parsed as {suffix[1:]}: {type(cause).__name__}: {str(cause)[:200]}"
+        ) from None
+    if len(table) == 0:
+        raise empty
+    return table
 
 
-def read_image_folder(path_text: str, option: str) -> pd.DataFrame:
+class quiet_datasets:
+    """No progress bars from `datasets` while it builds or maps (the recipe prints its own lines), unless `show`."""
+
+    def __init__(self, show: bool = False):
+        self.show = show
+
+    def __enter__(self):
+        import datasets
+
+        self.was_enabled = datasets.is_progress_bar_enabled()
+        if not self.show:
+            datasets.disable_progress_bars()
+
+    def __exit__(self, *exc):
+        import datasets
+
+        if self.was_enabled:
+            datasets.enable_progress_bars()
+
+
+def read_image_folder(path_text: str, option: str):
+    """A folder with one subfolder per class (searched recursively) as a Dataset of image paths and class names."""
+    import datasets
+
     root = pathlib.Path(path_text)
     if not root.is_dir():
         raise TransferError(
@@ -160,24 +208,76 @@ def read_image_folder(path_text: str, option: str) -> pd.DataFrame:
         raise TransferError(
             f"--{option} '{root}' holds no images in class subfolders (expected {root}/<class>/<image>.png)"
         )
-    frame = pd.DataFrame(rows, columns=["image", "label"])
-    frame.attrs["source"] = str(root)
+    images, labels = zip(*rows)
+    return datasets.Dataset.from_dict({"image": list(images), "label": list(labels)})
+
+
+def from_frame(frame: pd.DataFrame):
+    """A DataFrame (the bundled sets, extra rows read by hand) as a Dataset; arrays of pixels become fixed-shape
+    Arrow arrays (read back as nested lists, which `open_image` takes)."""
+    import datasets
+
+    columns = {}
+    features = {}
+    for name in frame.columns:
+        values = frame[name]
+        if len(values) and isinstance(values.iloc[0], np.ndarray):
+            stacked = np.stack(values.to_list())
+            array_type = {2: datasets.Array2D, 3: datasets.Array3D}[stacked.ndim - 1]
+            features[name] = array_type(shape=stacked.shape[1:], dtype=str(stacked.dtype))
+            columns[name] = stacked
+        else:
+            columns[name] = values.to_list()
+            features[name] = None
+    inferred = datasets.Dataset.from_dict({k: v for k, v in columns.items() if features[k] is None})
+    schema = datasets.Features(
+        {k: features[k] or inferred.features[k] for k in frame.columns if k in columns},
+    )
+    return datasets.Dataset.from_dict(columns, features=schema)
+
+
+def to_frame(split) -> pd.DataFrame:
+    """A Dataset as a plain DataFrame, for the few consumers that hold extra rows as frames: pixel arrays become
+    ndarrays (datasets' own pandas extension type for them cannot be sampled or indexed by pandas)."""
+    frame = split.to_pandas()
+    for name in frame.columns:
+        if not isinstance(frame[name].dtype, np.dtype):
+            frame[name] = pd.Series([np.asarray(v) for v in frame[name]], dtype=object)
     return frame
 
 
-def _from_hf_dataset(dataset_dict, args: DataArguments) -> tuple[dict[str, pd.DataFrame], list[str] | None]:
-    """Turn a DatasetDict into DataFrames; keep ClassLabel names when the label column has them."""
+HUB_SPLIT_ALIASES = {"valid": "validation", "val": "validation", "dev": "validation", "eval": "validation"}
+
+
+def _from_hf_dataset(dataset_dict, args: DataArguments) -> tuple[dict, list[str] | None]:
+    """The splits of a DatasetDict under our names (--train_split_name etc., else the usual aliases); ClassLabel
+    names kept; images left undecoded (bytes or paths, decoded one at a time when read)."""
+    import datasets
+
     names = None
+    wanted = {
+        args.train_split_name: "train",
+        args.validation_split_name: "validation",
+        args.test_split_name: "test",
+    }
     splits = {}
-    aliases = {"valid": "validation", "val": "validation", "dev": "validation", "eval": "validation"}
     for split, dataset in dataset_dict.items():
+        ours = wanted.get(split) or HUB_SPLIT_ALIASES.get(split, split)
+        if ours in splits:
+            continue
         feature = dataset.features.get(args.label_column_name)
-        frame = dataset.to_pandas()
-        if hasattr(feature, "names"):  # ClassLabel ids -> names (-1, "no label", becomes empty)
+        if hasattr(feature, "names"):
             names = list(feature.names)
-            frame[args.label_column_name] = frame[args.label_column_name].map(lambda i: names[i] if i >= 0 else None)
-        frame.attrs["source"] = f"{args.dataset_name}[{split}]"
-        splits[aliases.get(split, split)] = frame
+        image = dataset.features.get(args.image_column_name)
+        if isinstance(image, datasets.Image) and image.decode:
+            dataset = dataset.cast_column(args.image_column_name, datasets.Image(decode=False))
+        splits[ours] = dataset
+    for given, ours in wanted.items():
+        if given not in dataset_dict and given != ours:
+            raise TransferError(
+                f"data set '{args.dataset_name}' has no split '{given}' (it has {', '.join(dataset_dict)}): "
+                f"set --{ours}_split_name"
+            )
     return splits, names
 
 
@@ -205,8 +305,8 @@ def _load_dataset_name(args: DataArguments):
         )
     import datasets
 
-    try:
-        loaded = datasets.load_dataset(name, args.dataset_config_name)
+    try:  # the token, if any, comes from `hf auth login` or HF_TOKEN: never an option, so never saved with the run
+        loaded = datasets.load_dataset(name, args.dataset_config_name, revision=args.dataset_revision)
     except Exception as exc:  # network, missing repo, auth: all end the run the same way
         raise TransferError(
             f"could not load data set '{name}' from the Hub ({type(exc).__name__}): check the id and your network, "
@@ -215,43 +315,46 @@ def _load_dataset_name(args: DataArguments):
     return _from_hf_dataset(loaded, args)
 
 
-def _raw_splits(
-    args: DataArguments, modality: str | None
-) -> tuple[dict[str, pd.DataFrame], list[str] | None, str, str]:
-    """Read what the user named: ({split: frame}, label names or None, modality, description).
+def _raw_splits(args: DataArguments, modality: str | None) -> tuple[dict, dict, list[str] | None, str, str]:
+    """Read what the user named: ({split: Dataset}, {split: source}, label names or None, modality, description).
 
     Tables and data sets can hold text or image paths: the checkpoint's modality decides, else the columns.
     """
     if args.dataset_name and assets.is_bundled(args.dataset_name):
-        splits, names, modality = assets.bundled_dataset(args.dataset_name)
-        for split, frame in splits.items():
-            frame.attrs["source"] = f"{args.dataset_name}[{split}]"
-        return splits, names, modality, args.dataset_name
+        frames, names, modality = assets.bundled_dataset(args.dataset_name)
+        splits = {split: from_frame(frame) for split, frame in frames.items()}
+        return splits, {s: f"{args.dataset_name}[{s}]" for s in splits}, names, modality, args.dataset_name
     if args.dataset_name:
         splits, names = _load_dataset_name(args)
         if "train" not in splits:
             raise TransferError(f"data set '{args.dataset_name}' has no 'train' split (it has {sorted(splits)})")
-        modality = modality or ("image" if args.image_column_name in splits["train"].columns else "text")
-        return splits, names, modality, args.dataset_name
+        modality = modality or ("image" if args.image_column_name in splits["train"].column_names else "text")
+        return splits, {s: f"{args.dataset_name}[{s}]" for s in splits}, names, modality, args.dataset_name
     if args.train_dir:
-        splits = {"train": read_image_folder(args.train_dir, "train_dir")}
-        for split, option in (("validation", "validation_dir"), ("test", "test_dir")):
-            if getattr(args, option):
-                splits[split] = read_image_folder(getattr(args, option), option)
-        return splits, None, "image", args.train_dir
+        options = {"train": "train_dir", "validation": "validation_dir", "test": "test_dir"}
+        named = {split: getattr(args, option) for split, option in options.items() if getattr(args, option)}
+        splits = {split: read_image_folder(path, options[split]) for split, path in named.items()}
+        return splits, named, None, "image", args.train_dir
     if args.train_file:
-        splits = {"train": read_table(args.train_file, "train_file")}
-        for split, option in (("validation", "validation_file"), ("test", "test_file")):
-            if getattr(args, option):
-                splits[split] = read_table(getattr(args, option), option)
-        modality = modality or ("image" if args.image_column_name in splits["train"].columns else "text")
-        if modality == "image" and args.image_column_name in splits["train"].columns:
-            for frame in splits.values():
-                frame[args.image_column_name] = relative_to_table(frame[args.image_column_name], frame.attrs["source"])
-        return splits, None, modality, args.train_file
+        options = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
+        named = {split: getattr(args, option) for split, option in options.items() if getattr(args, option)}
+        splits = {split: read_table(path, options[split]) for split, path in named.items()}
+        modality = modality or ("image" if args.image_column_name in splits["train"].column_names else "text")
+        if modality == "image" and args.image_column_name in splits["train"].column_names:
+            for split, table in splits.items():
+                if args.image_column_name in table.column_names:
+                    splits[split] = paths_relative_to(table, args.image_column_name, named[split])
+        return splits, named, None, modality, args.train_file
     raise TransferError(
         "no data given: pass --dataset_name (e.g. bundled:rotten_tomatoes), --train_file or --train_dir"
     )
+
+
+def paths_relative_to(table, column: str, source: str):
+    with quiet_datasets():
+        return table.map(
+            lambda batch: {column: relative_to_table(batch[column], source)}, batched=True, input_columns=None
+        )
 
 
 def relative_to_table(paths, table: str) -> list:
@@ -260,8 +363,18 @@ def relative_to_table(paths, table: str) -> list:
     return [str(base / p) if isinstance(p, str) and not pathlib.Path(p).is_absolute() else p for p in paths]
 
 
-def normalise_columns(frame: pd.DataFrame, modality: str, args: DataArguments) -> pd.DataFrame:
-    source = frame.attrs.get("source", "data")
+def column(table, name: str):
+    """One column of a Dataset as a pyarrow ChunkedArray, through its index mapping (no copy of the rest)."""
+    return table.with_format("arrow")[name]
+
+
+def normalise_columns(table, source: str, modality: str, args: DataArguments):
+    """The split's input and label columns under our names (`text` / `text_pair` or `image`, and `label`), checked:
+    a missing column, a list of labels or an empty label is one line naming the file, row and option."""
+    import datasets
+    import pyarrow.compute as pc
+
+    columns = table.column_names
     if modality == "text":
         wanted = [c.strip() for c in args.text_column_name.split(",") if c.strip()]
         if not 1 <= len(wanted) <= 2:
@@ -274,32 +387,38 @@ def normalise_columns(frame: pd.DataFrame, modality: str, args: DataArguments) -
         wanted = [args.image_column_name]
         renames = {args.image_column_name: "image"}
         option = "image_column_name"
-    for column in wanted:
-        if column not in frame.columns:
+    for name in wanted:
+        if name not in columns:
             raise TransferError(
-                f"{source} has no column '{column}' (columns: {', '.join(map(str, frame.columns))}): set --{option}"
+                f"{source} has no column '{name}' (columns: {', '.join(map(str, columns))}): set --{option}"
             )
-    if args.label_column_name not in frame.columns:
+    label = args.label_column_name
+    if label not in columns:
         raise TransferError(
-            f"{source} has no label column '{args.label_column_name}' (columns: {', '.join(map(str, frame.columns))}): set --label_column_name"
+            f"{source} has no label column '{label}' (columns: {', '.join(map(str, columns))}): set --label_column_name"
         )
-    out = frame[wanted + [args.label_column_name]].rename(columns={**renames, args.label_column_name: "label"})
-    listed = out["label"].map(lambda v: isinstance(v, (list, tuple, np.ndarray)))
-    if listed.any():
-        row = int(np.flatnonzero(listed.to_numpy())[0])
+    if isinstance(table.features[label], (datasets.Sequence, datasets.List, list)):
         raise TransferError(
-            f"{source} row {row}: '{args.label_column_name}' holds a list ({list(out['label'].iloc[row])[:4]}): "
+            f"{source} row 0: '{label}' holds a list ({list(table[0][label])[:4]}): "
             "multi-label data is not supported; give one label per row"
         )
-    if out["label"].isna().any():
-        row = int(np.flatnonzero(out["label"].isna().to_numpy())[0])
-        raise TransferError(
-            f"{source} row {row} has an empty '{args.label_column_name}': label every example or remove the row"
-        )
+    out = table.select_columns(wanted + [label])
+    if renames := {k: v for k, v in {**renames, label: "label"}.items() if k != v}:
+        out = out.rename_columns(renames)
+    labels = column(out, "label")
+    missing = pc.is_null(labels)
+    if isinstance(out.features["label"], datasets.ClassLabel):  # -1: no label
+        missing = pc.or_(missing, pc.less(labels, 0))
+    if pc.any(missing).as_py():
+        row = int(np.flatnonzero(missing.to_numpy(zero_copy_only=False))[0])
+        raise TransferError(f"{source} row {row} has an empty '{label}': label every example or remove the row")
     if modality == "text":
-        for column in [c for c in ("text", "text_pair") if c in out.columns]:
-            out[column] = out[column].fillna("").astype(str)
-    out.attrs["source"] = source
+        for name in [c for c in ("text", "text_pair") if c in out.column_names]:
+            if out.features[name] not in (datasets.Value("string"), datasets.Value("large_string")):
+                out = out.cast_column(name, datasets.Value("string"))
+            if column(out, name).null_count:  # an empty cell: an empty text
+                with quiet_datasets():
+                    out = out.map(lambda batch, c=name: {c: [t or "" for t in batch[c]]}, batched=True)
     return out
 
 
@@ -338,7 +457,7 @@ def read_unlabeled(
             frame["known_label"] = [pathlib.Path(p).parent.name for p in paths]
         frame.attrs["source"] = str(root)
     elif file:
-        raw = read_table(file, f"{option}_file")
+        raw = read_table(file, f"{option}_file").to_pandas()  # unlabelled extra rows: a frame (docs/known_limits.md)
         column = args.text_column_name.split(",")[0].strip() if modality == "text" else args.image_column_name
         if column not in raw.columns:
             raise TransferError(
@@ -364,7 +483,7 @@ def read_unlabeled(
     if max_samples and len(frame) > max_samples:
         frame = _keep_attrs(frame.sample(n=max_samples, random_state=seed), frame)
     if modality == "image":
-        frame, dropped = _drop_unreadable(frame, args.strict)
+        frame, dropped = _drop_unreadable(frame, args.strict, frame.attrs.get("source", option))
         if dropped:
             print(
                 f"skipped {len(dropped)} unreadable {option} image{'s' if len(dropped) > 1 else ''} (e.g. {', '.join(dropped[:3])})"
@@ -377,12 +496,42 @@ def read_unlabeled(
 
 
 # ---------------------------------------------------------------- stratified sampling
+#
+# Each takes a split's labels (a pandas Series, or a Dataset / DataFrame with a `label` column) and returns the chosen
+# rows' positions; `select` applies them to a Dataset as an index mapping (no copy) or to a DataFrame.
 
 
-def _shuffled_with_rank(frame: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
-    """Seeded shuffle, and each row's position within its class in that order."""
-    shuffled = frame.sample(frac=1.0, random_state=seed)
-    return shuffled, shuffled.groupby("label", sort=False).cumcount().to_numpy()
+def columns_of(split) -> list[str]:
+    return list(split.columns) if isinstance(split, pd.DataFrame) else split.column_names
+
+
+def values_of(split, name: str, rows=None) -> list:
+    """A column's values (of the given row positions) as a list, from a Dataset or a DataFrame."""
+    if isinstance(split, pd.DataFrame):
+        part = split[name] if rows is None else split[name].iloc[list(rows)]
+        return part.tolist()
+    part = split if rows is None else split.select(list(rows))
+    return list(part[name])
+
+
+def label_series(split) -> pd.Series:
+    if isinstance(split, pd.Series):
+        return split.reset_index(drop=True)
+    if isinstance(split, pd.DataFrame):
+        return split["label"].reset_index(drop=True)
+    return column(split, "label").to_pandas()
+
+
+def select(split, rows: np.ndarray):
+    if isinstance(split, pd.DataFrame):
+        return _keep_attrs(split.iloc[rows], split)
+    return split.select(rows)
+
+
+def _shuffled_with_rank(labels: pd.Series, seed: int) -> tuple[pd.Series, np.ndarray]:
+    """Seeded shuffle (pandas' `sample(frac=1)`), and each row's position within its class in that order."""
+    shuffled = labels.sample(frac=1.0, random_state=seed)
+    return shuffled, shuffled.groupby(shuffled, sort=False).cumcount().to_numpy()
 
 
 def _keep_attrs(result: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
@@ -391,43 +540,54 @@ def _keep_attrs(result: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
     return result
 
 
-def take_per_class(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+def per_class_rows(labels: pd.Series, n: int, seed: int) -> np.ndarray:
     """At most n examples of every class, seeded; order shuffled so batches mix classes."""
-    shuffled, rank = _shuffled_with_rank(frame, seed)
-    return _keep_attrs(shuffled[rank < n], frame)
+    shuffled, rank = _shuffled_with_rank(labels, seed)
+    return shuffled.index.to_numpy()[rank < n]
 
 
-def stratified_sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+def stratified_rows(labels: pd.Series, n: int, seed: int) -> np.ndarray:
     """n examples keeping class proportions (largest remainder), seeded."""
-    if n >= len(frame):
-        return frame
-    counts = frame["label"].value_counts()
-    exact = counts / len(frame) * n
+    if n >= len(labels):
+        return np.arange(len(labels))
+    counts = labels.value_counts()
+    exact = counts / len(labels) * n
     quota = np.floor(exact).astype(int)
     quota[(exact - quota).sort_values(ascending=False).index[: n - quota.sum()]] += 1
-    shuffled, rank = _shuffled_with_rank(frame, seed)
-    return _keep_attrs(shuffled[rank < shuffled["label"].map(quota).to_numpy()], frame)
+    shuffled, rank = _shuffled_with_rank(labels, seed)
+    return shuffled.index.to_numpy()[rank < shuffled.map(quota).to_numpy()]
 
 
-def held_out_per_class(frame: pd.DataFrame, percentage: float) -> int:
+def take_per_class(split, n: int, seed: int):
+    return select(split, per_class_rows(label_series(split), n, seed))
+
+
+def stratified_sample(split, n: int, seed: int):
+    return split if n >= len(split) else select(split, stratified_rows(label_series(split), n, seed))
+
+
+def held_out_per_class(labels: pd.Series, percentage: float) -> int:
     """How many examples of its smallest class split_validation would hold out."""
-    counts = frame["label"].value_counts()
+    counts = labels.value_counts()
     return int(min(min(c - 1, max(1, round(c * percentage / 100))) for c in counts)) if len(counts) else 0
 
 
-def split_validation(frame: pd.DataFrame, percentage: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Hold out `percentage` of every class (at least one, never all of it)."""
-    counts = frame["label"].value_counts()
+def split_validation(split, percentage: float, seed: int, source: str = "train", names=None):
+    """Hold out `percentage` of every class (at least one, never all of it): (train, validation)."""
+    labels = label_series(split)
+    counts = labels.value_counts()
     if (counts < 2).any():
         label = counts.index[counts < 2][0]
+        shown = names[label] if names is not None else label
         raise TransferError(
-            f"class '{label}' has only {counts[label]} example in {frame.attrs.get('source', 'train')}: "
+            f"class '{shown}' has only {counts[label]} example in {source}: "
             "too few to hold out a validation set; add examples or pass a validation set"
         )
     held_per_class = counts.map(lambda c: min(c - 1, max(1, round(c * percentage / 100))))
-    shuffled, rank = _shuffled_with_rank(frame, seed)
-    held = rank < shuffled["label"].map(held_per_class).to_numpy()
-    return _keep_attrs(shuffled[~held], frame), _keep_attrs(shuffled[held], frame)
+    shuffled, rank = _shuffled_with_rank(labels, seed)
+    held = rank < shuffled.map(held_per_class).to_numpy()
+    rows = shuffled.index.to_numpy()
+    return select(split, rows[~held]), select(split, rows[held])
 
 
 # ---------------------------------------------------------------- images
@@ -440,6 +600,8 @@ def open_image(value, max_side: int | None = None):
 
     if isinstance(value, dict):
         value = value.get("bytes") or value.get("path")
+    if isinstance(value, list):  # pixels from a fixed-shape Arrow array
+        value = np.asarray(value, dtype=np.uint8)
     if isinstance(value, (bytes, bytearray)):
         image = Image.open(io.BytesIO(value))
     elif isinstance(value, str):
@@ -454,25 +616,26 @@ def open_image(value, max_side: int | None = None):
     return image.convert("RGB")
 
 
-def _drop_unreadable(frame: pd.DataFrame, strict: bool) -> tuple[pd.DataFrame, list[str]]:
-    """The readable rows, and where the unreadable ones came from."""
+def _drop_unreadable(split, strict: bool, source: str):
+    """The readable rows (of a Dataset or a DataFrame), and where the unreadable ones came from."""
+    images = split["image"]
     keep, dropped = [], []
-    for value in frame["image"]:
-        if isinstance(value, np.ndarray):
+    for value in images:
+        if isinstance(value, (np.ndarray, list)):
             keep.append(True)
             continue
         try:  # every byte decoded, a large JPEG at 1/8 scale (as fast as a small one; truncation still found)
             open_image(value, max_side=1).load()
             keep.append(True)
         except Exception as exc:  # PIL raises many types for broken files
+            where = value if isinstance(value, str) else (value or {}).get("path") or f"an image in {source}"
             if strict:
-                where = value if isinstance(value, str) else frame.attrs.get("source", "data")
                 raise TransferError(
                     f"unreadable image {where} ({type(exc).__name__}): fix or remove it, or drop --strict to skip such images"
                 ) from None
             keep.append(False)
-            dropped.append(value if isinstance(value, str) else f"an image in {frame.attrs.get('source', 'data')}")
-    return _keep_attrs(frame[np.array(keep, dtype=bool)], frame), dropped
+            dropped.append(where)
+    return (select(split, np.flatnonzero(keep)) if dropped else split), dropped
 
 
 # ---------------------------------------------------------------- the whole pipeline
@@ -481,26 +644,30 @@ def _drop_unreadable(frame: pd.DataFrame, strict: bool) -> tuple[pd.DataFrame, l
 def load_labelled_data(args: DataArguments, seed: int = 42, modality: str | None = None) -> LabelledData:
     """Read, check, split and subset. `seed` drives every sample (TrainingArguments' data_seed or seed);
     `modality` ("text" / "image", from the checkpoint) says what a table's columns must hold."""
-    raw, names, modality, description = _raw_splits(args, modality)
-    if (
-        "test" in raw
-        and args.label_column_name in raw["test"].columns
-        and raw["test"][args.label_column_name].isna().all()
-    ):
+    with quiet_datasets():
+        return _load_labelled_data(args, seed, modality)
+
+
+def _load_labelled_data(args: DataArguments, seed: int, modality: str | None) -> LabelledData:
+    raw, sources, names, modality, description = _raw_splits(args, modality)
+    label = args.label_column_name
+    if "test" in raw and label in raw["test"].column_names and _unlabelled(raw["test"], label):
         print(
-            f"{raw['test'].attrs.get('source', 'the test split')} has no labels (a benchmark's hidden test set): "
-            "evaluating on the validation split only"
+            f"{sources['test']} has no labels (a benchmark's hidden test set): evaluating on the validation split only"
         )
         del raw["test"]
-    splits = {s: normalise_columns(f, modality, args) for s, f in raw.items() if s in ("train", "validation", "test")}
+    splits = {
+        s: normalise_columns(t, sources[s], modality, args)
+        for s, t in raw.items()
+        if s in ("train", "validation", "test")
+    }
     if len(splits["train"]) == 0:
-        raise TransferError(
-            f"{splits['train'].attrs.get('source', 'train')} is empty: give at least one labelled example per class"
-        )
+        raise TransferError(f"{sources['train']} is empty: give at least one labelled example per class")
 
+    label_names, splits = _labels_to_ids(splits, sources, names)
     validation = "given"
     if "validation" not in splits:
-        held = held_out_per_class(splits["train"], args.validation_split_percentage)
+        held = held_out_per_class(label_series(splits["train"]), args.validation_split_percentage)
         minimum = (
             defaults.MIN_VALIDATION_PER_CLASS
             if args.min_validation_per_class is None
@@ -508,8 +675,9 @@ def load_labelled_data(args: DataArguments, seed: int = 42, modality: str | None
         )
         if held >= minimum:
             splits["train"], splits["validation"] = split_validation(
-                splits["train"], args.validation_split_percentage, seed
+                splits["train"], args.validation_split_percentage, seed, sources["train"], label_names
             )
+            sources["validation"] = f"{sources['train']} (held out)"
             validation = f"{args.validation_split_percentage:g}% of train held out"
         else:
             validation = (
@@ -530,7 +698,7 @@ def load_labelled_data(args: DataArguments, seed: int = 42, modality: str | None
     skipped: list[str] = []
     if modality == "image":
         for split in list(splits):
-            splits[split], dropped = _drop_unreadable(splits[split], args.strict)
+            splits[split], dropped = _drop_unreadable(splits[split], args.strict, sources[split])
             skipped += dropped
     if skipped:
         print(
@@ -538,24 +706,62 @@ def load_labelled_data(args: DataArguments, seed: int = 42, modality: str | None
             "fix or remove them, or pass --strict to stop on the first one"
         )
 
-    label_names = names or _label_names(splits["train"]["label"])
-    label_ids = _label_index(label_names)
-    train_labels = set(splits["train"]["label"].map(label_key))
-    for split, frame in splits.items():
-        source = frame.attrs.get("source", split)
-        unknown = [
-            v
-            for v in frame["label"].unique()
-            if label_key(v) not in label_ids or (split != "train" and label_key(v) not in train_labels)
-        ]
-        if unknown:
+    train_labels = set(label_series(splits["train"]).unique())
+    for split, table in splits.items():
+        if len(table) == 0:
+            raise TransferError(f"{sources[split]} has no usable examples left: check the file and the sample caps")
+        if split != "train" and (unknown := set(label_series(table).unique()) - train_labels):
             raise TransferError(
-                f"{source} has label '{unknown[0]}' that never occurs in the training data: add training examples of it or remove those rows"
+                f"{sources[split]} has label '{label_names[min(unknown)]}' that never occurs in the training data: "
+                "add training examples of it or remove those rows"
             )
-        frame["label"] = frame["label"].map(lambda v: label_ids[label_key(v)]).astype(int)
-        if len(frame) == 0:
-            raise TransferError(f"{source} has no usable examples left: check the file and the sample caps")
-    return LabelledData(splits, [str(n) for n in label_names], modality, description, len(skipped), validation)
+    return LabelledData(
+        splits, [str(n) for n in label_names], modality, description, len(skipped), validation, sources
+    )
+
+
+def _unlabelled(table, label: str) -> bool:
+    """Every label empty (or ClassLabel's -1): a benchmark's hidden test set."""
+    import datasets
+    import pyarrow.compute as pc
+
+    values = column(table, label)
+    if isinstance(table.features[label], datasets.ClassLabel):
+        return bool(pc.all(pc.or_(pc.is_null(values), pc.less(values, 0))).as_py())
+    return values.null_count == len(values)
+
+
+def _labels_to_ids(splits: dict, sources: dict, names: list[str] | None) -> tuple[list, dict]:
+    """Every split's labels as integer ids into the label names (ClassLabel names, else the training labels sorted,
+    numerically when all are integers); a label that the names do not hold is one line naming the file."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if names is None:
+        names = _label_names(pc.unique(column(splits["train"], "label")).to_pylist())
+    ids = _label_index(names)
+    out = {}
+    for split, table in splits.items():
+        if isinstance(table.features["label"], datasets.ClassLabel):
+            values = np.asarray(column(table, "label").to_numpy(), dtype=np.int64)
+        else:
+            labels = column(table, "label")
+            uniques = pc.unique(labels)
+            keys = [label_key(v) for v in uniques.to_pylist()]
+            if unknown := [v for v, k in zip(uniques.to_pylist(), keys) if k not in ids]:
+                raise TransferError(
+                    f"{sources[split]} has label '{unknown[0]}' that never occurs in the training data: add training "
+                    "examples of it or remove those rows"
+                )
+            position = pc.index_in(labels, value_set=uniques).to_numpy(zero_copy_only=False)
+            values = np.array([ids[k] for k in keys], dtype=np.int64)[position]
+        out[split] = (
+            table.remove_columns("label")
+            .add_column("label", pa.array(values))
+            .cast_column("label", datasets.ClassLabel(names=[str(n) for n in names]))
+        )
+    return list(names), out
 
 
 def label_key(value) -> str:
@@ -565,7 +771,7 @@ def label_key(value) -> str:
     return str(value)
 
 
-def _label_names(labels: pd.Series) -> list[str]:
+def _label_names(labels) -> list[str]:
     keys = {label_key(v) for v in labels}
     numeric = all(k.lstrip("-").isdigit() for k in keys)
     return sorted(keys, key=int) if numeric else sorted(keys)

@@ -14,7 +14,7 @@ from torchvision import transforms as T
 
 from ..errors import TransferError
 from ..models.loading import Checkpoint
-from .loading import LabelledData, open_image
+from .loading import LabelledData, from_frame, open_image, quiet_datasets
 
 INTERPOLATIONS = {
     "bilinear": T.InterpolationMode.BILINEAR,
@@ -220,20 +220,49 @@ def save_image_processor(config: ImageConfig, model: torch.nn.Module, output_dir
 # ---------------------------------------------------------------- torch data sets for Trainer
 
 
-class TokenizedDataset(torch.utils.data.Dataset):
-    """Tokenised once up front: short texts, few examples, many epochs."""
+LARGE_SPLIT = 100_000  # examples from which tokenising shows its progress bar
 
-    def __init__(self, frame: pd.DataFrame, tokenizer, max_length: int):
-        pairs = frame["text_pair"].tolist() if "text_pair" in frame.columns else None
-        self.encodings = tokenizer(frame["text"].tolist(), pairs, truncation=True, max_length=max_length)
-        self.labels = frame["label"].tolist()
+
+def as_dataset(split):
+    """A split as a `datasets.Dataset`: extra rows read into a DataFrame (unlabelled inputs) are converted."""
+    return from_frame(split) if isinstance(split, pd.DataFrame) else split
+
+
+class TokenizedDataset(torch.utils.data.Dataset):
+    """Texts tokenised by `Dataset.map` (batched, in `num_proc` processes; for data read from files the ids are
+    cached on disk beside the Arrow table, so the next run reads them instead of tokenising again); items are read
+    from the Arrow table one at a time, so memory does not grow with the number of examples."""
+
+    def __init__(self, split, tokenizer, max_length: int, num_proc: int | None = None):
+        table = as_dataset(split)
+        pairs = "text_pair" in table.column_names
+
+        def tokenize(batch):
+            return tokenizer(
+                batch["text"], batch["text_pair"] if pairs else None, truncation=True, max_length=max_length
+            )
+
+        with quiet_datasets(show=len(table) >= LARGE_SPLIT):
+            self.table = table.map(
+                tokenize,
+                batched=True,
+                num_proc=num_proc if num_proc and len(table) >= 2 * num_proc else None,
+                remove_columns=[c for c in table.column_names if c != "label"],
+                desc="tokenising",
+            )
+        self.labels = self.table["label"]
+
+    @property
+    def encodings(self) -> dict:
+        """{name: column} of the tokeniser's outputs (input_ids, attention_mask, ...)."""
+        return {name: self.table[name] for name in self.table.column_names if name != "label"}
 
     def __len__(self):
-        return len(self.labels)
+        return len(self.table)
 
     def __getitem__(self, index):
-        item = {key: values[index] for key, values in self.encodings.items()}
-        item["labels"] = self.labels[index]
+        item = self.table[int(index)]
+        item["labels"] = item.pop("label")
         return item
 
 
@@ -243,9 +272,10 @@ class ImageDataset(torch.utils.data.Dataset):
     keeps the processor's resized uint8 pixels (1 byte a value, not 4) and normalises them on each read, which gives
     the processor's own output bit for bit (`_ProcessorTransform.split_is_exact`)."""
 
-    def __init__(self, frame: pd.DataFrame, transform, cache_side: int | None = None, compact: bool = False):
-        self.images = frame["image"].tolist()
-        self.labels = frame["label"].tolist()
+    def __init__(self, split, transform, cache_side: int | None = None, compact: bool = False):
+        split = as_dataset(split)
+        self.images = split["image"]  # read one at a time from the Arrow table
+        self.labels = split["label"]
         self.transform = transform
         self.compact = compact and bool(cache_side)
         self.cache = self.filled = None
@@ -261,12 +291,15 @@ class ImageDataset(torch.utils.data.Dataset):
         if self.filled is not None and self.filled[index]:
             kept = self.cache[index] if self.compact else self.cache[index].clone()  # finish() makes a new tensor
         else:
-            image = open_image(self.images[index])
+            image = open_image(self.images[int(index)])
             kept = self.transform.resized(image) if self.compact else self.transform(image)
             if self.cache is not None and kept.shape == self.cache.shape[1:] and kept.dtype == self.cache.dtype:
                 self.cache[index] = kept
                 self.filled[index] = True
-        return {"pixel_values": self.transform.finish(kept) if self.compact else kept, "labels": self.labels[index]}
+        return {
+            "pixel_values": self.transform.finish(kept) if self.compact else kept,
+            "labels": self.labels[int(index)],
+        }
 
 
 def decode(image, max_side: int):
@@ -288,9 +321,10 @@ class AugmentedImageDataset(torch.utils.data.Dataset):
     epochs only augment; images within that size give the same pixels either way. Augmentation stays on PIL
     images: on the CPU its crops and colour jitter are faster than torchvision's tensor versions."""
 
-    def __init__(self, frame: pd.DataFrame, transform, size: int, keep_decoded: bool = False):
-        self.images = frame["image"].tolist()
-        self.labels = frame["label"].tolist()
+    def __init__(self, split, transform, size: int, keep_decoded: bool = False):
+        split = as_dataset(split)
+        self.images = split["image"]
+        self.labels = split["label"]
         self.transform = transform
         self.max_side = 2 * size
         self.decoded = self.shapes = None
@@ -308,6 +342,7 @@ class AugmentedImageDataset(torch.utils.data.Dataset):
     def image(self, index: int):
         from PIL import Image
 
+        index = int(index)
         if self.shapes is None:
             return open_image(self.images[index])
         if self.shapes[index, 0] > 0:
@@ -435,8 +470,9 @@ def build_datasets(
     augment: bool,
     cache_images: bool = True,
     budget: ImageMemoryBudget | None = None,
+    num_proc: int | None = None,
 ):
-    """{split: torch Dataset} and the collator that batches it. `processor`: the tokenizer, or for images the
+    """{split: torch Dataset} and the collator that batches it (`num_proc`: processes tokenising). `processor`: the tokenizer, or for images the
     processor the run evaluates with and saves. Images are kept after their first pass, split by split (train, then
     validation, then the rest) while they fit the run's memory `budget` (said in one line when one does not):
     resized by the processor for splits that are not augmented (uint8 when that reproduces the processor exactly,
@@ -444,12 +480,14 @@ def build_datasets(
     if data.modality == "text":
         from transformers import DataCollatorWithPadding
 
-        datasets = {split: TokenizedDataset(frame, processor, max_seq_length) for split, frame in data.splits.items()}
+        datasets = {
+            split: TokenizedDataset(table, processor, max_seq_length, num_proc) for split, table in data.splits.items()
+        }
         return datasets, DataCollatorWithPadding(processor)
     evaluate = _ProcessorTransform(processor)
     augmented = {"train"} & set(data.splits) if augment else set()
     budget = budget or ImageMemoryBudget()
-    sample = next(iter(data.splits.values()))["image"].iloc[0]
+    sample = next(iter(data.splits.values()))["image"][0]
     compact = cache_images and evaluate.split_is_exact(open_image(sample))
     kept = set()
     for split in sorted(

@@ -14,7 +14,6 @@ import copy
 import dataclasses
 import json
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -178,19 +177,21 @@ def label_order(teacher: Teacher, label_names: list[str]) -> list[int]:
     return [index[name] for name in label_names]
 
 
-def teacher_logits(teacher: Teacher, frame: pd.DataFrame, order: list[int], batch_size: int) -> torch.Tensor:
-    """The teacher's logits for every row of a data frame (its own preprocessing), columns in the data's label order.
-    Under DDP each rank runs the teacher on its share of the rows and every rank gets them all."""
+def teacher_logits(teacher: Teacher, split, order: list[int], batch_size: int) -> torch.Tensor:
+    """The teacher's logits for every row of a split (a Dataset, or a DataFrame of extra rows; the teacher's own
+    preprocessing), columns in the data's label order. Under DDP each rank runs the teacher on its share of the rows
+    and every rank gets them all."""
+    from ..data.loading import columns_of, values_of
     from ..engine.sharding import rows_across_ranks
 
     def logits_for(rows):
-        part = frame.iloc[list(rows)]
         if teacher.modality == "text":
-            pairs = part["text_pair"].tolist() if "text_pair" in part.columns else None
-            return (class_logits(teacher.run, part["text"].tolist(), text_pairs=pairs, batch_size=batch_size),)
-        return (class_logits(teacher.run, part["image"].tolist(), batch_size=batch_size),)
+            pairs = values_of(split, "text_pair", rows) if "text_pair" in columns_of(split) else None
+            texts = values_of(split, "text", rows)
+            return (class_logits(teacher.run, texts, text_pairs=pairs, batch_size=batch_size),)
+        return (class_logits(teacher.run, values_of(split, "image", rows), batch_size=batch_size),)
 
-    (logits,) = rows_across_ranks(logits_for, len(frame))
+    (logits,) = rows_across_ranks(logits_for, len(split))
     return logits[:, order]
 
 

@@ -91,12 +91,13 @@ def example_keys(dataset) -> np.ndarray:
     path, size and modification time; bytes; pixels) with the processor's settings."""
     keys = np.empty((len(dataset), KEY_BYTES), dtype=np.uint8)
     if hasattr(dataset, "encodings"):  # tokenised text
-        columns = [(name.encode(), dataset.encodings[name]) for name in sorted(dataset.encodings.keys())]
-        for row in range(len(dataset)):
+        encodings = dataset.encodings
+        names = sorted(encodings.keys())
+        for row, values in enumerate(zip(*(encodings[name] for name in names))):
             digest = hashlib.blake2b(digest_size=KEY_BYTES)
-            for name, values in columns:
-                digest.update(name)
-                digest.update(np.asarray(values[row], dtype=np.int64).tobytes())
+            for name, ids in zip(names, values):
+                digest.update(name.encode())
+                digest.update(np.asarray(ids, dtype=np.int64).tobytes())
             keys[row] = np.frombuffer(digest.digest(), dtype=np.uint8)
         return keys
     transform = getattr(dataset.transform, "processor", dataset.transform)
@@ -116,7 +117,8 @@ def _image_identity(image) -> bytes:
         return f"{pathlib.Path(image).resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()
     if isinstance(image, dict):
         return image.get("bytes") or str(image.get("path")).encode()
-    if isinstance(image, np.ndarray):
+    if isinstance(image, (np.ndarray, list)):  # pixels
+        image = np.asarray(image, dtype=np.uint8)
         return str(image.shape).encode() + image.tobytes()
     return repr(image).encode()
 
@@ -158,7 +160,7 @@ def cached_features(
     if len(missing):
         extracted = _extract_sharded(model, torch.utils.data.Subset(whole, missing.tolist()), collator, settings)
         if features is None:
-            features = torch.empty((len(whole), extracted.shape[1]), dtype=extracted.dtype)
+            features = torch.empty((len(whole), *extracted.shape[1:]), dtype=extracted.dtype)
         features[torch.from_numpy(missing)] = extracted
         if enabled and _is_main_process():
             store.write(keys[missing], extracted)

@@ -76,7 +76,7 @@ class FeatureStore:
             except (FileNotFoundError, OSError):
                 continue
             if features is None:
-                features = torch.zeros((len(keys), rows_of_shard.shape[1]), dtype=rows_of_shard.dtype)
+                features = torch.zeros((len(keys), *rows_of_shard.shape[1:]), dtype=rows_of_shard.dtype)
             for rows, index in pairs:
                 features[rows] = rows_of_shard[index]
                 found[rows] = True

@@ -72,11 +72,12 @@ def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dic
     if hub_target is not None:
         hub.check_access(hub_target)  # a missing or refused token fails now, not after training
     checkpoint = resolve_checkpoint(args.model)
-    data = load_labelled_data(
-        args.data,
-        seed=args.training.seed if args.training.data_seed is None else args.training.data_seed,
-        modality=checkpoint.modality,
-    )
+    with args.training.main_process_first(desc="reading the data"):  # other ranks then read the Arrow cache
+        data = load_labelled_data(
+            args.data,
+            seed=args.training.seed if args.training.data_seed is None else args.training.data_seed,
+            modality=checkpoint.modality,
+        )
     if data.modality != checkpoint.modality:
         raise TransferError(
             f"model '{checkpoint.name}' takes {checkpoint.modality} but data '{data.description}' is {data.modality}: "
@@ -99,9 +100,17 @@ def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dic
         img_cfg = image_config(checkpoint, model, processor, args.data.image_size)
         processor = img_cfg.processor(timm_architecture(model))
     budget = ImageMemoryBudget()
-    datasets, collator = build_datasets(
-        data, processor, img_cfg, args.data.max_seq_length, args.data.augment, args.data.cache_images, budget
-    )
+    with args.training.main_process_first(desc="tokenising"):  # one rank tokenises, the others read its cache
+        datasets, collator = build_datasets(
+            data,
+            processor,
+            img_cfg,
+            args.data.max_seq_length,
+            args.data.augment,
+            args.data.cache_images,
+            budget,
+            args.data.preprocessing_num_workers,
+        )
     if learning_rates and "learning_rate" not in args.explicit:
         args.training.learning_rate = learning_rates[data.modality]
     return Job(args, data, checkpoint, model, processor, img_cfg, datasets, collator, hub_target, budget)
@@ -138,14 +147,21 @@ def without_validation(args: RecipeArgs) -> None:
     args.training.load_best_model_at_end = False
 
 
-def dataset_for(job: Job, frame, split: str = "train"):
-    """A torch dataset of extra rows (e.g. unlabelled inputs) preprocessed exactly as the job's `split`."""
+def dataset_for(job: Job, rows, split: str = "train"):
+    """A torch dataset of extra rows (e.g. unlabelled inputs; a Dataset or a DataFrame) preprocessed exactly as the
+    job's `split`."""
     args = job.args.data
-    extra = LabelledData(
-        {split: frame}, job.data.label_names, job.data.modality, frame.attrs.get("source", "extra data")
-    )
+    source = rows.attrs.get("source", "extra data") if hasattr(rows, "attrs") else "extra data"
+    extra = LabelledData({split: rows}, job.data.label_names, job.data.modality, source)
     datasets, _ = build_datasets(
-        extra, job.processor, job.image_config, args.max_seq_length, args.augment, args.cache_images, job.image_budget
+        extra,
+        job.processor,
+        job.image_config,
+        args.max_seq_length,
+        args.augment,
+        args.cache_images,
+        job.image_budget,
+        args.preprocessing_num_workers,
     )
     return datasets[split]
 

@@ -16,7 +16,15 @@ import pathlib
 
 import numpy as np
 
-from ..data.loading import DataArguments, label_key, normalise_columns, read_image_folder, read_table
+from ..data.loading import (
+    DataArguments,
+    label_key,
+    normalise_columns,
+    paths_relative_to,
+    read_image_folder,
+    read_table,
+    values_of,
+)
 from ..errors import TransferError
 from ..metrics import classification_report, confusion_matrix
 from . import plots
@@ -41,32 +49,31 @@ def evaluate(
         )
     run = load_run(model)
     if test_dir:
-        frame = read_image_folder(test_dir, "test_dir")
+        table, source = read_image_folder(test_dir, "test_dir"), test_dir
         if run.modality != "image":
             raise TransferError(f"--test_dir '{test_dir}': this run classifies text; give --test_file")
     else:
-        frame = read_table(test_file, "test_file")
-        if run.modality == "image" and image_column_name in frame.columns:
-            base = pathlib.Path(test_file).parent
-            frame[image_column_name] = [
-                str(p) if pathlib.Path(str(p)).is_absolute() else str(base / str(p)) for p in frame[image_column_name]
-            ]
+        table, source = read_table(test_file, "test_file"), test_file
+        if run.modality == "image" and image_column_name in table.column_names:
+            table = paths_relative_to(table, image_column_name, test_file)
     columns = DataArguments(
         text_column_name=text_column_name, label_column_name=label_column_name, image_column_name=image_column_name
     )
-    frame = normalise_columns(frame, run.modality, columns)
+    table = normalise_columns(table, source, run.modality, columns)
     label_ids = {label_key(name): i for i, name in enumerate(run.label_names)}
-    unknown = [v for v in frame["label"].unique() if label_key(v) not in label_ids]
+    given = values_of(table, "label")
+    unknown = [v for v in dict.fromkeys(given) if label_key(v) not in label_ids]
     if unknown:
         raise TransferError(
-            f"{frame.attrs.get('source', 'test data')} has label '{unknown[0]}' that the model does not know "
+            f"{source} has label '{unknown[0]}' that the model does not know "
             f"(it predicts {', '.join(run.label_names[:10])}): remove those rows or evaluate a model trained on them"
         )
-    labels = np.array([label_ids[label_key(v)] for v in frame["label"]])
+    labels = np.array([label_ids[label_key(v)] for v in given])
     if run.modality == "image":
-        inputs, pairs = read_images(frame["image"].tolist()), None
+        inputs, pairs = read_images(values_of(table, "image")), None
     else:
-        inputs, pairs = frame["text"].tolist(), frame["text_pair"].tolist() if "text_pair" in frame.columns else None
+        texts = values_of(table, "text")
+        inputs, pairs = texts, values_of(table, "text_pair") if "text_pair" in table.column_names else None
     predictions = class_probabilities(run, inputs, text_pairs=pairs, batch_size=batch_size).argmax(axis=1)
     report = classification_report(labels, predictions, run.label_names)
     matrix = confusion_matrix(labels, predictions, len(run.label_names))

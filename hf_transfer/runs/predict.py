@@ -15,7 +15,7 @@ import pathlib
 
 import pandas as pd
 
-from ..data.loading import IMAGE_EXTENSIONS, read_table
+from ..data.loading import IMAGE_EXTENSIONS, read_table, relative_to_table
 from ..errors import TransferError
 from .inference import class_probabilities, load_run, read_images
 
@@ -71,25 +71,22 @@ def read_inputs(modality: str, input_file, input_dir, text_column_name: str, ima
         if not paths:
             raise TransferError(f"--input_dir '{root}' holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         return paths, None, paths
-    frame = read_table(input_file, "input_file")
+    table = read_table(input_file, "input_file")
     if modality == "image":
-        if image_column_name not in frame.columns:
+        if image_column_name not in table.column_names:
             raise TransferError(
-                f"--input_file '{input_file}' has no column '{image_column_name}' (columns: {', '.join(map(str, frame.columns))}): set --image_column_name"
+                f"--input_file '{input_file}' has no column '{image_column_name}' (columns: {', '.join(map(str, table.column_names))}): set --image_column_name"
             )
-        base = pathlib.Path(input_file).parent
-        paths = [
-            str(p) if pathlib.Path(str(p)).is_absolute() else str(base / str(p)) for p in frame[image_column_name]
-        ]
+        paths = relative_to_table(table[image_column_name], input_file)
         return paths, None, paths
     columns = [c.strip() for c in text_column_name.split(",") if c.strip()]
-    missing = [c for c in columns if c not in frame.columns]
+    missing = [c for c in columns if c not in table.column_names]
     if missing or not 1 <= len(columns) <= 2:
         raise TransferError(
-            f"--input_file '{input_file}' has no column '{(missing or columns)[0]}' (columns: {', '.join(map(str, frame.columns))}): set --text_column_name"
+            f"--input_file '{input_file}' has no column '{(missing or columns)[0]}' (columns: {', '.join(map(str, table.column_names))}): set --text_column_name"
         )
-    texts = frame[columns[0]].fillna("").astype(str).tolist()
-    pairs = frame[columns[1]].fillna("").astype(str).tolist() if len(columns) == 2 else None
+    texts = ["" if t is None else str(t) for t in table[columns[0]]]
+    pairs = ["" if t is None else str(t) for t in table[columns[1]]] if len(columns) == 2 else None
     return texts, pairs, texts
 
 

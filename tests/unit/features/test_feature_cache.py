@@ -305,9 +305,10 @@ def test_features_read_back_are_the_stored_ones_bit_for_bit(tmp_path, tiny_bert_
     for split in job.datasets:
         assert torch.equal(fresh[split].tensors[0], again[split].tensors[0])
         assert again[split].tensors[1].tolist() == list(job.datasets[split].labels)
-    reversed_train = torch.utils.data.Subset(job.datasets["train"], list(range(len(job.datasets["train"])))[::-1])
-    reversed_train.labels = list(job.datasets["train"].labels)[::-1]
-    reversed_train.encodings = {k: v[::-1] for k, v in job.datasets["train"].encodings.items()}
+    train = job.datasets["train"]
+    reversed_train = torch.utils.data.Subset(train, list(range(len(train)))[::-1])
+    reversed_train.labels = list(train.labels)[::-1]
+    reversed_train.encodings = {k: list(v)[::-1] for k, v in train.encodings.items()}
     flipped, _ = feature_cache.cached_features(
         job.model, {"train": reversed_train}, job.collator, ExtractionSettings(), **options
     )
