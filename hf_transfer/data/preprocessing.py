@@ -472,8 +472,8 @@ def build_datasets(
     budget: ImageMemoryBudget | None = None,
     num_proc: int | None = None,
 ):
-    """{split: torch Dataset} and the collator that batches it (`num_proc`: processes tokenising). `processor`: the tokenizer, or for images the
-    processor the run evaluates with and saves. Images are kept after their first pass, split by split (train, then
+    """{split: torch Dataset} and the collator that batches it (`num_proc`: processes tokenising). `processor`: the
+    tokenizer, or for images the processor the run evaluates with and saves. Images are kept after their first pass, split by split (train, then
     validation, then the rest) while they fit the run's memory `budget` (said in one line when one does not):
     resized by the processor for splits that are not augmented (uint8 when that reproduces the processor exactly,
     else float32), decoded (uint8) for an augmented training split."""

@@ -357,3 +357,42 @@ def test_cache_info_and_clear_on_the_command_line(tmp_path, tiny_bert_dir, text_
     cleared = subprocess.run(command + ["clear", "--feature_cache_dir", cache], capture_output=True, text=True)
     assert cleared.returncode == 0 and "removed" in cleared.stdout
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def _write_shards(root, first_key, count):
+    import numpy as np
+
+    from hf_transfer.features.store import FeatureStore
+
+    store = FeatureStore(root, "b" * 64, {"model": "m"})
+    for n in range(count):
+        keys = np.full((4, 16), first_key + n, dtype=np.uint8)
+        keys[:, 0] = np.arange(4)
+        store.write(keys, torch.full((4, 3), float(first_key + n)))
+
+
+def test_two_processes_writing_at_once_leave_every_shard_whole(tmp_path):
+    """Two runs (or ranks) storing into one model folder at the same time: every shard is complete and readable,
+    and a reader running meanwhile only ever sees whole shards."""
+    import multiprocessing
+
+    import numpy as np
+
+    from hf_transfer.features.store import FeatureStore
+
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_write_shards, args=(tmp_path, start, 15)) for start in (0, 100)]
+    for writer in writers:
+        writer.start()
+    store = FeatureStore(tmp_path, "b" * 64)
+    while any(w.is_alive() for w in writers):
+        for shard in store.shards():  # never a half-written file among the listed shards
+            assert stored_rows(tmp_path, shard.parent.name)
+    for writer in writers:
+        writer.join()
+        assert writer.exitcode == 0
+    keys = np.stack([np.full((4, 16), v, dtype=np.uint8) for v in [*range(15), *range(100, 115)]])
+    keys[:, :, 0] = np.arange(4)
+    found = store.read(keys.reshape(-1, 16))
+    assert found.found.all() and len(store.shards()) == 30
+    assert torch.equal(found.features[:, 0], torch.tensor(keys[:, 0, 1].repeat(4), dtype=torch.float32))
