@@ -27,6 +27,7 @@ from hf_transfer.engine.finetuning import (
     body_and_head_groups,
     group_learning_rates,
 )
+from hf_transfer.errors import TransferError
 from hf_transfer.features.cache import FeatureCacheArguments
 from hf_transfer.features.head_fitting import cached_head_phase
 from hf_transfer.pipeline import training
@@ -60,7 +61,12 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
         overrides,
         extra_dataclasses=(FineTuningArguments, HeadStartArguments, FeatureCacheArguments),
     )
-    job = training.prepare(args, learning_rates=defaults.BODY_LEARNING_RATES)
+    if args.data.streaming and args.option(HeadStartArguments).head_phase == "cached":
+        raise TransferError(
+            "--streaming: LP-FT's head fit (--head_phase cached, the default) extracts features of every training "
+            "example, which a stream does not hold: pass --head_phase none"
+        )
+    job = training.prepare(args, learning_rates=defaults.BODY_LEARNING_RATES, streams=True)
     fine_tuning = args.option(FineTuningArguments)
     apply_batchnorm_policy(job.model, fine_tuning, random_init=args.model.random_init)
     head_fit = {}

@@ -75,7 +75,7 @@ def run_with_defaults(recipe_defaults: dict, recipe: str, argv: list[str] | None
         args.training.learning_rate = defaults.ADAPTER_LEARNING_RATES.get(
             options.peft_method, args.training.learning_rate
         )
-    job = training.prepare(args)
+    job = training.prepare(args, streams=True)
     model = adapters.attach(job.model, options, gradient_checkpointing=args.training.activation_checkpointing)
     args.resolved["frozen_weights_dtype"] = keep_frozen_base_in_compute_precision(
         model, args.training, options.peft_method

@@ -95,6 +95,13 @@ class DataArguments:
         metadata={"help": "Hugging Face examples' name for --text_column_name ('a,b' for sentence pairs)"},
     )
     max_seq_length: int = 128
+    streaming: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "read the training split as a stream (a `datasets` IterableDataset from the Hub or --train_file): "
+            "nothing is downloaded or converted first; needs --max_steps; validation / test splits are read whole"
+        },
+    )
     preprocessing_num_workers: int | None = dataclasses.field(
         default=None, metadata={"help": "processes that tokenise the texts (Dataset.map's num_proc)"}
     )
@@ -124,13 +131,20 @@ class LabelledData:
     # How the validation split came about: "given", "held out of train", or why none is held out (few-shot)
     validation: str = "given"
     sources: dict[str, str] = dataclasses.field(default_factory=dict)  # {split: the file or data set it came from}
+    streamed_examples: int | None = None  # examples in a streamed training split (counted when its labels were read)
 
     @property
     def has_pairs(self) -> bool:
-        return "text_pair" in self.splits["train"].column_names
+        return "text_pair" in (self.splits["train"].column_names or [])
 
-    def source(self, split: str) -> str:
-        return self.sources.get(split, split)
+    @property
+    def streamed(self) -> bool:
+        return self.streamed_examples is not None
+
+    def size(self, split: str) -> int:
+        if split not in self.splits:
+            return 0
+        return self.streamed_examples if split == "train" and self.streamed else len(self.splits[split])
 
 
 # ---------------------------------------------------------------- reading
@@ -645,6 +659,10 @@ def load_labelled_data(args: DataArguments, seed: int = 42, modality: str | None
     """Read, check, split and subset. `seed` drives every sample (TrainingArguments' data_seed or seed);
     `modality` ("text" / "image", from the checkpoint) says what a table's columns must hold."""
     with quiet_datasets():
+        if args.streaming:
+            from .streaming import load_streamed_data
+
+            return load_streamed_data(args, seed, modality)
         return _load_labelled_data(args, seed, modality)
 
 

@@ -266,6 +266,17 @@ class TokenizedDataset(torch.utils.data.Dataset):
         return item
 
 
+def tokenized_stream(stream, tokenizer, max_length: int):
+    """A streamed split tokenised as training reads it: still a `datasets` IterableDataset, which Trainer and
+    accelerate shard across ranks by its files."""
+
+    def tokenize(batch):
+        encoded = tokenizer(batch["text"], batch.get("text_pair"), truncation=True, max_length=max_length)
+        return {**encoded, "labels": batch["label"]}
+
+    return stream.map(tokenize, batched=True, remove_columns=["text", "text_pair", "label"])
+
+
 class ImageDataset(torch.utils.data.Dataset):
     """Images decoded and transformed lazily, one per item; with `cache_side`, each image is kept (in shared memory,
     so DataLoader workers fill it too) after its first pass, and later epochs skip decoding and resizing. `compact`
@@ -481,7 +492,10 @@ def build_datasets(
         from transformers import DataCollatorWithPadding
 
         datasets = {
-            split: TokenizedDataset(table, processor, max_seq_length, num_proc) for split, table in data.splits.items()
+            split: tokenized_stream(table, processor, max_seq_length)
+            if split == "train" and data.streamed
+            else TokenizedDataset(table, processor, max_seq_length, num_proc)
+            for split, table in data.splits.items()
         }
         return datasets, DataCollatorWithPadding(processor)
     evaluate = _ProcessorTransform(processor)

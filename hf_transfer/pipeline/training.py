@@ -59,8 +59,11 @@ class Job:
         return pathlib.Path(self.args.training.output_dir)
 
 
-def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dict | None = None) -> Job:
-    """Load and check data and checkpoint, build the classifier and the datasets. Writes nothing."""
+def prepare(
+    args: RecipeArgs, *, native: bool | None = None, learning_rates: dict | None = None, streams: bool = False
+) -> Job:
+    """Load and check data and checkpoint, build the classifier and the datasets. Writes nothing. `streams`: the
+    recipe can train on a streamed training split (else --streaming is refused)."""
     set_seed(args.training.seed)
     follow_log_level(args.training)
     saving.check_output_dir(
@@ -71,6 +74,8 @@ def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dic
     hub_target = hub.target_from_training_args(args.training)
     if hub_target is not None:
         hub.check_access(hub_target)  # a missing or refused token fails now, not after training
+    if args.data.streaming:
+        check_streaming(args, streams)
     checkpoint = resolve_checkpoint(args.model)
     with args.training.main_process_first(desc="reading the data"):  # other ranks then read the Arrow cache
         data = load_labelled_data(
@@ -116,10 +121,23 @@ def prepare(args: RecipeArgs, *, native: bool | None = None, learning_rates: dic
     return Job(args, data, checkpoint, model, processor, img_cfg, datasets, collator, hub_target, budget)
 
 
+def check_streaming(args: RecipeArgs, streams: bool) -> None:
+    """--streaming only where the recipe can train on a stream, and with --max_steps (a stream has no length)."""
+    if not streams:
+        raise TransferError(
+            "--streaming: this recipe needs its whole training split (features of every example, per-epoch "
+            "schedules or class-balanced batches); stream with recipes/full_finetune.py --head_phase none or "
+            "recipes/peft_finetune.py, or leave --streaming out"
+        )
+    if args.training.max_steps is None or args.training.max_steps <= 0:
+        raise TransferError("--streaming: a stream has no length, so give --max_steps (the optimizer steps to train)")
+    args.training.accelerator_config.dispatch_batches = False  # each rank reads its own shard of the stream
+
+
 def describe_splits(data: LabelledData) -> None:
     """One line with the examples in each split; a warning when a given validation split is too small to choose
     anything on, or the line saying that none was held out."""
-    sizes = {split: len(frame) for split, frame in data.splits.items()}
+    sizes = {split: data.size(split) for split in data.splits}
     print(
         f"data: {sizes['train']:,} train / {sizes.get('validation', 0):,} validation / {sizes.get('test', 0):,} test examples, "
         f"{len(data.label_names)} classes ({data.description})"
@@ -336,10 +354,10 @@ def finish(job: Job, trainer, results: dict, *, recipe: str, model=None) -> dict
         "dataset": job.data.description,
         "modality": job.data.modality,
         "label_names": job.data.label_names,
-        "train_samples": len(job.data.splits["train"]),
-        "eval_samples": len(job.data.splits.get("validation", [])),
+        "train_samples": job.data.size("train"),
+        "eval_samples": job.data.size("validation"),
         "validation": job.data.validation,
-        "test_samples": len(job.data.splits.get("test", [])),
+        "test_samples": job.data.size("test"),
         "skipped_unreadable_images": job.data.skipped_images,
         "seed": job.args.training.seed,
         "world_size": trainer.args.world_size,
