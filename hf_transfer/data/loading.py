@@ -630,26 +630,41 @@ def open_image(value, max_side: int | None = None):
     return image.convert("RGB")
 
 
-def _drop_unreadable(split, strict: bool, source: str):
-    """The readable rows (of a Dataset or a DataFrame), and where the unreadable ones came from."""
-    images = split["image"]
-    keep, dropped = [], []
-    for value in images:
-        if isinstance(value, (np.ndarray, list)):
-            keep.append(True)
+def unreadable_reasons(values, source: str) -> list[str | None]:
+    """For each image: None when it decodes, else where it came from and why not. Every byte is decoded, a large JPEG
+    at 1/8 scale (as fast as a small one; truncation is still found)."""
+    reasons = []
+    for value in values:
+        if isinstance(value, (np.ndarray, list)):  # pixels
+            reasons.append(None)
             continue
-        try:  # every byte decoded, a large JPEG at 1/8 scale (as fast as a small one; truncation still found)
+        try:
             open_image(value, max_side=1).load()
-            keep.append(True)
+            reasons.append(None)
         except Exception as exc:  # PIL raises many types for broken files
             where = value if isinstance(value, str) else (value or {}).get("path") or f"an image in {source}"
-            if strict:
-                raise TransferError(
-                    f"unreadable image {where} ({type(exc).__name__}): fix or remove it, or drop --strict to skip such images"
-                ) from None
-            keep.append(False)
-            dropped.append(where)
-    return (select(split, np.flatnonzero(keep)) if dropped else split), dropped
+            reasons.append(f"{where} ({type(exc).__name__})")
+    return reasons
+
+
+def _drop_unreadable(split, strict: bool, source: str, num_proc: int | None = None):
+    """The readable rows (of a Dataset or a DataFrame), and where the unreadable ones came from; a Dataset is
+    scanned in `num_proc` processes (--preprocessing_num_workers)."""
+    if isinstance(split, pd.DataFrame) or not num_proc or num_proc < 2 or len(split) < 2 * num_proc:
+        reasons = unreadable_reasons(split["image"], source)
+    else:
+        scanned = split.select_columns(["image"]).map(
+            lambda batch: {"unreadable": unreadable_reasons(batch["image"], source)},
+            batched=True,
+            num_proc=num_proc,
+            remove_columns=["image"],
+        )
+        reasons = list(scanned["unreadable"])
+    dropped = [reason for reason in reasons if reason is not None]
+    if dropped and strict:
+        raise TransferError(f"unreadable image {dropped[0]}: fix or remove it, or drop --strict to skip such images")
+    keep = np.flatnonzero([reason is None for reason in reasons])
+    return (select(split, keep) if dropped else split), [reason.rsplit(" (", 1)[0] for reason in dropped]
 
 
 # ---------------------------------------------------------------- the whole pipeline
@@ -716,7 +731,9 @@ def _load_labelled_data(args: DataArguments, seed: int, modality: str | None) ->
     skipped: list[str] = []
     if modality == "image":
         for split in list(splits):
-            splits[split], dropped = _drop_unreadable(splits[split], args.strict, sources[split])
+            splits[split], dropped = _drop_unreadable(
+                splits[split], args.strict, sources[split], args.preprocessing_num_workers
+            )
             skipped += dropped
     if skipped:
         print(

@@ -95,3 +95,19 @@ def test_hub_split_names_and_undecoded_images(tmp_path):
         load_labelled_data(
             DataArguments(dataset_name=str(folder), image_column_name="img", train_split_name="training")
         )
+
+
+def test_unreadable_images_are_found_the_same_in_worker_processes(tmp_path):
+    from conftest import write_image_folder
+
+    root = write_image_folder(tmp_path / "images", per_class=8)
+    (root / "circle" / "broken.png").write_bytes(b"\x89PNG not really")
+    serial = load_labelled_data(DataArguments(train_dir=str(root), min_validation_per_class=99))
+    parallel = load_labelled_data(
+        DataArguments(train_dir=str(root), min_validation_per_class=99, preprocessing_num_workers=2)
+    )
+    assert serial.skipped_images == parallel.skipped_images == 1
+    assert list(serial.splits["train"]["image"]) == list(parallel.splits["train"]["image"])
+    assert not any("broken" in path for path in parallel.splits["train"]["image"])
+    with pytest.raises(TransferError, match="unreadable image .*broken.png"):
+        load_labelled_data(DataArguments(train_dir=str(root), strict=True, preprocessing_num_workers=2))
