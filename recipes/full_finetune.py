@@ -30,6 +30,7 @@ from hf_transfer.engine.finetuning import (
 from hf_transfer.errors import TransferError
 from hf_transfer.features.cache import FeatureCacheArguments
 from hf_transfer.features.head_fitting import cached_head_phase
+from hf_transfer.features.label_descriptions import LabelDescriptionArguments
 from hf_transfer.pipeline import training
 from hf_transfer.pipeline.arguments import parse_recipe_args
 
@@ -42,13 +43,17 @@ DEFAULTS = {
 }
 
 
+HEAD_PHASES = ("none", "cached", "label_descriptions")
+
+
 @dataclasses.dataclass
 class HeadStartArguments:
     head_phase: str = dataclasses.field(
         default="cached",
         metadata={
             "help": "cached: LP-FT, the new linear head is first fitted as a logistic regression on cached features of the pretrained "
-            "body, then every layer fine-tunes from it (chosen on validation: docs/results/defaults.md); none: the head starts from its random initialisation"
+            "body, then every layer fine-tunes from it (chosen on validation: docs/results/defaults.md); none: the head starts from its random initialisation; "
+            "label_descriptions: the head starts as the zero-shot classifier of recipes/zero_shot.py (text; --label_descriptions, --label_template)"
         },
     )
 
@@ -59,9 +64,14 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
         DEFAULTS,
         argv if argv is not None else [],
         overrides,
-        extra_dataclasses=(FineTuningArguments, HeadStartArguments, FeatureCacheArguments),
+        extra_dataclasses=(FineTuningArguments, HeadStartArguments, FeatureCacheArguments, LabelDescriptionArguments),
     )
-    if args.data.streaming and args.option(HeadStartArguments).head_phase == "cached":
+    head_phase = args.option(HeadStartArguments).head_phase
+    if head_phase != "label_descriptions" and (
+        given := [f"--{k}" for k in ("label_descriptions", "label_template") if k in args.explicit]
+    ):
+        print(f"{', '.join(given)}: not used, the head starts from them only with --head_phase label_descriptions")
+    if args.data.streaming and head_phase == "cached":
         raise TransferError(
             "--streaming: LP-FT's head fit (--head_phase cached, the default) extracts features of every training "
             "example, which a stream does not hold: pass --head_phase none"
@@ -71,12 +81,11 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     apply_batchnorm_policy(job.model, fine_tuning, random_init=args.model.random_init)
     head_fit = {}
     fit_first = cached_head_phase(
-        args.option(HeadStartArguments).head_phase,
-        job.model,
-        choices=("none", "cached"),
-        otherwise="it starts from its random initialisation",
+        head_phase, job.model, choices=HEAD_PHASES, otherwise="it starts from its random initialisation"
     )
-    if fit_first and args.model.random_init:
+    if head_phase == "label_descriptions" and not args.training.resume_from_checkpoint:
+        head_fit = training.head_from_label_descriptions(job, args.option(LabelDescriptionArguments))
+    elif fit_first and args.model.random_init:
         print(
             "--head_phase cached with --random_init: random features have nothing to probe, the head starts from its random initialisation"
         )

@@ -17,17 +17,10 @@ transformers' own `pipeline("zero-shot-classification")`.
 
 import time
 
-from hf_transfer import defaults
 from hf_transfer.cli import recipe_main
 from hf_transfer.errors import TransferError
-from hf_transfer.features.extraction import new_head
 from hf_transfer.features.head_fitting import IGNORED_BY_LBFGS
-from hf_transfer.features.label_descriptions import (
-    LabelDescriptionArguments,
-    description_embeddings,
-    descriptions,
-    set_head_from_embeddings,
-)
+from hf_transfer.features.label_descriptions import LabelDescriptionArguments
 from hf_transfer.pipeline import training
 from hf_transfer.pipeline.arguments import parse_recipe_args
 
@@ -47,20 +40,15 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
             "zero-shot classifies text with a sentence encoder; images need a CLIP / SigLIP checkpoint, which this recipe "
             "does not take: run recipes/feature_extraction.py, or transformers' pipeline('zero-shot-image-classification')"
         )
-    sentences = descriptions(args.option(LabelDescriptionArguments), job.data.label_names)
     started = time.perf_counter()
-    job.model.to(args.training.device)
-    embeddings, length = description_embeddings(job.model, job.processor, sentences, args.data.max_seq_length)
-    set_head_from_embeddings(new_head(job.model), embeddings, length, defaults.ZERO_SHOT_TEMPERATURE)
-    print(
-        f"zero-shot: {len(sentences)} label descriptions embedded; the {len(job.data.splits['train']):,} training examples are not used"
-    )
+    head = training.head_from_label_descriptions(job, args.option(LabelDescriptionArguments))
+    print(f"zero-shot: the {len(job.data.splits['train']):,} training examples are not used")
     trainer = training.make_trainer(job)
     training.clear_previous_run(job, trainer)
     results = {
         "train_runtime": round(time.perf_counter() - started, 3),
         "kept_because": "zero-shot: no training",
-        "label_descriptions": dict(zip(job.data.label_names, sentences)),
+        **head,
         **training.evaluate_splits(job, trainer),
     }
     return training.finish(job, trainer, results, recipe="zero_shot")

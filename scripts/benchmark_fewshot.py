@@ -9,8 +9,8 @@ set's training pool and given, with nothing else, to each method, as a user with
   (`pip install --target /tmp/setfit_pkgs --no-deps setfit sentence-transformers scipy joblib threadpoolctl
   cloudpickle narwhals evaluate`).
 - our recipes with their defaults: `contrastive` (recipes/contrastive_finetune.py), `full_finetune`,
-  `feature_extraction`, `gradual_unfreeze`, `lora`, `auto` (the advisor's pick) and `zero_shot` (label names in a
-  template; no training examples).
+  `full_finetune_zero_shot_head` (`--head_phase label_descriptions`), `feature_extraction`, `gradual_unfreeze`,
+  `lora`, `auto` (the advisor's pick) and `zero_shot` (label names in a template; no training examples).
 
 Accuracy on the test set (or, with --evaluate_on validation, on the set's validation split: what defaults are chosen
 on) and train time (from the first training step to a fitted classifier; SetFit's `trainer.train()`), as JSON lines
@@ -42,6 +42,7 @@ METHODS = (
     "zero_shot",
     "contrastive",
     "full_finetune",
+    "full_finetune_zero_shot_head",
     "feature_extraction",
     "gradual_unfreeze",
     "lora",
@@ -107,6 +108,7 @@ def run_recipe(method: str, train_csv: str, test_csv: str, model: str, seed: int
     module, extra = {
         "contrastive": ("recipes.contrastive_finetune", {}),
         "full_finetune": ("recipes.full_finetune", {}),
+        "full_finetune_zero_shot_head": ("recipes.full_finetune", {"head_phase": "label_descriptions"}),
         "feature_extraction": ("recipes.feature_extraction", {"no_feature_cache": True}),
         "gradual_unfreeze": ("recipes.gradual_unfreeze", {}),
         "lora": ("recipes.peft_finetune", {"peft_method": "lora"}),

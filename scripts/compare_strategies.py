@@ -1,4 +1,5 @@
-"""Compare transfer strategies on the same data, budget, seeds and held-out test set: feature extraction,
+"""Compare transfer strategies on the same data, budget, seeds and held-out test set: zero-shot (strategy 0, text: no
+labels at all, the floor every other strategy has to beat), feature extraction,
 full fine-tuning (its head fitted on frozen features first, LP-FT; `random_head`: from a random head), gradual
 unfreezing with discriminative LRs, LoRA, bottleneck adapters, and the same architecture from random
 initialisation (no transfer), each with its recipe's defaults.
@@ -7,7 +8,8 @@ Every run's figures go to --output (JSON lines); runs already there are skipped,
 comparison continues where it stopped. Writes, next to it (or to --report_dir): results.csv (one row per
 run), comparison.md (mean ± standard deviation over seeds of test accuracy and macro-F1, trainable
 parameters and train time, per examples-per-class size, with negative transfer flagged: random
-initialisation matching or beating a pretrained start) and three PNG plots (accuracy vs examples per
+initialisation matching or beating a pretrained start, and the fewest examples per class at which each strategy
+beats zero-shot) and three PNG plots (accuracy vs examples per
 class, vs trainable parameters, vs train time). Frozen features come from the on-disk feature cache.
 
     python scripts/compare_strategies.py --task text --per_class 20 100 --seeds 1 2 3 --output text.jsonl
@@ -27,7 +29,9 @@ import recipes.feature_extraction as feature_extraction
 import recipes.full_finetune as full_finetune
 import recipes.gradual_unfreeze as gradual_unfreeze
 import recipes.peft_finetune as peft_finetune
+import recipes.zero_shot as zero_shot
 from hf_transfer.engine.console import command_line_output
+from hf_transfer.errors import TransferError
 
 TASKS = {
     "text": {
@@ -48,6 +52,7 @@ TASKS = {
     },
 }
 STRATEGIES = {
+    "zero_shot": (zero_shot.run, {}),  # label names in a template; the training examples are not used
     "feature_extraction": (feature_extraction.run, {}),
     "full_finetune": (full_finetune.run, {}),
     "random_head": (full_finetune.run, {"head_phase": "none"}),  # full fine-tuning without LP-FT's fitted head
@@ -57,7 +62,7 @@ STRATEGIES = {
     # no transfer: full fine-tuning of fresh weights, BatchNorm re-estimating statistics it never had
     "random_init": (full_finetune.run, {"random_init": True, "update_bn_statistics": True, "head_phase": "none"}),
 }
-DEFAULT_STRATEGIES = ["feature_extraction", "full_finetune", "gradual_unfreeze", "lora", "random_init"]
+DEFAULT_STRATEGIES = ["zero_shot", "feature_extraction", "full_finetune", "gradual_unfreeze", "lora", "random_init"]
 DATA_OPTIONS = (
     "model_name_or_path",
     "dataset_name",
@@ -104,6 +109,23 @@ def negative_transfer(runs: list[dict], per_class: int) -> list[str]:
     )
 
 
+def beats_zero_shot(runs: list[dict]) -> list[str]:
+    """For each strategy, the fewest examples per class at which its mean test accuracy is above zero-shot's."""
+    floor = [r["test_accuracy"] for r in runs if r["strategy"] == "zero_shot"]
+    if not floor:
+        return []
+    level, notes = statistics.mean(floor), []
+    for name in dict.fromkeys(r["strategy"] for r in runs if r["strategy"] != "zero_shot"):
+        sizes = sorted({r["per_class"] for r in runs if r["strategy"] == name})
+        above = [
+            k
+            for k in sizes
+            if _mean([r for r in runs if r["strategy"] == name and r["per_class"] == k], "test_accuracy") > level
+        ]
+        notes.append(f"{name} from {above[0]} per class" if above else f"{name} at none of {sizes} per class")
+    return [f"Zero-shot (no labels) scores {100 * level:.1f}%; beaten by " + ", ".join(notes) + "."]
+
+
 def table(runs: list[dict], strategies: list[str]) -> str:
     lines = [
         "| per class | strategy | test accuracy | test macro-F1 | trainable params | train time (s) | seeds |",
@@ -124,6 +146,7 @@ def table(runs: list[dict], strategies: list[str]) -> str:
             notes.append(
                 f"**Negative transfer at {per_class} per class**: random initialisation matches or beats {', '.join(negative)}."
             )
+    notes += beats_zero_shot(runs)
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
@@ -234,22 +257,32 @@ def main() -> None:
     common["disable_tqdm"] = True
     if args.image_size:
         common["image_size"] = args.image_size
+    skipped = set()
     with tempfile.TemporaryDirectory() as scratch:
         for per_class in args.per_class:
             for seed in args.seeds:
                 for name in args.strategies:
-                    if any(r["strategy"] == name and r["seed"] == seed and r["per_class"] == per_class for r in runs):
+                    if name in skipped or any(
+                        r["strategy"] == name and r["seed"] == seed and r["per_class"] == per_class for r in runs
+                    ):
                         continue
                     run, options = STRATEGIES[name]
-                    if args.epochs and name != "feature_extraction":
+                    if args.epochs and name not in ("feature_extraction", "zero_shot"):
                         options = {**options, "num_train_epochs": args.epochs}
-                    result = run(
-                        **common,
-                        **options,
-                        max_train_samples_per_class=per_class,
-                        seed=seed,
-                        output_dir=str(pathlib.Path(scratch) / f"{name}-{per_class}-{seed}"),
-                    )
+                    try:
+                        result = run(
+                            **common,
+                            **options,
+                            max_train_samples_per_class=per_class,
+                            seed=seed,
+                            output_dir=str(pathlib.Path(scratch) / f"{name}-{per_class}-{seed}"),
+                        )
+                    except TransferError as exc:
+                        if name != "zero_shot":
+                            raise
+                        print(f"zero_shot: skipped ({exc})")  # images: no CLIP checkpoint among the recipes' inputs
+                        skipped.add(name)
+                        continue
                     runs.append(
                         {
                             "task": task,
@@ -264,6 +297,7 @@ def main() -> None:
                     if output is not None:
                         with output.open("a") as handle:
                             handle.write(json.dumps(runs[-1]) + "\n")
+    args.strategies = [name for name in args.strategies if name not in skipped]
     chosen = [
         r
         for r in runs

@@ -34,7 +34,15 @@ from ..models.freezing import is_batchnorm
 from ..pipeline import training
 from ..pipeline.arguments import parse_recipe_args
 from .rules import Measurements, recommend
-from .transferability import batchnorm_shift, cross_validated, knn_accuracy, linear_probe_accuracy, logme
+from .transferability import (
+    batchnorm_shift,
+    cross_validated,
+    knn_accuracy,
+    labels_to_beat,
+    linear_probe_accuracy,
+    logme,
+    zero_shot_accuracy,
+)
 
 DEFAULTS = {"output_dir": "outputs/advice"}
 SHIFT_EXAMPLES = 256  # training examples whose activations are compared with the stored BatchNorm statistics
@@ -68,6 +76,15 @@ def measure(argv: list[str], overrides: dict) -> Measurements:
         )
         batches = ({k: v.to(args.training.device) for k, v in b.items() if k != "labels"} for b in loader)
         shift = batchnorm_shift(model, batches)
+    zero_shot = beaten_from = None
+    if job.data.modality == "text":  # strategy 0: the zero-shot classifier, and how many labels it takes to beat it
+        from ..features.label_descriptions import LabelDescriptionArguments, description_embeddings, descriptions
+
+        sentences = descriptions(LabelDescriptionArguments(), job.data.label_names)
+        embeddings, _ = description_embeddings(model, job.processor, sentences, args.data.max_seq_length)
+        held_x, held_y = (val_x, val_y) if val_x is not None else (train_x, train_y)
+        zero_shot = zero_shot_accuracy(embeddings.cpu(), held_x, held_y)
+        beaten_from = labels_to_beat(zero_shot, train_x, train_y, val_x, val_y.numpy() if val_x is not None else None)
     return Measurements(
         checkpoint=args.model.model_name_or_path,
         modality=job.data.modality,
@@ -87,6 +104,8 @@ def measure(argv: list[str], overrides: dict) -> Measurements:
         majority_share=float(np.bincount(val_y.numpy()).max() / len(val_y)),
         batchnorm_shift=shift,
         seconds=round(time.perf_counter() - started, 1),
+        zero_shot=zero_shot,
+        labels_to_beat_zero_shot=beaten_from,
     )
 
 
@@ -202,6 +221,17 @@ def _report(ranking: list[Measurements], score: str, advice, command: str) -> st
             )
     best = ranking[0]
     lines.append(f"{best.checkpoint}: {advice.reasons[0]}")
+    if best.zero_shot is not None:
+        where = "on validation" if best.validation_examples else "on the training examples"
+        beaten = (
+            f"a linear probe beats it from {best.labels_to_beat_zero_shot} labelled example"
+            f"{'s' if best.labels_to_beat_zero_shot != 1 else ''} per class"
+            if best.labels_to_beat_zero_shot
+            else "no linear probe on the examples per class you have beats it: recipes/zero_shot.py may be the better start"
+        )
+        lines.append(
+            f"  strategy 0, zero-shot (label names, no training): {100 * best.zero_shot:.1f}% {where}; {beaten}"
+        )
     lines.append(f"→ {advice.strategy}: {advice.reasons[1]}")
     options = advice.options
     if "learning_rate" in options:

@@ -60,6 +60,8 @@ class Measurements:
     majority_share: float  # validation accuracy of always answering the most frequent class
     batchnorm_shift: float | None
     seconds: float
+    zero_shot: float | None = None  # accuracy of the zero-shot classifier (label names in a template), text only
+    labels_to_beat_zero_shot: int | None = None  # fewest examples per class at which a linear probe beats it
 
 
 @dataclasses.dataclass

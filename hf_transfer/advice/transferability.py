@@ -102,6 +102,43 @@ def cross_validated(score, x, y, *, folds: int = 5, seed: int = 0) -> float:
     return total / len(y)
 
 
+def zero_shot_accuracy(label_embeddings, x, y) -> float:
+    """Accuracy of sending each example to the label whose description embedding is most similar (cosine)."""
+    x = torch.nn.functional.normalize(torch.as_tensor(x, dtype=torch.float32).flatten(1), dim=1)
+    predicted = (x @ torch.as_tensor(label_embeddings, dtype=torch.float32).T).argmax(1).numpy()
+    return float((predicted == np.asarray(y)).mean())
+
+
+LABEL_SIZES = (1, 2, 4, 8, 16, 32, 64)  # examples per class tried when asking how many labels beat zero-shot
+
+
+@torch.no_grad()
+def labels_to_beat(floor: float, train_x, train_y, val_x=None, val_y=None, *, draws: int = 3) -> int | None:
+    """The fewest labelled examples per class (of LABEL_SIZES, up to what the smallest class has) at which a linear
+    probe, averaged over `draws` seeded draws, is more accurate than `floor` on validation (without one: on the
+    training examples the draw left out). None when no size available beats it."""
+    x, y = torch.as_tensor(train_x, dtype=torch.float32), torch.as_tensor(train_y, dtype=torch.long)
+    smallest = int(torch.bincount(y).min())
+    for size in (k for k in LABEL_SIZES if k <= smallest):
+        scores = []
+        for draw in range(draws):
+            generator = torch.Generator().manual_seed(draw)
+            order = torch.randperm(len(y), generator=generator)
+            rank = torch.zeros(len(y), dtype=torch.long)
+            for label in y.unique():
+                members = order[y[order] == label]
+                rank[members] = torch.arange(len(members))
+            chosen = rank < size
+            held_x, held_y = (val_x, val_y) if val_x is not None else (x[~chosen], y[~chosen].numpy())
+            if len(held_y) == 0:
+                return None
+            with torch.enable_grad():
+                scores.append(linear_probe_accuracy(x[chosen], y[chosen], held_x, held_y))
+        if float(np.mean(scores)) > floor:
+            return size
+    return None
+
+
 def batchnorm_shift(model: torch.nn.Module, batches) -> float | None:
     """Mean over the backbone's BatchNorm layers and channels of |data mean - stored mean| / stored std, from
     `model.features(**batch)` over the batches given (None without BatchNorm).

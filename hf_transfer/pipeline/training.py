@@ -326,6 +326,26 @@ def fit_head_first(job: Job, choice: str) -> dict:
     return summary
 
 
+def head_from_label_descriptions(job: Job, options) -> dict:
+    """The new head as a zero-shot classifier: its rows the checkpoint's embeddings of a sentence per label
+    (`LabelDescriptionArguments`), so every label starts where the encoder places its description. Text only; one
+    linear head. Returns what all_results.json records."""
+    from ..features.extraction import new_head
+    from ..features.label_descriptions import description_embeddings, descriptions, set_head_from_embeddings
+
+    if job.data.modality != "text":
+        raise TransferError(
+            "--head_phase label_descriptions embeds a sentence per label with a text encoder; images need a CLIP / "
+            "SigLIP checkpoint, which the recipes do not take: use --head_phase cached"
+        )
+    sentences = descriptions(options, job.data.label_names)
+    job.model.to(job.args.training.device)
+    embeddings, length = description_embeddings(job.model, job.processor, sentences, job.args.data.max_seq_length)
+    set_head_from_embeddings(new_head(job.model), embeddings, length, defaults.ZERO_SHOT_TEMPERATURE)
+    print(f"new head: the zero-shot classifier of {len(sentences)} label descriptions")
+    return {"label_descriptions": dict(zip(job.data.label_names, sentences))}
+
+
 def kept_epoch(trainer) -> dict:
     """Which epoch's weights the run ends with: the best on validation (ties: lower loss) or the last."""
     state, args = trainer.state, trainer.args

@@ -62,6 +62,12 @@ def test_negative_transfer_is_flagged():
     assert "Negative transfer at 10 per class**: random initialisation matches or beats lora" in table(
         runs, ["full_finetune", "lora", "random_init"]
     )
+    floor = {**runs[0], "strategy": "zero_shot", "test_accuracy": 0.62}
+    bigger = {**runs[1], "per_class": 20, "test_accuracy": 0.66}
+    assert (
+        "Zero-shot (no labels) scores 62.0%; beaten by full_finetune from 10 per class, lora from 20 per class, "
+        "random_init from 10 per class." in table([*runs, floor, bigger], ["zero_shot", "full_finetune", "lora"])
+    )
 
 
 def test_comparison_writes_csv_table_and_plots_and_resumes(tmp_path, tiny_bert_dir):
@@ -84,6 +90,7 @@ def test_comparison_writes_csv_table_and_plots_and_resumes(tmp_path, tiny_bert_d
         "--epochs",
         "1",
         "--strategies",
+        "zero_shot",
         "feature_extraction",
         "full_finetune",
         "random_head",
@@ -94,13 +101,15 @@ def test_comparison_writes_csv_table_and_plots_and_resumes(tmp_path, tiny_bert_d
     first = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-2000:]
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
-    assert len(rows) == 8 and {r["strategy"] for r in rows} == {
+    assert len(rows) == 10 and {r["strategy"] for r in rows} == {
+        "zero_shot",
         "feature_extraction",
         "full_finetune",
         "random_head",
         "random_init",
     }
     assert "| 8 | random_init |" in (tmp_path / "comparison.md").read_text()
+    assert "Zero-shot (no labels) scores" in (tmp_path / "comparison.md").read_text()
     for name in (
         "accuracy_vs_examples_per_class.png",
         "accuracy_vs_trainable_params.png",
@@ -108,6 +117,6 @@ def test_comparison_writes_csv_table_and_plots_and_resumes(tmp_path, tiny_bert_d
     ):
         assert (tmp_path / name).stat().st_size > 1000
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and len((tmp_path / "runs.jsonl").read_text().splitlines()) == 8, (
+    assert again.returncode == 0 and len((tmp_path / "runs.jsonl").read_text().splitlines()) == 10, (
         "finished runs are not redone"
     )

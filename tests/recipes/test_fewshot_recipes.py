@@ -108,6 +108,46 @@ def test_zero_shot_heads_are_the_descriptions_and_the_run_loads(tmp_path, tiny_b
     assert not (tmp_path / "bad").exists()
 
 
+def test_full_finetuning_can_start_its_head_as_the_zero_shot_classifier(tmp_path, tiny_bert_dir, capsys):
+    """--head_phase label_descriptions: the head fine-tuning starts from is the zero-shot recipe's (the same
+    validation predictions before any step), and other description options say when they are not used."""
+    import recipes.full_finetune as full_finetune
+    from hf_transfer.features.extraction import new_head
+    from hf_transfer.features.label_descriptions import LabelDescriptionArguments
+    from hf_transfer.pipeline import training
+    from hf_transfer.pipeline.arguments import parse_recipe_args
+
+    train = write_text_table(tmp_path / "train")
+    common = {"model_name_or_path": tiny_bert_dir, "train_file": str(train), "label_template": "It is {label}."}
+    zero = zero_shot.run(**common, output_dir=str(tmp_path / "zero"))
+    args = parse_recipe_args(
+        full_finetune.DEFAULTS,
+        [],
+        {**common, "output_dir": str(tmp_path / "start")},
+        extra_dataclasses=(full_finetune.HeadStartArguments, LabelDescriptionArguments),
+    )
+    job = training.prepare(args, native=False)
+    random_start = new_head(job.model).layers[1].weight.clone()
+    training.head_from_label_descriptions(job, args.option(LabelDescriptionArguments))
+    started = new_head(job.model).layers[1].weight
+    assert not torch.equal(started, random_start)
+    assert torch.equal(started.cpu(), weights(tmp_path / "zero")["head.layers.1.weight"])
+
+    results = full_finetune.run(
+        **common, head_phase="label_descriptions", num_train_epochs=1, output_dir=str(tmp_path / "tuned")
+    )
+    assert results["head_phase_fit"]["label_descriptions"] == zero["label_descriptions"]
+    full_finetune.run(
+        model_name_or_path=tiny_bert_dir,
+        train_file=str(train),
+        label_template="x {label}",
+        head_phase="none",
+        num_train_epochs=1,
+        output_dir=str(tmp_path / "unused"),
+    )
+    assert "--label_template: not used" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_real_contrastive_run_beats_chance_widely_on_held_out_reviews(tmp_path):
     results = contrastive_finetune.run(

@@ -178,6 +178,11 @@ def test_advisor_ranks_pretrained_weights_above_random_ones_on_real_data(random_
         and pretrained["batchnorm_shift"] is None
     )
     assert outcome["advice"]["strategy"] == "full_finetune"
+    # strategy 0: the pretrained encoder's zero-shot classifier beats chance, the random one's does not, and the report
+    # says from how many labels per class a probe beats it
+    assert pretrained["zero_shot"] > 0.53 and abs(scratch["zero_shot"] - 0.5) < pretrained["zero_shot"] - 0.5
+    assert pretrained["labels_to_beat_zero_shot"] in (1, 2, 4, 8, 16, 32)
+    assert f"beats it from {pretrained['labels_to_beat_zero_shot']} labelled example" in completed.stdout
     assert outcome["command"].startswith(
         "python recipes/full_finetune.py --model_name_or_path bundled:minilm-l6 --dataset_name bundled:rotten_tomatoes"
     )
@@ -259,3 +264,16 @@ def test_auto_runs_the_pick_with_the_advised_options_and_the_users_overrides(tmp
     assert more["advice"]["strategy"] == "full_finetune" and written["recipe"] == "full_finetune"
     assert written["epochs_trained"] == 1  # the user's value beats the advised 10
     assert written["training_config"]["learning_rate"] == pytest.approx(3e-4)  # the advised body rate
+
+
+def test_labels_to_beat_zero_shot_grows_with_the_floor_and_is_none_when_nothing_beats_it():
+    import torch
+
+    from hf_transfer.advice.transferability import labels_to_beat
+
+    generator = torch.Generator().manual_seed(0)
+    y = torch.arange(2).repeat(40)
+    x = torch.randn(80, 8, generator=generator) + 0.8 * y[:, None]  # separable with noise
+    easy, hard = labels_to_beat(0.0, x, y), labels_to_beat(0.75, x, y)
+    assert easy == 1 and hard is not None and hard > easy
+    assert labels_to_beat(1.0, x, y) is None, "nothing beats a perfect floor"
