@@ -41,6 +41,7 @@ LORA_DROPOUT = 0.0
 CONTRASTIVE_LOSS = "supcon"
 CONTRASTIVE_TEMPERATURE = 0.07
 CONTRASTIVE_EPOCHS = 10
+CONTRASTIVE_MIN_STEPS = 0  # at least this many optimizer steps (more epochs on a few-shot split)
 CONTRASTIVE_BATCH_SIZE = 32
 CONTRASTIVE_LEARNING_RATES = {"text": 2e-5, "image": 1e-4}  # text: swept; image: not swept (see the docs page)
 CONTRASTIVE_HEAD_L2 = 1.0

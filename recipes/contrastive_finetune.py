@@ -21,7 +21,12 @@ import time
 from hf_transfer import defaults
 from hf_transfer.adapters import attach as adapters
 from hf_transfer.cli import recipe_main
-from hf_transfer.contrastive.trainer import ContrastiveArguments, ContrastiveTrainer, phase_arguments
+from hf_transfer.contrastive.trainer import (
+    ContrastiveArguments,
+    ContrastiveTrainer,
+    epochs_for_min_steps,
+    phase_arguments,
+)
 from hf_transfer.errors import TransferError
 from hf_transfer.features.extraction import new_head
 from hf_transfer.features.head_fitting import single_linear
@@ -57,6 +62,12 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     if adapter.peft_method != "none":
         learning_rates = dict.fromkeys(learning_rates, defaults.ADAPTER_LEARNING_RATES.get(adapter.peft_method))
     job = training.prepare(args, native=False, learning_rates=learning_rates)
+    epochs = epochs_for_min_steps(options, args, len(job.datasets["train"]))
+    if epochs != args.training.num_train_epochs:
+        print(
+            f"contrastive phase: {epochs:g} epochs, for at least --contrastive_min_steps {options.contrastive_min_steps} optimizer steps"
+        )
+        args.training.num_train_epochs = epochs
     if single_linear(new_head(job.model)) is None:
         raise TransferError("contrastive fine-tuning fits a linear head on the trained features: use --head linear")
     model = job.model
@@ -87,6 +98,7 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     )
     results = {
         "train_loss": train_result.metrics.get("train_loss"),
+        "contrastive_steps": trainer.state.global_step,
         "contrastive_seconds": contrastive_seconds,
         "train_runtime": round(contrastive_seconds + head["head_feature_seconds"] + head["head_fit_seconds"], 3),
         **head,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 
 import numpy as np
 import torch
@@ -84,6 +85,13 @@ class ContrastiveArguments:
             f"split {defaults.CONTRASTIVE_HEAD_L2:g})"
         },
     )
+    contrastive_min_steps: int = dataclasses.field(
+        default=defaults.CONTRASTIVE_MIN_STEPS,
+        metadata={
+            "help": "train at least this many optimizer steps, with more epochs when --num_train_epochs gives fewer "
+            "(a few-shot split is one or two batches an epoch); not used when --num_train_epochs or --max_steps is given"
+        },
+    )
 
     def check(self, args) -> None:
         """Bad values are one line; options that the contrastive phase has no use for are named in one line."""
@@ -91,11 +99,30 @@ class ContrastiveArguments:
             raise TransferError(f"--contrastive_loss {self.contrastive_loss!r}: choose one of {', '.join(LOSSES)}")
         if self.temperature <= 0:
             raise TransferError(f"--temperature {self.temperature:g}: must be above 0")
+        if self.contrastive_min_steps < 0:
+            raise TransferError(f"--contrastive_min_steps {self.contrastive_min_steps}: must be 0 or more")
+        if "contrastive_min_steps" in args.explicit and ({"num_train_epochs", "max_steps"} & set(args.explicit)):
+            print("--contrastive_min_steps: not used, --num_train_epochs / --max_steps set the length")
         if unused := [f"--{k}" for k in UNUSED_BY_THE_CONTRASTIVE_PHASE if k in args.explicit]:
             print(
                 f"{', '.join(unused)}: not used by contrastive fine-tuning (it trains for --num_train_epochs without "
                 "checkpoints or per-epoch validation, then fits the head on validation)"
             )
+
+
+def epochs_for_min_steps(options: ContrastiveArguments, args, examples: int) -> float:
+    """The epochs that give at least `options.contrastive_min_steps` optimizer steps on `examples` (the recipe's own
+    epochs when those give more, or when the user set the length)."""
+    training = args.training
+    if (
+        not options.contrastive_min_steps
+        or {"num_train_epochs", "max_steps"} & set(args.explicit)
+        or training.max_steps > 0
+    ):
+        return training.num_train_epochs
+    batch = training.per_device_train_batch_size * training.gradient_accumulation_steps * training.world_size
+    per_epoch = max(1, math.ceil(examples / batch))
+    return max(training.num_train_epochs, math.ceil(options.contrastive_min_steps / per_epoch))
 
 
 # Options of a classification run that the contrastive phase has no use for: no epoch is chosen on validation

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 import recipes.contrastive_finetune as contrastive_finetune
 import recipes.zero_shot as zero_shot
+from hf_transfer import defaults
 from hf_transfer.errors import TransferError
 
 
@@ -106,6 +107,20 @@ def test_zero_shot_heads_are_the_descriptions_and_the_run_loads(tmp_path, tiny_b
         with pytest.raises(TransferError, match=message):
             zero_shot.run(**common, output_dir=str(tmp_path / "bad"), label_descriptions=bad)
     assert not (tmp_path / "bad").exists()
+
+
+def test_contrastive_min_steps_lengthens_a_few_shot_phase_unless_the_length_is_given(tmp_path, tiny_bert_dir, capsys):
+    train = write_text_table(tmp_path / "train")  # 24 examples: one batch of 32 an epoch
+    common = {"model_name_or_path": tiny_bert_dir, "train_file": str(train), "min_validation_per_class": 99}
+    default = contrastive_finetune.run(**common, output_dir=str(tmp_path / "default"))
+    longer = contrastive_finetune.run(**common, contrastive_min_steps=14, output_dir=str(tmp_path / "longer"))
+    expected = max(defaults.CONTRASTIVE_EPOCHS, defaults.CONTRASTIVE_MIN_STEPS)
+    assert default["contrastive_steps"] == expected and longer["contrastive_steps"] == max(14, expected)
+    assert f"{max(14, expected)} epochs, for at least --contrastive_min_steps 14" in capsys.readouterr().out
+    given = contrastive_finetune.run(
+        **common, contrastive_min_steps=14, num_train_epochs=3, output_dir=str(tmp_path / "given")
+    )
+    assert given["contrastive_steps"] == 3 and "--contrastive_min_steps: not used" in capsys.readouterr().out
 
 
 def test_full_finetuning_can_start_its_head_as_the_zero_shot_classifier(tmp_path, tiny_bert_dir, capsys):
