@@ -365,10 +365,9 @@ def _raw_splits(args: DataArguments, modality: str | None) -> tuple[dict, dict, 
 
 
 def paths_relative_to(table, column: str, source: str):
+    """A table's image paths made relative to the table's own folder (`relative_to_table`), by `Dataset.map`."""
     with quiet_datasets():
-        return table.map(
-            lambda batch: {column: relative_to_table(batch[column], source)}, batched=True, input_columns=None
-        )
+        return table.map(lambda batch: {column: relative_to_table(batch[column], source)}, batched=True)
 
 
 def relative_to_table(paths, table: str) -> list:

@@ -34,8 +34,15 @@ SHUFFLE_BUFFER = 10_000  # examples in a streamed split's shuffle buffer (as in 
 def load_streamed_data(args: DataArguments, seed: int, modality: str | None) -> LabelledData:
     _check_streamable(args, modality)
     stream, evaluation, sources, description = _open(args)
-    columns = stream.column_names or list(next(iter(stream.take(1))).keys())
+    first = next(iter(stream.take(1)), None)
+    if first is None:
+        raise TransferError(f"{sources['train']} has no rows: give it at least one labelled example per class")
+    columns = stream.column_names or list(first)
     wanted = [c.strip() for c in args.text_column_name.split(",") if c.strip()]
+    if not 1 <= len(wanted) <= 2:
+        raise TransferError(
+            f"--text_column_name '{args.text_column_name}' must name one column or two ('a,b') for pairs"
+        )
     for name in [*wanted, args.label_column_name]:
         if name not in columns:
             option = "label_column_name" if name == args.label_column_name else "text_column_name"
@@ -109,6 +116,8 @@ def _open(args: DataArguments):
             raise TransferError(
                 f"--train_file '{path}' has extension '{path.suffix}': use .csv, .json, .jsonl or .parquet"
             )
+        if path.stat().st_size == 0:
+            raise TransferError(f"--train_file '{path}' has no rows: give it at least one labelled example per class")
         stream = datasets.load_dataset(
             BUILDERS[path.suffix.lower()], data_files={"train": str(path)}, split="train", streaming=True
         )

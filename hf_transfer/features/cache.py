@@ -115,8 +115,8 @@ def _image_identity(image) -> bytes:
     if isinstance(image, str):
         stat = pathlib.Path(image).resolve().stat()
         return f"{pathlib.Path(image).resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()
-    if isinstance(image, dict):
-        return image.get("bytes") or str(image.get("path")).encode()
+    if isinstance(image, dict):  # a datasets Image: its bytes, else the file it names
+        return image.get("bytes") or _image_identity(str(image.get("path")))
     if isinstance(image, (np.ndarray, list)):  # pixels
         image = np.asarray(image, dtype=np.uint8)
         return str(image.shape).encode() + image.tobytes()
@@ -152,7 +152,7 @@ def cached_features(
     if enabled:
         store = FeatureStore(cache_dir or default_root(), model_key(model, settings), _description(model, settings))
         keys = np.concatenate([example_keys(datasets[split]) for split in splits])
-        lookup = _main_process_first(lambda: store.read(keys))
+        lookup = _looked_up_by_the_main_process(lambda: store.read(keys))
         found, features = lookup.found, lookup.features
     else:
         found, features = np.zeros(len(whole), dtype=bool), None
@@ -187,7 +187,7 @@ def _is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-def _main_process_first(read):
+def _looked_up_by_the_main_process(read):
     """The main process's lookup, shared with every rank: all ranks then extract the same missing rows, even when
     another run stores features meanwhile."""
     import torch.distributed as dist
