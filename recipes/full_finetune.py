@@ -43,7 +43,7 @@ DEFAULTS = {
 }
 
 
-HEAD_PHASES = ("none", "cached", "label_descriptions")
+HEAD_PHASES = ("none", "cached", "label_descriptions", "auto")
 
 
 @dataclasses.dataclass
@@ -53,7 +53,8 @@ class HeadStartArguments:
         metadata={
             "help": "cached: LP-FT, the new linear head is first fitted as a logistic regression on cached features of the pretrained "
             "body, then every layer fine-tunes from it (chosen on validation: docs/results/defaults.md); none: the head starts from its random initialisation; "
-            "label_descriptions: the head starts as the zero-shot classifier of recipes/zero_shot.py (text; --label_descriptions, --label_template)"
+            "label_descriptions: the head starts as the zero-shot classifier of recipes/zero_shot.py (text; --label_descriptions, --label_template); "
+            "auto: text, whichever of the two is more accurate on held-out examples; images, cached"
         },
     )
 
@@ -67,21 +68,26 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
         extra_dataclasses=(FineTuningArguments, HeadStartArguments, FeatureCacheArguments, LabelDescriptionArguments),
     )
     head_phase = args.option(HeadStartArguments).head_phase
-    if head_phase != "label_descriptions" and (
+    if head_phase not in ("label_descriptions", "auto") and (
         given := [f"--{k}" for k in ("label_descriptions", "label_template") if k in args.explicit]
     ):
         print(f"{', '.join(given)}: not used, the head starts from them only with --head_phase label_descriptions")
-    if args.data.streaming and head_phase == "cached":
+    if args.data.streaming and head_phase in ("cached", "auto"):
         raise TransferError(
-            "--streaming: LP-FT's head fit (--head_phase cached, the default) extracts features of every training "
+            f"--streaming: LP-FT's head fit (--head_phase {head_phase}) extracts features of every training "
             "example, which a stream does not hold: pass --head_phase none"
         )
     job = training.prepare(args, learning_rates=defaults.BODY_LEARNING_RATES, streams=True)
     fine_tuning = args.option(FineTuningArguments)
     apply_batchnorm_policy(job.model, fine_tuning, random_init=args.model.random_init)
     head_fit = {}
+    if head_phase not in HEAD_PHASES:
+        raise TransferError(f"--head_phase {head_phase!r}: choose one of {', '.join(HEAD_PHASES)}")
     fit_first = cached_head_phase(
-        head_phase, job.model, choices=HEAD_PHASES, otherwise="it starts from its random initialisation"
+        "cached" if head_phase == "auto" else head_phase,
+        job.model,
+        choices=HEAD_PHASES,
+        otherwise="it starts from its random initialisation",
     )
     if head_phase == "label_descriptions" and not args.training.resume_from_checkpoint:
         head_fit = training.head_from_label_descriptions(job, args.option(LabelDescriptionArguments))
@@ -91,6 +97,8 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
         )
     elif fit_first and not args.training.resume_from_checkpoint:  # resuming: the checkpoint holds the fitted head
         head_fit = training.fit_head_first(job, defaults.FULL_FINETUNE_HEAD_L2_CHOICE)
+        if head_phase == "auto" and job.data.modality == "text":
+            head_fit = training.better_head_start(job, args.option(LabelDescriptionArguments), head_fit)
     groups = body_and_head_groups(job.model, fine_tuning, args.explicit)
     lrs = group_learning_rates(groups, args.training.learning_rate, fine_tuning, job.data.modality) if groups else None
     trainer = training.make_trainer(job, layer_groups=groups, group_lrs=lrs)

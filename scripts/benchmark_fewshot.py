@@ -102,7 +102,9 @@ def run_setfit(train: pd.DataFrame, test: pd.DataFrame, model_path: str, seed: i
     return {"accuracy": float(np.mean(np.asarray(predicted) == test["label"].to_numpy())), "train_seconds": seconds}
 
 
-def run_recipe(method: str, train_csv: str, test_csv: str, model: str, seed: int, out: str) -> dict:
+def run_recipe(
+    method: str, train_csv: str, test_csv: str, model: str, seed: int, out: str, options: dict | None = None
+) -> dict:
     import importlib
 
     module, extra = {
@@ -124,7 +126,7 @@ def run_recipe(method: str, train_csv: str, test_csv: str, model: str, seed: int
         output_dir=out,
         overwrite_output_dir=True,
         disable_tqdm=True,
-        **extra,
+        **{**extra, **(options or {})},
     )
     seconds = results.get("train_runtime", 0.0)
     if "feature_seconds" in results:  # extraction covers every split: count the training examples' share of it
@@ -169,8 +171,16 @@ def main(argv=None) -> None:
     parser.add_argument("--evaluate_on", choices=("test", "validation"), default="test")
     parser.add_argument("--max_eval_samples", type=int, default=1000, help="stratified cap on the evaluation set")
     parser.add_argument("--setfit_path", help="folder SetFit was installed into (--target), put first on sys.path")
+    parser.add_argument(
+        "--recipe_options",
+        default="{}",
+        help="JSON options for our recipes (not SetFit), e.g. '{\"contrastive_min_steps\": 40}'; runs are labelled with them",
+    )
     parser.add_argument("--output", type=pathlib.Path, required=True)
     args = parser.parse_args(argv)
+    options = json.loads(args.recipe_options)
+    suffix = json.dumps(options, separators=(",", ":"), sort_keys=True) if options else ""
+    labels = [m if m == "setfit" else m + suffix for m in args.methods]
     if args.setfit_path:
         sys.path.insert(0, args.setfit_path)
     model_path = (
@@ -192,20 +202,20 @@ def main(argv=None) -> None:
                     train = draw(pool, k, seed)
                     train_csv = f"{scratch}/train.csv"
                     train.to_csv(train_csv, index=False)
-                    for method in args.methods:
-                        if (dataset, k, seed, method, args.evaluate_on) in done:
+                    for method, label in zip(args.methods, labels):
+                        if (dataset, k, seed, label, args.evaluate_on) in done:
                             continue
                         if method == "setfit":
                             result = run_setfit(train, evaluation, model_path, seed, f"{scratch}/setfit")
                         else:
                             result = run_recipe(
-                                method, train_csv, test_csv, args.model_name_or_path, seed, f"{scratch}/run"
+                                method, train_csv, test_csv, args.model_name_or_path, seed, f"{scratch}/run", options
                             )
                         row = {
                             "dataset": dataset,
                             "per_class": k,
                             "seed": seed,
-                            "method": method,
+                            "method": label,
                             "evaluate_on": args.evaluate_on,
                             **result,
                         }
@@ -213,7 +223,7 @@ def main(argv=None) -> None:
                         with args.output.open("a") as handle:
                             handle.write(json.dumps(row) + "\n")
                         rows.append(row)
-    print(table([r for r in rows if r["evaluate_on"] == args.evaluate_on], args.methods))
+    print(table([r for r in rows if r["evaluate_on"] == args.evaluate_on], labels))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ from .transferability import (
     labels_to_beat,
     linear_probe_accuracy,
     logme,
-    zero_shot_accuracy,
 )
 
 DEFAULTS = {"output_dir": "outputs/advice"}
@@ -78,7 +77,12 @@ def measure(argv: list[str], overrides: dict) -> Measurements:
         shift = batchnorm_shift(model, batches)
     zero_shot = beaten_from = None
     if job.data.modality == "text":  # strategy 0: the zero-shot classifier, and how many labels it takes to beat it
-        from ..features.label_descriptions import LabelDescriptionArguments, description_embeddings, descriptions
+        from ..features.label_descriptions import (
+            LabelDescriptionArguments,
+            description_embeddings,
+            descriptions,
+            zero_shot_accuracy,
+        )
 
         sentences = descriptions(LabelDescriptionArguments(), job.data.label_names)
         embeddings, _ = description_embeddings(model, job.processor, sentences, args.data.max_seq_length)

@@ -102,13 +102,6 @@ def cross_validated(score, x, y, *, folds: int = 5, seed: int = 0) -> float:
     return total / len(y)
 
 
-def zero_shot_accuracy(label_embeddings, x, y) -> float:
-    """Accuracy of sending each example to the label whose description embedding is most similar (cosine)."""
-    x = torch.nn.functional.normalize(torch.as_tensor(x, dtype=torch.float32).flatten(1), dim=1)
-    predicted = (x @ torch.as_tensor(label_embeddings, dtype=torch.float32).T).argmax(1).numpy()
-    return float((predicted == np.asarray(y)).mean())
-
-
 LABEL_SIZES = (1, 2, 4, 8, 16, 32, 64)  # examples per class tried when asking how many labels beat zero-shot
 
 

@@ -89,3 +89,10 @@ def set_head_from_embeddings(
     with torch.no_grad():
         linear.weight.copy_((embeddings / (feature_norm * temperature)).to(linear.weight))
         linear.bias.zero_()
+
+
+def zero_shot_accuracy(label_embeddings, x, y) -> float:
+    """Accuracy of sending each example (features `x`) to the label whose description embedding is most similar."""
+    x = torch.nn.functional.normalize(torch.as_tensor(x, dtype=torch.float32).flatten(1), dim=1)
+    predicted = (x @ torch.as_tensor(label_embeddings, dtype=torch.float32).T).argmax(1)
+    return float((predicted == torch.as_tensor(y)).float().mean())

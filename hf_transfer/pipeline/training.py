@@ -326,6 +326,30 @@ def fit_head_first(job: Job, choice: str) -> dict:
     return summary
 
 
+def better_head_start(job: Job, options, fitted: dict) -> dict:
+    """Text: keep LP-FT's fitted head (`fitted`, from fit_head_first) or start from the zero-shot head, whichever is
+    more accurate on held-out examples — validation, else (few-shot protocol) the fitted head's cross-validated
+    accuracy against the zero-shot head's on every training example (it fits nothing, so none is seen in fitting).
+    Label names that say nothing (codes, digits) give a weak zero-shot head, and the fitted one is kept."""
+    from ..features.label_descriptions import description_embeddings, descriptions, zero_shot_accuracy
+
+    held = "validation" if "validation" in job.datasets else "train"
+    cached, _ = head_features(job, (held,))
+    embeddings, _ = description_embeddings(
+        job.model, job.processor, descriptions(options, job.data.label_names), job.args.data.max_seq_length
+    )
+    zero_shot = zero_shot_accuracy(embeddings.cpu(), *cached[held].tensors)
+    fitted_score = fitted.get("eval_accuracy", fitted.get("cv_accuracy"))
+    chosen = "label_descriptions" if zero_shot > fitted_score else "cached"
+    print(
+        f"head start: zero-shot {100 * zero_shot:.1f}% against the fitted head's {100 * fitted_score:.1f}% on "
+        f"{'validation' if held == 'validation' else 'the training examples (cross-validated)'}: "
+        + ("starting from the zero-shot head" if chosen == "label_descriptions" else "keeping the fitted head")
+    )
+    started = head_from_label_descriptions(job, options) if chosen == "label_descriptions" else {}
+    return {**fitted, **started, "head_start": chosen, "zero_shot_accuracy": zero_shot}
+
+
 def head_from_label_descriptions(job: Job, options) -> dict:
     """The new head as a zero-shot classifier: its rows the checkpoint's embeddings of a sentence per label
     (`LabelDescriptionArguments`), so every label starts where the encoder places its description. Text only; one
