@@ -49,12 +49,13 @@ HEAD_PHASES = ("none", "cached", "label_descriptions", "auto")
 @dataclasses.dataclass
 class HeadStartArguments:
     head_phase: str = dataclasses.field(
-        default="cached",
+        default=defaults.FULL_FINETUNE_HEAD_PHASE,
         metadata={
             "help": "cached: LP-FT, the new linear head is first fitted as a logistic regression on cached features of the pretrained "
             "body, then every layer fine-tunes from it (chosen on validation: docs/results/defaults.md); none: the head starts from its random initialisation; "
             "label_descriptions: the head starts as the zero-shot classifier of recipes/zero_shot.py (text; --label_descriptions, --label_template); "
-            "auto: text, whichever of the two is more accurate on held-out examples; images, cached"
+            "auto: few-shot text (no validation split held out) starts from the zero-shot head unless its label names say "
+            "nothing, everything else from cached (docs/results/fewshot.md)"
         },
     )
 
@@ -68,10 +69,14 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
         extra_dataclasses=(FineTuningArguments, HeadStartArguments, FeatureCacheArguments, LabelDescriptionArguments),
     )
     head_phase = args.option(HeadStartArguments).head_phase
+    if head_phase not in HEAD_PHASES:
+        raise TransferError(f"--head_phase {head_phase!r}: choose one of {', '.join(HEAD_PHASES)}")
     if head_phase not in ("label_descriptions", "auto") and (
         given := [f"--{k}" for k in ("label_descriptions", "label_template") if k in args.explicit]
     ):
-        print(f"{', '.join(given)}: not used, the head starts from them only with --head_phase label_descriptions")
+        print(
+            f"{', '.join(given)}: not used, the head starts from them only with --head_phase label_descriptions or auto"
+        )
     if args.data.streaming and head_phase in ("cached", "auto"):
         raise TransferError(
             f"--streaming: LP-FT's head fit (--head_phase {head_phase}) extracts features of every training "
@@ -81,24 +86,30 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     fine_tuning = args.option(FineTuningArguments)
     apply_batchnorm_policy(job.model, fine_tuning, random_init=args.model.random_init)
     head_fit = {}
-    if head_phase not in HEAD_PHASES:
-        raise TransferError(f"--head_phase {head_phase!r}: choose one of {', '.join(HEAD_PHASES)}")
+    if head_phase == "auto":
+        head_phase = "cached"
+        if (
+            job.data.modality == "text"
+            and "validation" not in job.datasets
+            and not args.training.resume_from_checkpoint
+        ):
+            check = training.zero_shot_start_helps(job, args.option(LabelDescriptionArguments))
+            head_phase = "label_descriptions" if check.pop("helps") else "cached"
+            head_fit = {"head_start": head_phase, **check}
     fit_first = cached_head_phase(
-        "cached" if head_phase == "auto" else head_phase,
+        head_phase,
         job.model,
         choices=HEAD_PHASES,
         otherwise="it starts from its random initialisation",
     )
     if head_phase == "label_descriptions" and not args.training.resume_from_checkpoint:
-        head_fit = training.head_from_label_descriptions(job, args.option(LabelDescriptionArguments))
+        head_fit = {**head_fit, **training.head_from_label_descriptions(job, args.option(LabelDescriptionArguments))}
     elif fit_first and args.model.random_init:
         print(
             "--head_phase cached with --random_init: random features have nothing to probe, the head starts from its random initialisation"
         )
     elif fit_first and not args.training.resume_from_checkpoint:  # resuming: the checkpoint holds the fitted head
-        head_fit = training.fit_head_first(job, defaults.FULL_FINETUNE_HEAD_L2_CHOICE)
-        if head_phase == "auto" and job.data.modality == "text":
-            head_fit = training.better_head_start(job, args.option(LabelDescriptionArguments), head_fit)
+        head_fit = {**head_fit, **training.fit_head_first(job, defaults.FULL_FINETUNE_HEAD_L2_CHOICE)}
     groups = body_and_head_groups(job.model, fine_tuning, args.explicit)
     lrs = group_learning_rates(groups, args.training.learning_rate, fine_tuning, job.data.modality) if groups else None
     trainer = training.make_trainer(job, layer_groups=groups, group_lrs=lrs)
