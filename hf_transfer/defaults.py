@@ -24,7 +24,7 @@ FULL_FINETUNE_HEAD_L2_CHOICE = "one_se"
 # Full fine-tuning's head start: "auto" starts few-shot text (no validation split held out) from the zero-shot head
 # of its label names, 2-4 points above LP-FT's fitted head at 8 and 16 per class on the bundled validation splits
 # (docs/results/fewshot.md, "Starting the head from the label names"); everything else from LP-FT's fitted head.
-FULL_FINETUNE_HEAD_PHASE = "cached"
+FULL_FINETUNE_HEAD_PHASE = "auto"
 
 # Gradual unfreezing: a flat body LR beat a 10x range within the schedule (it already trains lower groups for fewer
 # epochs); the fitted head helped images and hurt text; its L2 is the best on validation (docs/results/defaults.md,

@@ -155,12 +155,24 @@ def model_card(results: dict, *, recipe: str, model_class: str, repo_id: str | N
             f"{_percent(results.get('source_only_target_test_accuracy'))}); source test accuracy {_percent(results.get('test_accuracy'))} "
             f"(source alone: {_percent(results.get('source_only_test_accuracy'))}).",
         ]
-    if results.get("head_phase_fit"):
-        fit = results["head_phase_fit"]
+    fit = results.get("head_phase_fit") or {}
+    if fit.get("label_descriptions"):
+        described = "; ".join(f"{label}: {sentence!r}" for label, sentence in fit["label_descriptions"].items())
+        lines += [
+            "",
+            f"The new head started as the zero-shot classifier of its label descriptions ({described[:400]}): each "
+            "label's row the pretrained encoder's embedding of its sentence; then it trained with every layer.",
+        ]
+    elif fit:
+        score = (
+            f"validation accuracy {_percent(fit['eval_accuracy'])}"
+            if "eval_accuracy" in fit
+            else f"cross-validated accuracy {_percent(fit.get('cv_accuracy'))}"
+        )
         lines += [
             "",
             f"The new head was first fitted as a logistic regression on the pretrained layers' features (LP-FT, Kumar et al. "
-            f"2022; validation accuracy {_percent(fit.get('eval_accuracy'))}, L2 {fit.get('head_l2', 0):g}"
+            f"2022; {score}, L2 {fit.get('head_l2', 0):g}"
             + (f": {fit['kept_because']}" if fit.get("kept_because") else "")
             + "), then trained on with them.",
         ]

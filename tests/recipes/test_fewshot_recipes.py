@@ -152,6 +152,10 @@ def test_full_finetuning_can_start_its_head_as_the_zero_shot_classifier(tmp_path
         **common, head_phase="label_descriptions", num_train_epochs=1, output_dir=str(tmp_path / "tuned")
     )
     assert results["head_phase_fit"]["label_descriptions"] == zero["label_descriptions"]
+    assert (
+        "started as the zero-shot classifier of its label descriptions"
+        in (tmp_path / "tuned" / "README.md").read_text()
+    )
     full_finetune.run(
         model_name_or_path=tiny_bert_dir,
         train_file=str(train),

@@ -56,6 +56,7 @@ def test_a_recipe_on_a_small_file_trains_on_every_example_and_says_how_it_chose(
         output_dir=str(tmp_path / "ft"),
         num_train_epochs=2,
         load_best_model_at_end=True,
+        head_phase="cached",  # LP-FT's fitted head, its L2 cross-validated (auto may start from the zero-shot head)
     )
     assert tuned["kept_because"] == "last epoch" and tuned["epochs_trained"] == 2
     assert "cross-validation" in tuned["head_phase_fit"]["kept_because"]
