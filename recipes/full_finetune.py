@@ -29,7 +29,8 @@ from hf_transfer.engine.finetuning import (
 )
 from hf_transfer.errors import TransferError
 from hf_transfer.features.cache import FeatureCacheArguments
-from hf_transfer.features.head_fitting import cached_head_phase
+from hf_transfer.features.extraction import new_head
+from hf_transfer.features.head_fitting import cached_head_phase, single_linear
 from hf_transfer.features.label_descriptions import LabelDescriptionArguments
 from hf_transfer.pipeline import training
 from hf_transfer.pipeline.arguments import parse_recipe_args
@@ -92,6 +93,8 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
             job.data.modality == "text"
             and "validation" not in job.datasets
             and not args.training.resume_from_checkpoint
+            and not args.model.random_init
+            and single_linear(new_head(job.model)) is not None  # a zero-shot head is one Linear layer
         ):
             check = training.zero_shot_start_helps(job, args.option(LabelDescriptionArguments))
             head_phase = "label_descriptions" if check.pop("helps") else "cached"

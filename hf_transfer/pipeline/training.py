@@ -326,7 +326,7 @@ def fit_head_first(job: Job, choice: str) -> dict:
     return summary
 
 
-def zero_shot_start_helps(job: Job, options) -> dict | None:
+def zero_shot_start_helps(job: Job, options) -> dict:
     """Few-shot text (no validation split held out): whether to start fine-tuning from the zero-shot head rather than
     a head fitted on a handful of examples (on the validation splits of the bundled text sets it ended 2–4 points
     higher at 8 and 16 per class: docs/results/fewshot.md). Not when the zero-shot head is no more accurate on the
