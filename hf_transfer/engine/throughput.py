@@ -50,9 +50,10 @@ class TrainingThroughput(TrainerCallback):
         seconds = time.perf_counter() - self._started
         per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
         samples = self._steps * per_step
-        dataset = getattr(train_dataloader, "dataset", None)
-        if dataset is not None and hasattr(dataset, "__len__"):
-            samples = min(samples, len(dataset))  # the last batch of an epoch is usually short
+        try:  # the last batch of an epoch is usually short; a stream (or accelerate's shard of one) has no length
+            samples = min(samples, len(train_dataloader.dataset))
+        except (AttributeError, TypeError):
+            pass
         self.epochs.append({"samples": samples, "seconds": seconds})
 
     def results(self) -> dict:

@@ -77,3 +77,51 @@ def test_an_empty_label_in_the_stream_names_its_row(tmp_path):
     )
     with pytest.raises(TransferError, match="row 2 has an empty label"):
         load_labelled_data(DataArguments(train_file=str(tmp_path / "t.csv"), streaming=True))
+
+
+def test_two_processes_train_on_a_stream(tmp_path, tiny_bert_dir):
+    """Under `accelerate launch` each rank reads its own share of the stream (dispatch_batches off): the run trains
+    for --max_steps and saves, with no rank waiting on another's batches."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    train = write_text_table(tmp_path / "train", rows_per_class=40)
+    validation = write_text_table(tmp_path / "validation", rows_per_class=6)
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    out = tmp_path / "ddp"
+    result = subprocess.run(
+        [
+            accelerate,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "recipes/full_finetune.py",
+            "--use_cpu",
+            "--model_name_or_path",
+            tiny_bert_dir,
+            "--train_file",
+            str(train),
+            "--validation_file",
+            str(validation),
+            "--streaming",
+            "--head_phase",
+            "none",
+            "--max_steps",
+            "4",
+            "--per_device_train_batch_size",
+            "4",
+            "--output_dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "all_results.json").read_text())
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 4 and results["world_size"] == 2 and results["train_samples"] == 80
