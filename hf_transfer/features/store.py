@@ -177,15 +177,25 @@ def info(root: pathlib.Path) -> list[dict]:
 
 
 def clear(root: pathlib.Path) -> int:
-    """Remove every stored feature (and files of earlier cache formats); returns the bytes freed."""
-    import shutil
-
+    """Remove every stored feature (and files of earlier cache formats); returns the bytes freed. Only what the cache
+    writes goes: model folders holding nothing but shards and model.json, and shard files; anything else in the
+    folder (a mistyped --feature_cache_dir) is left alone."""
     if not root.is_dir():
         return 0
-    freed = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+    def ours(path: pathlib.Path) -> bool:
+        return path.is_file() and (
+            path.name.endswith(SHARD_SUFFIX) or path.name.endswith(".partial") or path.name == "model.json"
+        )
+
+    freed = 0
     for path in root.iterdir():
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
+        if path.is_dir() and all(ours(p) for p in path.iterdir()):
+            for item in path.iterdir():
+                freed += item.stat().st_size
+                item.unlink(missing_ok=True)
+            path.rmdir()
+        elif ours(path):
+            freed += path.stat().st_size
             path.unlink(missing_ok=True)
     return freed

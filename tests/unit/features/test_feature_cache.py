@@ -354,9 +354,10 @@ def test_cache_info_and_clear_on_the_command_line(tmp_path, tiny_bert_dir, text_
     command = [sys.executable, "-m", "hf_transfer", "cache"]
     shown = subprocess.run(command + ["info", "--feature_cache_dir", cache], capture_output=True, text=True)
     assert shown.returncode == 0 and "24 examples" in shown.stdout and "float32" in shown.stdout, shown.stderr
+    (tmp_path / "cache" / "notes.txt").write_text("not ours")  # e.g. a mistyped --feature_cache_dir
     cleared = subprocess.run(command + ["clear", "--feature_cache_dir", cache], capture_output=True, text=True)
     assert cleared.returncode == 0 and "removed" in cleared.stdout
-    assert list((tmp_path / "cache").iterdir()) == []
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["notes.txt"], "only what the cache wrote goes"
 
 
 def _write_shards(root, first_key, count):
