@@ -29,8 +29,6 @@ from hf_transfer.engine.finetuning import (
 )
 from hf_transfer.errors import TransferError
 from hf_transfer.features.cache import FeatureCacheArguments
-from hf_transfer.features.extraction import new_head
-from hf_transfer.features.head_fitting import cached_head_phase, single_linear
 from hf_transfer.features.label_descriptions import LabelDescriptionArguments
 from hf_transfer.pipeline import training
 from hf_transfer.pipeline.arguments import parse_recipe_args
@@ -86,33 +84,7 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     job = training.prepare(args, learning_rates=defaults.BODY_LEARNING_RATES, streams=True)
     fine_tuning = args.option(FineTuningArguments)
     apply_batchnorm_policy(job.model, fine_tuning, random_init=args.model.random_init)
-    head_fit = {}
-    if head_phase == "auto":
-        head_phase = "cached"
-        if (
-            job.data.modality == "text"
-            and "validation" not in job.datasets
-            and not args.training.resume_from_checkpoint
-            and not args.model.random_init
-            and single_linear(new_head(job.model)) is not None  # a zero-shot head is one Linear layer
-        ):
-            check = training.zero_shot_start_helps(job, args.option(LabelDescriptionArguments))
-            head_phase = "label_descriptions" if check.pop("helps") else "cached"
-            head_fit = {"head_start": head_phase, **check}
-    fit_first = cached_head_phase(
-        head_phase,
-        job.model,
-        choices=HEAD_PHASES,
-        otherwise="it starts from its random initialisation",
-    )
-    if head_phase == "label_descriptions" and not args.training.resume_from_checkpoint:
-        head_fit = {**head_fit, **training.head_from_label_descriptions(job, args.option(LabelDescriptionArguments))}
-    elif fit_first and args.model.random_init:
-        print(
-            "--head_phase cached with --random_init: random features have nothing to probe, the head starts from its random initialisation"
-        )
-    elif fit_first and not args.training.resume_from_checkpoint:  # resuming: the checkpoint holds the fitted head
-        head_fit = {**head_fit, **training.fit_head_first(job, defaults.FULL_FINETUNE_HEAD_L2_CHOICE)}
+    head_fit = training.start_head(job, head_phase, args.option(LabelDescriptionArguments), HEAD_PHASES)
     groups = body_and_head_groups(job.model, fine_tuning, args.explicit)
     lrs = group_learning_rates(groups, args.training.learning_rate, fine_tuning, job.data.modality) if groups else None
     trainer = training.make_trainer(job, layer_groups=groups, group_lrs=lrs)

@@ -155,6 +155,18 @@ def pipeline_accuracy(run_dir, table, task) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def launch_on_two_processes(script: str, arguments: list) -> subprocess.CompletedProcess:
+    """`accelerate launch SCRIPT --use_cpu ARGUMENTS` on two CPU processes (torchrun + gloo: accelerate 1.15's
+    `--cpu --num_processes 2` starts one)."""
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    return subprocess.run(
+        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", script, "--use_cpu", *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def run_on_two_ranks(recipe: str, arguments: list, output_dir) -> tuple[dict, dict]:
     """`accelerate launch` of tests/helpers/ddp_worker.py RECIPE on two CPU processes (torchrun + gloo: accelerate 1.15's
     `--cpu --num_processes 2` starts one); each rank's final weights, which the worker saves to OUTPUT_DIR-ranks."""

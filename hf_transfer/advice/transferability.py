@@ -11,8 +11,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 
+from ..data.loading import per_class_rows
 from ..models.freezing import is_batchnorm
 
 
@@ -115,13 +117,8 @@ def labels_to_beat(floor: float, train_x, train_y, val_x=None, val_y=None, *, dr
     for size in (k for k in LABEL_SIZES if k <= smallest):
         scores = []
         for draw in range(draws):
-            generator = torch.Generator().manual_seed(draw)
-            order = torch.randperm(len(y), generator=generator)
-            rank = torch.zeros(len(y), dtype=torch.long)
-            for label in y.unique():
-                members = order[y[order] == label]
-                rank[members] = torch.arange(len(members))
-            chosen = rank < size
+            chosen = torch.zeros(len(y), dtype=torch.bool)
+            chosen[per_class_rows(pd.Series(y.numpy()), size, seed=draw)] = True
             held_x, held_y = (val_x, val_y) if val_x is not None else (x[~chosen], y[~chosen].numpy())
             if len(held_y) == 0:
                 return None

@@ -152,9 +152,9 @@ def info(root: pathlib.Path) -> list[dict]:
     """One entry per model folder: its description, shards, examples, bytes and when it was last used."""
     from safetensors import safe_open
 
-    entries = []
+    entries, every_shard = [], all_shards(root)
     for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
-        shards = [(p, s) for p, s in all_shards(root) if p.parent == folder]
+        shards = [(p, s) for p, s in every_shard if p.parent == folder]
         examples = 0
         for path, _ in shards:
             try:

@@ -75,7 +75,7 @@ def prepare(
     if hub_target is not None:
         hub.check_access(hub_target)  # a missing or refused token fails now, not after training
     if args.data.streaming:
-        check_streaming(args, streams)
+        set_up_streaming(args, streams)
     checkpoint = resolve_checkpoint(args.model)
     with args.training.main_process_first(desc="reading the data"):  # other ranks then read the Arrow cache
         data = load_labelled_data(
@@ -121,8 +121,9 @@ def prepare(
     return Job(args, data, checkpoint, model, processor, img_cfg, datasets, collator, hub_target, budget)
 
 
-def check_streaming(args: RecipeArgs, streams: bool) -> None:
-    """--streaming only where the recipe can train on a stream, and with --max_steps (a stream has no length)."""
+def set_up_streaming(args: RecipeArgs, streams: bool) -> None:
+    """--streaming only where the recipe can train on a stream, and with --max_steps (a stream has no length); each
+    rank then reads its own shard."""
     if not streams:
         raise TransferError(
             "--streaming: this recipe needs its whole training split (features of every example, per-epoch "
@@ -326,19 +327,70 @@ def fit_head_first(job: Job, choice: str) -> dict:
     return summary
 
 
-def zero_shot_start_helps(job: Job, options) -> dict:
+def start_head(job: Job, head_phase: str, options, choices: tuple[str, ...]) -> dict:
+    """Where full fine-tuning's new head starts (`--head_phase`): LP-FT's fitted head (cached), the zero-shot head of
+    the label descriptions (`options`), its random initialisation (none), or auto — few-shot text (no validation split
+    held out) from the zero-shot head when `zero_shot_start_helps`, everything else as cached. Returns what the
+    results record under `head_phase_fit`."""
+    from ..features.extraction import new_head
+    from ..features.head_fitting import cached_head_phase, single_linear
+
+    resuming = bool(job.args.training.resume_from_checkpoint)  # the checkpoint holds the head it started from
+    random_init = job.args.model.random_init
+    record, described = {}, None
+    if head_phase == "auto":
+        head_phase = "cached"
+        if (
+            job.data.modality == "text"
+            and "validation" not in job.datasets
+            and not resuming
+            and not random_init
+            and single_linear(new_head(job.model)) is not None  # a zero-shot head is one Linear layer
+        ):
+            described = label_description_embeddings(job, options)
+            check = zero_shot_start_helps(job, described[1])
+            head_phase = "label_descriptions" if check.pop("helps") else "cached"
+            record = {"head_start": head_phase, **check}
+    fit_first = cached_head_phase(
+        head_phase, job.model, choices=choices, otherwise="it starts from its random initialisation"
+    )
+    if head_phase == "label_descriptions" and not resuming:
+        record.update(head_from_label_descriptions(job, options, described))
+    elif fit_first and random_init:
+        print(
+            "--head_phase cached with --random_init: random features have nothing to probe, the head starts from its "
+            "random initialisation"
+        )
+    elif fit_first and not resuming:
+        record.update(fit_head_first(job, defaults.FULL_FINETUNE_HEAD_L2_CHOICE))
+    return record
+
+
+def label_description_embeddings(job: Job, options) -> tuple[list[str], torch.Tensor, float]:
+    """(one sentence per label, their unit embeddings by the job's model, their typical length)."""
+    from ..features.label_descriptions import description_embeddings, descriptions
+
+    if job.data.modality != "text":
+        raise TransferError(
+            "--head_phase label_descriptions embeds a sentence per label with a text encoder; images need a CLIP / "
+            "SigLIP checkpoint, which the recipes do not take: use --head_phase cached"
+        )
+    sentences = descriptions(options, job.data.label_names)
+    job.model.to(job.args.training.device)
+    embeddings, length = description_embeddings(job.model, job.processor, sentences, job.args.data.max_seq_length)
+    return sentences, embeddings, length
+
+
+def zero_shot_start_helps(job: Job, embeddings: torch.Tensor) -> dict:
     """Few-shot text (no validation split held out): whether to start fine-tuning from the zero-shot head rather than
     a head fitted on a handful of examples (on the validation splits of the bundled text sets it ended 2–4 points
     higher at 8 and 16 per class: docs/results/fewshot.md). Not when the zero-shot head is no more accurate on the
     training examples than always answering their most frequent class: label names that say nothing (codes,
     digits) give such a head. Returns what the results record, with `helps`."""
-    from ..features.label_descriptions import description_embeddings, descriptions, zero_shot_accuracy
+    from ..features.label_descriptions import zero_shot_accuracy
 
     cached, _ = head_features(job, ("train",))
     features, labels = cached["train"].tensors
-    embeddings, _ = description_embeddings(
-        job.model, job.processor, descriptions(options, job.data.label_names), job.args.data.max_seq_length
-    )
     zero_shot = zero_shot_accuracy(embeddings.cpu(), features, labels)
     majority = float(torch.bincount(labels).max()) / len(labels)
     helps = zero_shot > majority
@@ -350,21 +402,14 @@ def zero_shot_start_helps(job: Job, options) -> dict:
     return {"zero_shot_train_accuracy": zero_shot, "majority_share": majority, "helps": helps}
 
 
-def head_from_label_descriptions(job: Job, options) -> dict:
+def head_from_label_descriptions(job: Job, options, described: tuple | None = None) -> dict:
     """The new head as a zero-shot classifier: its rows the checkpoint's embeddings of a sentence per label
-    (`LabelDescriptionArguments`), so every label starts where the encoder places its description. Text only; one
-    linear head. Returns what all_results.json records."""
+    (`LabelDescriptionArguments`; `described`: `label_description_embeddings` already computed), so every label starts
+    where the encoder places its description. Text only; one linear head. Returns what all_results.json records."""
     from ..features.extraction import new_head
-    from ..features.label_descriptions import description_embeddings, descriptions, set_head_from_embeddings
+    from ..features.label_descriptions import set_head_from_embeddings
 
-    if job.data.modality != "text":
-        raise TransferError(
-            "--head_phase label_descriptions embeds a sentence per label with a text encoder; images need a CLIP / "
-            "SigLIP checkpoint, which the recipes do not take: use --head_phase cached"
-        )
-    sentences = descriptions(options, job.data.label_names)
-    job.model.to(job.args.training.device)
-    embeddings, length = description_embeddings(job.model, job.processor, sentences, job.args.data.max_seq_length)
+    sentences, embeddings, length = described or label_description_embeddings(job, options)
     set_head_from_embeddings(new_head(job.model), embeddings, length, defaults.ZERO_SHOT_TEMPERATURE)
     print(f"new head: the zero-shot classifier of {len(sentences)} label descriptions")
     return {"label_descriptions": dict(zip(job.data.label_names, sentences))}

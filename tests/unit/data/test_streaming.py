@@ -6,7 +6,7 @@ import collections
 import datasets
 import pandas as pd
 import pytest
-from conftest import write_text_table
+from conftest import launch_on_two_processes, write_text_table
 
 import recipes.feature_extraction as feature_extraction
 import recipes.full_finetune as full_finetune
@@ -83,30 +83,19 @@ def test_two_processes_train_on_a_stream(tmp_path, tiny_bert_dir):
     """Under `accelerate launch` each rank reads its own share of the stream (dispatch_batches off): the run trains
     for --max_steps and saves, with no rank waiting on another's batches."""
     import json
-    import os
-    import shutil
-    import subprocess
-    import sys
 
     train = write_text_table(tmp_path / "train", rows_per_class=40)
     validation = write_text_table(tmp_path / "validation", rows_per_class=6)
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
     out = tmp_path / "ddp"
-    result = subprocess.run(
+    result = launch_on_two_processes(
+        "recipes/full_finetune.py",
         [
-            accelerate,
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "recipes/full_finetune.py",
-            "--use_cpu",
             "--model_name_or_path",
             tiny_bert_dir,
             "--train_file",
-            str(train),
+            train,
             "--validation_file",
-            str(validation),
+            validation,
             "--streaming",
             "--head_phase",
             "none",
@@ -115,11 +104,8 @@ def test_two_processes_train_on_a_stream(tmp_path, tiny_bert_dir):
             "--per_device_train_batch_size",
             "4",
             "--output_dir",
-            str(out),
+            out,
         ],
-        capture_output=True,
-        text=True,
-        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((out / "all_results.json").read_text())

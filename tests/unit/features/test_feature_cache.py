@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import write_text_table
+from conftest import launch_on_two_processes, write_text_table
 
 import recipes.feature_extraction as feature_extraction
 from hf_transfer.features import cache as feature_cache
@@ -88,37 +88,22 @@ def test_image_features_key_on_the_files_and_the_processor(tmp_path, tiny_vit_di
 
 
 def test_two_processes_extract_shards_that_gather_into_the_single_process_features(tmp_path, tiny_bert_dir, text_csv):
-    import os
-    import shutil
-    import subprocess
-    import sys
-
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    result = subprocess.run(
+    result = launch_on_two_processes(
+        "recipes/feature_extraction.py",
         [
-            accelerate,
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "recipes/feature_extraction.py",
-            "--use_cpu",
             "--model_name_or_path",
             tiny_bert_dir,
             "--train_file",
-            str(text_csv),
+            text_csv,
             "--num_train_epochs",
             "2",
             "--output_dir",
-            str(tmp_path / "ddp"),
+            tmp_path / "ddp",
             "--feature_cache_dir",
-            str(tmp_path / "ddp-cache"),
+            tmp_path / "ddp-cache",
             "--min_validation_per_class",
             "1",  # as the in-process run below (tiny_files_hold_out_validation)
         ],
-        capture_output=True,
-        text=True,
-        timeout=600,
     )
     reasons = [
         line for line in result.stderr.splitlines() if any(w in line for w in ("Error", "error", "terminate", "Abort"))
