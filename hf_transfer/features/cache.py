@@ -163,8 +163,8 @@ def cached_features(
             features = torch.empty((len(whole), *extracted.shape[1:]), dtype=extracted.dtype)
         features[torch.from_numpy(missing)] = extracted
         if enabled and _is_main_process():
-            store.write(keys[missing], extracted)
-            evict(store.root, defaults.FEATURE_CACHE_MAX_GB * 10**9 if max_bytes is None else max_bytes)
+            written = store.write(keys[missing], extracted)
+            evict(store.root, defaults.FEATURE_CACHE_MAX_GB * 10**9 if max_bytes is None else max_bytes, keep=written)
     if features is None:  # no examples at all
         features = torch.empty((0, 0))
     result, status, start = {}, {}, 0

@@ -131,14 +131,17 @@ def all_shards(root: pathlib.Path) -> list[tuple[pathlib.Path, os.stat_result]]:
     return shards
 
 
-def evict(root: pathlib.Path, max_bytes: int) -> list[pathlib.Path]:
-    """Remove the least recently used shards until the cache holds at most `max_bytes`; returns what went."""
+def evict(root: pathlib.Path, max_bytes: int, keep: pathlib.Path | None = None) -> list[pathlib.Path]:
+    """Remove the least recently used shards until the cache holds at most `max_bytes` (never `keep`, the shard a run
+    just wrote, even when it alone is larger); returns what went."""
     shards = sorted(all_shards(root), key=lambda item: item[1].st_mtime_ns)
     total = sum(stat.st_size for _, stat in shards)
     removed = []
     for path, stat in shards:
         if total <= max_bytes:
             break
+        if path == keep:
+            continue
         try:
             path.unlink()
         except FileNotFoundError:  # another run evicted it first

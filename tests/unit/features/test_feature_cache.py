@@ -382,3 +382,22 @@ def test_two_processes_writing_at_once_leave_every_shard_whole(tmp_path):
     found = store.read(keys.reshape(-1, 16))
     assert found.found.all() and len(store.shards()) == 30
     assert torch.equal(found.features[:, 0], torch.tensor(keys[:, 0, 1].repeat(4), dtype=torch.float32))
+
+
+def test_feature_cache_max_gb_evicts_the_least_recently_used_shards(tmp_path, tiny_bert_dir, text_csv):
+    """--feature_cache_max_gb: past the limit a run's new shard stays and the older ones go."""
+    run(tmp_path, "first", model_name_or_path=tiny_bert_dir, train_file=str(text_csv))
+    (first,) = (tmp_path / "cache").glob("*/*.safetensors")
+    other = write_text_table(tmp_path / "other", rows_per_class=14)  # 4 examples the first run did not store
+    run(tmp_path, "kept", model_name_or_path=tiny_bert_dir, train_file=str(other))
+    assert len(list((tmp_path / "cache").glob("*/*.safetensors"))) == 2, "under the default limit both stay"
+    tiny = run(
+        tmp_path,
+        "tiny",
+        model_name_or_path=tiny_bert_dir,
+        train_file=str(text_csv),
+        feature_cache_max_gb=1e-9,
+        max_seq_length=4,
+    )  # new token ids: a new shard, then the limit applies
+    shards = list((tmp_path / "cache").glob("*/*.safetensors"))
+    assert set(tiny["feature_cache"].values()) == {"extracted"} and len(shards) == 1 and first not in shards
