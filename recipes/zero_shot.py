@@ -1,16 +1,18 @@
-"""Zero-shot: no training, each example goes to the label whose description the sentence encoder finds most similar.
+"""Zero-shot: no training, each example goes to the label whose description the checkpoint finds it closest to.
 
 The floor any training has to beat. Each label gets a sentence (`--label_descriptions` a JSON object or file,
-else `--label_template`, default "This example is {label}."); the checkpoint embeds it as it embeds examples (mean
-pooling for sentence-transformers checkpoints such as the bundled MiniLM), and the new head's rows become those
-unit-length embeddings, so the run is an ordinary saved run (`pipeline()`, `hf-transfer predict / evaluate`). The
-training split only names the labels; its examples are not used. Text only: zero-shot image classification needs a
-CLIP / SigLIP checkpoint (none ships in a package this toolkit can test offline), and NLI checkpoints have
-transformers' own `pipeline("zero-shot-classification")`.
+else `--label_template`, default "This example is {label}."). A sentence encoder embeds it as it embeds examples
+(mean pooling for sentence-transformers checkpoints such as the bundled MiniLM), and the new head's rows become
+those unit-length embeddings, so the run is an ordinary saved run (`pipeline()`, `hf-transfer predict /
+evaluate`). An NLI checkpoint (its labels include "entailment", e.g. an MNLI cross-encoder) takes each sentence as a
+hypothesis instead, as transformers' `pipeline("zero-shot-classification")` does; the run is the checkpoint with the
+hypotheses beside it. The training split only names the labels; its examples are not used. Text only: zero-shot
+image classification needs a CLIP / SigLIP checkpoint, which this recipe does not take.
 
     python recipes/zero_shot.py                 # bundled MiniLM on Rotten Tomatoes, label names in the template
     python recipes/zero_shot.py --train_file train.csv --test_file test.csv \
         --label_descriptions '{"spam": "an advertisement or a scam", "ham": "a personal message"}'
+    python recipes/zero_shot.py --model_name_or_path facebook/bart-large-mnli --train_file train.csv
 
     from recipes.zero_shot import run; metrics = run(label_template="A {label} review.")
 """
@@ -21,8 +23,10 @@ from hf_transfer.cli import recipe_main
 from hf_transfer.errors import TransferError
 from hf_transfer.features.head_fitting import IGNORED_BY_LBFGS
 from hf_transfer.features.label_descriptions import LabelDescriptionArguments
+from hf_transfer.models.loading import resolve_checkpoint
 from hf_transfer.pipeline import training
 from hf_transfer.pipeline.arguments import parse_recipe_args
+from hf_transfer.pipeline.nli_zero_shot import is_nli, run_nli
 
 DEFAULTS = {"output_dir": "outputs/zero_shot"}
 
@@ -34,6 +38,9 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     )
     if unused := [f"--{k}" for k in (*IGNORED_BY_LBFGS, "resume_from_checkpoint") if k in args.explicit]:
         print(f"{', '.join(unused)}: not used, a zero-shot run trains nothing")
+    checkpoint = resolve_checkpoint(args.model)
+    if is_nli(checkpoint):
+        return run_nli(args, args.option(LabelDescriptionArguments), checkpoint)
     job = training.prepare(args, native=False)
     if job.data.modality != "text":
         raise TransferError(

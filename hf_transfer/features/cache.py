@@ -148,7 +148,7 @@ def cached_features(
     splits = list(datasets)
     sizes = [len(datasets[split]) for split in splits]
     whole = torch.utils.data.ConcatDataset([datasets[split] for split in splits])
-    labels = torch.cat([torch.as_tensor(np.asarray(datasets[split].labels), dtype=torch.long) for split in splits])
+    labels = torch.cat([torch.as_tensor(np.array(datasets[split].labels), dtype=torch.long) for split in splits])
     if enabled:
         store = FeatureStore(cache_dir or default_root(), model_key(model, settings), _description(model, settings))
         keys = np.concatenate([example_keys(datasets[split]) for split in splits])

@@ -78,7 +78,7 @@ def card_metadata(results: dict, *, recipe: str, adapter: str | None, tags: list
     return ModelCardData(
         library_name="peft" if adapter == "peft" else "transformers" if not adapter else "hf_transfer",
         base_model=base_hub_id(results),
-        pipeline_tag=task,
+        pipeline_tag="zero-shot-classification" if results.get("zero_shot_method") == "nli" else task,
         license=base_license(results["model_name_or_path"]),
         datasets=[dataset_id] if dataset_id else None,
         tags=tags,
@@ -99,7 +99,15 @@ def model_card(results: dict, *, recipe: str, model_class: str, repo_id: str | N
         tags += [peft_method] + (["peft"] if adapter == "peft" else ["adapter"])
     front = card_metadata(results, recipe=recipe, adapter=adapter, tags=tags, repo_id=repo_id).to_yaml()
     front = ["---", *front.splitlines(), "---"]
-    what = f"a {peft_method} adapter for" if adapter else "merged into" if results.get("merged_from") else "fine-tuned"
+    what = (
+        f"a {peft_method} adapter for"
+        if adapter
+        else "merged into"
+        if results.get("merged_from")
+        else "zero-shot with"
+        if recipe == "zero_shot"
+        else "fine-tuned"
+    )
     lines = [
         *front,
         "",
@@ -220,6 +228,20 @@ def _how_to_load(results: dict, adapter: str | None, model_class: str, where: st
         f"hf-transfer evaluate --model {where} --{'test_file test.csv' if modality == 'text' else 'test_dir photos_test/'}",
         "```",
     ]
+    if results.get("zero_shot_method") == "nli":
+        hypotheses = list((results.get("label_descriptions") or {}).values())
+        return [
+            "An NLI checkpoint: each label is a hypothesis, and the most entailed one wins. transformers' zero-shot "
+            "pipeline gives the same scores; `zero_shot.json` maps each hypothesis to its label.",
+            "",
+            "```python",
+            "from transformers import pipeline",
+            "",
+            f'classifier = pipeline("zero-shot-classification", model="{where}")',
+            f'classifier({example}, candidate_labels={hypotheses!r}, hypothesis_template="{{}}")',
+            "```",
+            *tools,
+        ]
     if adapter:
         lines = [
             "```python",

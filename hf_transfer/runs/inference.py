@@ -1,5 +1,6 @@
 """A saved run, loaded back for prediction: full models through the Auto classes, adapter runs through
-`load_adapter`, local folders or Hub repos; batched class probabilities on the GPU when there is one."""
+`load_adapter`, local folders or Hub repos; an NLI checkpoint's zero-shot run scores one hypothesis per label;
+batched class probabilities on the GPU when there is one."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import TransferError
-from .saving import read_results
+from .saving import NLI_ZERO_SHOT, read_results
 
 
 @dataclasses.dataclass
@@ -22,6 +23,8 @@ class LoadedRun:
     modality: str  # "text" or "image"
     folder: pathlib.Path
     max_length: int = 512
+    hypotheses: list[str] | None = None  # an NLI zero-shot run: one per label, scored by its entailment logit
+    entailment: int | None = None
 
     @property
     def device(self) -> torch.device:
@@ -70,8 +73,23 @@ def load_run(model: str, *, device: str | None = None) -> LoadedRun:
                 f"--model '{model}' could not be loaded as a {modality} classifier ({str(exc).splitlines()[0][:160]})"
             ) from None
         label_names = [str(config.id2label[i]) for i in range(config.num_labels)]
+    zero_shot = _read_json(folder / NLI_ZERO_SHOT)
+    entailment = None
+    if zero_shot:
+        from ..models.nli import entailment_id
+
+        label_names, entailment = list(zero_shot["label_names"]), entailment_id(network.config)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return LoadedRun(network.to(device).eval(), processor, label_names, modality, folder, int(max_length))
+    return LoadedRun(
+        network.to(device).eval(),
+        processor,
+        label_names,
+        modality,
+        folder,
+        int(max_length),
+        zero_shot.get("hypotheses"),
+        entailment,
+    )
 
 
 def _read_json(path: pathlib.Path) -> dict:
@@ -100,6 +118,22 @@ def class_logits(
     run: LoadedRun, inputs: list, *, text_pairs: list | None = None, batch_size: int = 64
 ) -> torch.Tensor:
     """(n, num_labels) float32 logits on the CPU."""
+    if run.hypotheses is not None:
+        from ..models.nli import entailment_logits
+
+        if text_pairs is not None:
+            raise TransferError(
+                f"{run.folder} is an NLI zero-shot run: it classifies single texts, not sentence pairs"
+            )
+        return entailment_logits(
+            run.model,
+            run.processor,
+            list(inputs),
+            run.hypotheses,
+            entailment=run.entailment,
+            max_length=run.max_length,
+            batch_size=batch_size,
+        )
     chunks = [
         run.model(**encoded).logits.float().cpu()
         for encoded in encoded_batches(run, inputs, text_pairs=text_pairs, batch_size=batch_size)

@@ -2,7 +2,10 @@
 from_pretrained; the runs save and load like every other run; bad input is one line before anything is written."""
 
 import json
+import pathlib
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import pipeline_accuracy, write_text_table
@@ -107,6 +110,81 @@ def test_zero_shot_heads_are_the_descriptions_and_the_run_loads(tmp_path, tiny_b
         with pytest.raises(TransferError, match=message):
             zero_shot.run(**common, output_dir=str(tmp_path / "bad"), label_descriptions=bad)
     assert not (tmp_path / "bad").exists()
+
+
+NLI_PIPELINE_SCORES = r"""
+import json, sys
+import pandas as pd
+from transformers import pipeline
+run, table = sys.argv[1:3]
+hypotheses = json.load(open(run + "/zero_shot.json"))["hypotheses"]
+classify = pipeline("zero-shot-classification", model=run, device="cpu")
+scores = []
+for text in pd.read_csv(table)["text"]:
+    out = classify(text, candidate_labels=hypotheses, hypothesis_template="{}")
+    scores.append([out["scores"][out["labels"].index(h)] for h in hypotheses])
+assert "hf_transfer" not in sys.modules
+print(json.dumps(scores))
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_nli_dir(tmp_path_factory, tiny_bert_dir):
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    path = tmp_path_factory.mktemp("tiny-nli")
+    names = ["contradiction", "neutral", "entailment"]
+    config = BertConfig.from_pretrained(
+        tiny_bert_dir, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        BertForSequenceClassification(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(path)
+    return str(path)
+
+
+def test_zero_shot_with_an_nli_checkpoint_scores_like_transformers_pipeline_and_saves_a_run(tmp_path, tiny_nli_dir):
+    import subprocess
+    import sys
+
+    from hf_transfer.runs.evaluate import evaluate
+    from hf_transfer.runs.predict import predict
+
+    train, test = write_text_table(tmp_path / "train"), write_text_table(tmp_path / "test", 6)
+    common = {"model_name_or_path": tiny_nli_dir, "train_file": str(train), "test_file": str(test)}
+    results = zero_shot.run(**common, output_dir=str(tmp_path / "nli"))
+    assert results["zero_shot_method"] == "nli" and results["trainable_params"] == 0
+    assert results["label_descriptions"] == {"neg": "This example is neg.", "pos": "This example is pos."}
+    saved, original = weights(tmp_path / "nli"), weights(pathlib.Path(tiny_nli_dir))
+    assert saved.keys() == original.keys() and all(torch.equal(saved[k], original[k]) for k in saved)
+
+    scores = subprocess.run(
+        [sys.executable, "-c", NLI_PIPELINE_SCORES, str(tmp_path / "nli"), str(test)],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        timeout=600,
+    )
+    assert scores.returncode == 0, scores.stderr[-3000:]
+    expected = np.array(json.loads(scores.stdout.strip().splitlines()[-1]))
+    predicted = predict(str(tmp_path / "nli"), input_file=str(test), all_scores=True)
+    ours = predicted[[c for c in predicted.columns if c.startswith("probability_")]].to_numpy()
+    assert ours.shape == expected.shape and np.allclose(ours, expected, atol=1e-5)
+    labels = pd.read_csv(test)["label"].map({"neg": 0, "pos": 1}).to_numpy()
+    assert results["test_accuracy"] == pytest.approx((expected.argmax(1) == labels).mean())
+    assert evaluate(str(tmp_path / "nli"), test_file=str(test))["accuracy"] == pytest.approx(results["test_accuracy"])
+    card = (tmp_path / "nli" / "README.md").read_text()
+    assert "pipeline_tag: zero-shot-classification" in card and 'hypothesis_template="{}"' in card
+
+    described = zero_shot.run(
+        **common, output_dir=str(tmp_path / "described"), label_descriptions='{"pos": "a wonderful moving film"}'
+    )
+    assert json.loads((tmp_path / "described" / "zero_shot.json").read_text())["hypotheses"] == [
+        "This example is neg.",
+        "a wonderful moving film",
+    ]
+    assert described["test_loss"] != results["test_loss"]  # another hypothesis, other scores
 
 
 def test_contrastive_min_steps_lengthens_a_few_shot_phase_unless_the_length_is_given(tmp_path, tiny_bert_dir, capsys):
