@@ -186,6 +186,17 @@ def test_zero_shot_with_an_nli_checkpoint_scores_like_transformers_pipeline_and_
     ]
     assert described["test_loss"] != results["test_loss"]  # another hypothesis, other scores
 
+    pairs = tmp_path / "pairs.csv"
+    pd.DataFrame({"a": ["x", "y"] * 4, "b": ["z"] * 8, "label": ["p", "q"] * 4}).to_csv(pairs, index=False)
+    with pytest.raises(TransferError, match="classifies single texts"):
+        zero_shot.run(
+            model_name_or_path=tiny_nli_dir,
+            train_file=str(pairs),
+            text_column_name="a,b",
+            output_dir=str(tmp_path / "pairs"),
+        )
+    assert not (tmp_path / "pairs").exists()
+
 
 def test_contrastive_min_steps_lengthens_a_few_shot_phase_unless_the_length_is_given(tmp_path, tiny_bert_dir, capsys):
     train = write_text_table(tmp_path / "train")  # 24 examples: one batch of 32 an epoch
