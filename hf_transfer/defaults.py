@@ -62,6 +62,8 @@ DIVERGENCE_LR_FACTOR = 0.3
 # Zero-shot heads: cosine similarity to each label's description divided by this temperature (the logit scale of
 # sentence-transformers' contrastive training, 1/20) (docs/recipes/zero_shot.md).
 ZERO_SHOT_TEMPERATURE = 0.05
+# An image-text checkpoint's prompt for a label without a description (CLIP's, Radford et al. 2021).
+ZERO_SHOT_IMAGE_TEMPLATE = "a photo of a {label}."
 
 # Feature extraction's head when trained by AdamW instead of fitted by L-BFGS (docs/recipes/feature_extraction.md).
 FROZEN_HEAD_LEARNING_RATE = 1e-3

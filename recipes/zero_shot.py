@@ -5,14 +5,16 @@ else `--label_template`, default "This example is {label}."). A sentence encoder
 (mean pooling for sentence-transformers checkpoints such as the bundled MiniLM), and the new head's rows become
 those unit-length embeddings, so the run is an ordinary saved run (`pipeline()`, `hf-transfer predict /
 evaluate`). An NLI checkpoint (its labels include "entailment", e.g. an MNLI cross-encoder) takes each sentence as a
-hypothesis instead, as transformers' `pipeline("zero-shot-classification")` does; the run is the checkpoint with the
-hypotheses beside it. The training split only names the labels; its examples are not used. Text only: zero-shot
-image classification needs a CLIP / SigLIP checkpoint, which this recipe does not take.
+hypothesis instead, as transformers' `pipeline("zero-shot-classification")` does, and an image-text checkpoint (CLIP,
+SigLIP) scores images against each label's prompt (default "a photo of a {label}."), as
+`pipeline("zero-shot-image-classification")` does; those runs are the checkpoint with the hypotheses beside it. The
+training split only names the labels; its examples are not used.
 
     python recipes/zero_shot.py                 # bundled MiniLM on Rotten Tomatoes, label names in the template
     python recipes/zero_shot.py --train_file train.csv --test_file test.csv \
         --label_descriptions '{"spam": "an advertisement or a scam", "ham": "a personal message"}'
     python recipes/zero_shot.py --model_name_or_path facebook/bart-large-mnli --train_file train.csv
+    python recipes/zero_shot.py --model_name_or_path openai/clip-vit-base-patch32 --train_dir photos/ --test_dir test/
 
     from recipes.zero_shot import run; metrics = run(label_template="A {label} review.")
 """
@@ -26,7 +28,7 @@ from hf_transfer.features.label_descriptions import LabelDescriptionArguments
 from hf_transfer.models.loading import resolve_checkpoint
 from hf_transfer.pipeline import training
 from hf_transfer.pipeline.arguments import parse_recipe_args
-from hf_transfer.pipeline.nli_zero_shot import is_nli, run_nli
+from hf_transfer.pipeline.zero_shot_checkpoints import run_scored, scoring_method
 
 DEFAULTS = {"output_dir": "outputs/zero_shot"}
 
@@ -39,13 +41,13 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     if unused := [f"--{k}" for k in (*IGNORED_BY_LBFGS, "resume_from_checkpoint") if k in args.explicit]:
         print(f"{', '.join(unused)}: not used, a zero-shot run trains nothing")
     checkpoint = resolve_checkpoint(args.model)
-    if is_nli(checkpoint):
-        return run_nli(args, args.option(LabelDescriptionArguments), checkpoint)
+    if method := scoring_method(checkpoint):
+        return run_scored(args, args.option(LabelDescriptionArguments), checkpoint, method)
     job = training.prepare(args, native=False)
     if job.data.modality != "text":
         raise TransferError(
-            "zero-shot classifies text with a sentence encoder; images need a CLIP / SigLIP checkpoint, which this recipe "
-            "does not take: run recipes/feature_extraction.py, or transformers' pipeline('zero-shot-image-classification')"
+            "zero-shot classifies images with an image-text checkpoint (CLIP, SigLIP), not with "
+            f"'{args.model.model_name_or_path}': pass one as --model_name_or_path, or run recipes/feature_extraction.py"
         )
     started = time.perf_counter()
     head = training.head_from_label_descriptions(job, args.option(LabelDescriptionArguments))

@@ -13,6 +13,9 @@ HUB_IDS = {
 }
 
 
+ZERO_SHOT_TASKS = {"nli": "zero-shot-classification", "image_text": "zero-shot-image-classification"}
+
+
 def _percent(value) -> str:
     return f"{100 * value:.2f}%" if isinstance(value, (int, float)) else "n/a"
 
@@ -78,7 +81,7 @@ def card_metadata(results: dict, *, recipe: str, adapter: str | None, tags: list
     return ModelCardData(
         library_name="peft" if adapter == "peft" else "transformers" if not adapter else "hf_transfer",
         base_model=base_hub_id(results),
-        pipeline_tag="zero-shot-classification" if results.get("zero_shot_method") == "nli" else task,
+        pipeline_tag=ZERO_SHOT_TASKS.get(results.get("zero_shot_method"), task),
         license=base_license(results["model_name_or_path"]),
         datasets=[dataset_id] if dataset_id else None,
         tags=tags,
@@ -228,16 +231,16 @@ def _how_to_load(results: dict, adapter: str | None, model_class: str, where: st
         f"hf-transfer evaluate --model {where} --{'test_file test.csv' if modality == 'text' else 'test_dir photos_test/'}",
         "```",
     ]
-    if results.get("zero_shot_method") == "nli":
+    if results.get("zero_shot_method") in ZERO_SHOT_TASKS:
         hypotheses = list((results.get("label_descriptions") or {}).values())
         return [
-            "An NLI checkpoint: each label is a hypothesis, and the most entailed one wins. transformers' zero-shot "
-            "pipeline gives the same scores; `zero_shot.json` maps each hypothesis to its label.",
+            "A zero-shot run: each label is a hypothesis, and the one the checkpoint scores highest wins. transformers' "
+            "zero-shot pipeline gives the same scores; `zero_shot.json` maps each hypothesis to its label.",
             "",
             "```python",
             "from transformers import pipeline",
             "",
-            f'classifier = pipeline("zero-shot-classification", model="{where}")',
+            f'classifier = pipeline("{ZERO_SHOT_TASKS[results["zero_shot_method"]]}", model="{where}")',
             f'classifier({example}, candidate_labels={hypotheses!r}, hypothesis_template="{{}}")',
             "```",
             *tools,

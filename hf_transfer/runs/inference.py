@@ -1,6 +1,6 @@
 """A saved run, loaded back for prediction: full models through the Auto classes, adapter runs through
-`load_adapter`, local folders or Hub repos; an NLI checkpoint's zero-shot run scores one hypothesis per label;
-batched class probabilities on the GPU when there is one."""
+`load_adapter`, local folders or Hub repos; an NLI or image-text checkpoint's zero-shot run scores one hypothesis
+per label; batched class probabilities on the GPU when there is one."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import TransferError
-from .saving import NLI_ZERO_SHOT, read_results
+from .saving import ZERO_SHOT_FILE, read_results
 
 
 @dataclasses.dataclass
@@ -23,8 +23,8 @@ class LoadedRun:
     modality: str  # "text" or "image"
     folder: pathlib.Path
     max_length: int = 512
-    hypotheses: list[str] | None = None  # an NLI zero-shot run: one per label, scored by its entailment logit
-    entailment: int | None = None
+    zero_shot: str | None = None  # "nli" or "image_text": a zero-shot run scoring `hypotheses`, one per label
+    hypotheses: list[str] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -44,10 +44,16 @@ def load_run(model: str, *, device: str | None = None) -> LoadedRun:
         )
     results = read_results(folder)
     max_length = results.get("training_config", {}).get("max_seq_length") or 512
+    zero_shot = _read_json(folder / ZERO_SHOT_FILE)
     if (folder / adapter_files.BASE_MODEL_FILE).is_file():
         network, processor = adapter_files.load_adapter(str(folder))
         info = _read_json(folder / adapter_files.BASE_MODEL_FILE)
         label_names, modality = list(info["label_names"]), info["modality"]
+    elif zero_shot.get("method") == "image_text":  # CLIP / SigLIP as they were: both towers and their processor
+        from transformers import AutoModel, AutoProcessor
+
+        network, processor = AutoModel.from_pretrained(folder), AutoProcessor.from_pretrained(folder)
+        label_names, modality = list(zero_shot["label_names"]), "image"
     else:
         from transformers import (
             AutoConfig,
@@ -73,12 +79,8 @@ def load_run(model: str, *, device: str | None = None) -> LoadedRun:
                 f"--model '{model}' could not be loaded as a {modality} classifier ({str(exc).splitlines()[0][:160]})"
             ) from None
         label_names = [str(config.id2label[i]) for i in range(config.num_labels)]
-    zero_shot = _read_json(folder / NLI_ZERO_SHOT)
-    entailment = None
-    if zero_shot:
-        from ..models.nli import entailment_id
-
-        label_names, entailment = list(zero_shot["label_names"]), entailment_id(network.config)
+        if zero_shot:  # an NLI checkpoint: its own labels are entailment / neutral / contradiction
+            label_names = list(zero_shot["label_names"])
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return LoadedRun(
         network.to(device).eval(),
@@ -87,8 +89,8 @@ def load_run(model: str, *, device: str | None = None) -> LoadedRun:
         modality,
         folder,
         int(max_length),
+        zero_shot.get("method"),
         zero_shot.get("hypotheses"),
-        entailment,
     )
 
 
@@ -118,27 +120,39 @@ def class_logits(
     run: LoadedRun, inputs: list, *, text_pairs: list | None = None, batch_size: int = 64
 ) -> torch.Tensor:
     """(n, num_labels) float32 logits on the CPU."""
-    if run.hypotheses is not None:
-        from ..models.nli import entailment_logits
-
-        if text_pairs is not None:
-            raise TransferError(
-                f"{run.folder} is an NLI zero-shot run: it classifies single texts, not sentence pairs"
-            )
-        return entailment_logits(
-            run.model,
-            run.processor,
-            list(inputs),
-            run.hypotheses,
-            entailment=run.entailment,
-            max_length=run.max_length,
-            batch_size=batch_size,
-        )
+    if run.zero_shot is not None:
+        return _zero_shot_logits(run, inputs, text_pairs=text_pairs, batch_size=batch_size)
     chunks = [
         run.model(**encoded).logits.float().cpu()
         for encoded in encoded_batches(run, inputs, text_pairs=text_pairs, batch_size=batch_size)
     ]
     return torch.cat(chunks) if chunks else torch.zeros((0, len(run.label_names)))
+
+
+def _zero_shot_logits(run: LoadedRun, inputs: list, *, text_pairs: list | None, batch_size: int) -> torch.Tensor:
+    from ..models.zero_shot import entailment_id, entailment_logits, image_text_logits
+
+    if run.zero_shot == "image_text":
+        from ..data.loading import open_image
+
+        chunks = [
+            image_text_logits(
+                run.model, run.processor, [open_image(x) for x in inputs[i : i + batch_size]], run.hypotheses
+            )
+            for i in range(0, len(inputs), batch_size)
+        ]
+        return torch.cat(chunks) if chunks else torch.zeros((0, len(run.label_names)))
+    if text_pairs is not None:
+        raise TransferError(f"{run.folder} is an NLI zero-shot run: it classifies single texts, not sentence pairs")
+    return entailment_logits(
+        run.model,
+        run.processor,
+        list(inputs),
+        run.hypotheses,
+        entailment=entailment_id(run.model.config),
+        max_length=run.max_length,
+        batch_size=batch_size,
+    )
 
 
 def class_probabilities(

@@ -20,7 +20,7 @@ CUSTOM_CODE = "transfer_classifier.py"
 # What a run writes at the top of its folder; only these are removed by --overwrite_output_dir.
 RESULT_FILES = ("all_results.json", "train_results.json", "eval_results.json", "test_results.json")
 RUN_DETAILS = "run_details.json"  # everything a run records: the card, push, merge and our tools read it
-NLI_ZERO_SHOT = "zero_shot.json"  # an NLI checkpoint's zero-shot run: the label names and one hypothesis per label
+ZERO_SHOT_FILE = "zero_shot.json"  # an NLI / image-text checkpoint's zero-shot run: its method, labels, hypotheses
 RUN_FILE_PATTERNS = (
     *RESULT_FILES,
     RUN_DETAILS,

@@ -198,6 +198,91 @@ def test_zero_shot_with_an_nli_checkpoint_scores_like_transformers_pipeline_and_
     assert not (tmp_path / "pairs").exists()
 
 
+CLIP_PIPELINE_SCORES = r"""
+import json, pathlib, sys
+from PIL import Image
+from transformers import pipeline
+run, folder = sys.argv[1:3]
+hypotheses = json.load(open(run + "/zero_shot.json"))["hypotheses"]
+classify = pipeline("zero-shot-image-classification", model=run, device="cpu")
+paths = sorted(str(p) for p in pathlib.Path(folder).rglob("*.png"))
+scores = []
+for path in paths:
+    out = classify(Image.open(path), candidate_labels=hypotheses, hypothesis_template="{}")
+    scores.append([next(o["score"] for o in out if o["label"] == h) for h in hypotheses])
+assert "hf_transfer" not in sys.modules
+print(json.dumps({"paths": paths, "scores": scores}))
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_dir(tmp_path_factory, tiny_bert_dir):
+    """A tiny random CLIP with the bundled MiniLM's tokenizer (no CLIP tokenizer ships in a package)."""
+    from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    path = tmp_path_factory.mktemp("tiny-clip")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    tower = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 2}
+    text = {
+        **tower,
+        "vocab_size": tokenizer.vocab_size,
+        "max_position_embeddings": 64,
+        "bos_token_id": tokenizer.cls_token_id,
+        "eos_token_id": tokenizer.sep_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    config = CLIPConfig(
+        text_config=text, vision_config={**tower, "image_size": 32, "patch_size": 8}, projection_dim=16
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(2)
+        CLIPModel(config).save_pretrained(path)
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(path)
+    return str(path)
+
+
+def test_zero_shot_with_an_image_text_checkpoint_scores_like_transformers_pipeline(tmp_path, tiny_clip_dir):
+    import subprocess
+    import sys
+
+    from conftest import write_image_folder
+
+    from hf_transfer.runs.evaluate import evaluate
+    from hf_transfer.runs.predict import predict
+
+    train, test = write_image_folder(tmp_path / "train"), write_image_folder(tmp_path / "test", per_class=3)
+    results = zero_shot.run(
+        model_name_or_path=tiny_clip_dir, train_dir=str(train), test_dir=str(test), output_dir=str(tmp_path / "clip")
+    )
+    assert results["zero_shot_method"] == "image_text" and results["trainable_params"] == 0
+    assert results["label_descriptions"] == {"circle": "a photo of a circle.", "square": "a photo of a square."}
+    scores = subprocess.run(
+        [sys.executable, "-c", CLIP_PIPELINE_SCORES, str(tmp_path / "clip"), str(test)],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        timeout=600,
+    )
+    assert scores.returncode == 0, scores.stderr[-3000:]
+    expected = json.loads(scores.stdout.strip().splitlines()[-1])
+    predicted = predict(str(tmp_path / "clip"), input_dir=str(test), all_scores=True)
+    by_path = {str(pathlib.Path(p).resolve()): row for p, row in zip(predicted["input"], predicted.to_dict("records"))}
+    for path, row_scores in zip(expected["paths"], expected["scores"]):
+        row = by_path[str(pathlib.Path(path).resolve())]
+        assert [row["probability_circle"], row["probability_square"]] == pytest.approx(row_scores, abs=1e-5)
+    truth = [pathlib.Path(p).parent.name for p in expected["paths"]]
+    guessed = [["circle", "square"][int(np.argmax(s))] for s in expected["scores"]]
+    assert results["test_accuracy"] == pytest.approx(np.mean([t == g for t, g in zip(truth, guessed)]))
+    assert evaluate(str(tmp_path / "clip"), test_dir=str(test))["accuracy"] == pytest.approx(results["test_accuracy"])
+    assert "pipeline_tag: zero-shot-image-classification" in (tmp_path / "clip" / "README.md").read_text()
+    with pytest.raises(TransferError, match="zero-shot classifies images with an image-text checkpoint"):
+        zero_shot.run(
+            model_name_or_path="bundled:efficientnet-lite0", train_dir=str(train), output_dir=str(tmp_path / "cnn")
+        )
+    assert not (tmp_path / "cnn").exists()
+
+
 def test_contrastive_min_steps_lengthens_a_few_shot_phase_unless_the_length_is_given(tmp_path, tiny_bert_dir, capsys):
     train = write_text_table(tmp_path / "train")  # 24 examples: one batch of 32 an epoch
     common = {"model_name_or_path": tiny_bert_dir, "train_file": str(train), "min_validation_per_class": 99}

@@ -1,18 +1,19 @@
-"""An NLI checkpoint as a zero-shot run: nothing is built or trained; each label's description is a hypothesis
-(`models.nli`), the validation and test splits are scored, and the checkpoint is saved as it is, with
-`zero_shot.json` (the labels and their hypotheses), so `hf-transfer predict / evaluate` and transformers'
-`pipeline("zero-shot-classification")` use the run."""
+"""An NLI checkpoint or an image-text dual encoder (CLIP, SigLIP) as a zero-shot run: nothing is built or trained;
+each label's description is a hypothesis (`models.zero_shot`), the validation and test splits are scored, and the
+checkpoint is saved as it is, with `zero_shot.json` (the method, the labels and their hypotheses), so
+`hf-transfer predict / evaluate` and transformers' zero-shot pipelines use the run."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import time
 
 import torch
-from transformers import AutoModelForSequenceClassification, set_seed
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoProcessor, set_seed
 
-from .. import hub
+from .. import defaults, hub
 from ..data.loading import label_series, load_labelled_data, values_of
 from ..data.preprocessing import load_processor
 from ..errors import TransferError
@@ -20,7 +21,7 @@ from ..features.label_descriptions import descriptions
 from ..metrics import classification_report, confusion_matrix
 from ..models.freezing import count_parameters
 from ..models.loading import Checkpoint
-from ..models.nli import entailment_id
+from ..models.zero_shot import entailment_id, is_image_text
 from ..runs import saving
 from ..runs.card import model_card
 from ..runs.inference import LoadedRun, class_logits
@@ -29,11 +30,16 @@ from .arguments import RecipeArgs
 from .training import describe_splits, print_summary
 
 
-def is_nli(checkpoint: Checkpoint) -> bool:
-    return checkpoint.modality == "text" and entailment_id(checkpoint.config) is not None
+def scoring_method(checkpoint: Checkpoint) -> str | None:
+    """ "nli" or "image_text" where the checkpoint scores label sentences itself, else None (a sentence encoder)."""
+    if checkpoint.modality == "text" and entailment_id(checkpoint.config) is not None:
+        return "nli"
+    if is_image_text(checkpoint.config):
+        return "image_text"
+    return None
 
 
-def run_nli(args: RecipeArgs, options, checkpoint: Checkpoint) -> dict:
+def run_scored(args: RecipeArgs, options, checkpoint: Checkpoint, method: str) -> dict:
     """Score validation / test with one hypothesis per label, save the run; returns what all_results.json records."""
     set_seed(args.training.seed)
     out = pathlib.Path(args.training.output_dir)
@@ -41,31 +47,44 @@ def run_nli(args: RecipeArgs, options, checkpoint: Checkpoint) -> dict:
     hub_target = hub.target_from_training_args(args.training)
     if hub_target is not None:
         hub.check_access(hub_target)
-    data = load_labelled_data(args.data, seed=args.training.seed, modality="text")
+    modality = "image" if method == "image_text" else "text"
+    data = load_labelled_data(args.data, seed=args.training.seed, modality=modality)
+    if data.modality != modality:
+        raise TransferError(
+            f"model '{checkpoint.name}' classifies {modality}s zero-shot but data '{data.description}' is "
+            f"{data.modality}: give {'an image folder' if modality == 'image' else 'a table of texts'}"
+        )
     if data.has_pairs:
         raise TransferError(
             "zero-shot with an NLI checkpoint classifies single texts: give one --text_column_name, not a pair"
         )
     describe_splits(data)
+    if method == "image_text" and "label_template" not in args.explicit:
+        options = dataclasses.replace(options, label_template=defaults.ZERO_SHOT_IMAGE_TEMPLATE)
     hypotheses = descriptions(options, data.label_names)
-    model = AutoModelForSequenceClassification.from_pretrained(checkpoint.location, **checkpoint.load_kwargs)
+    if method == "image_text":
+        model = AutoModel.from_pretrained(checkpoint.location, **checkpoint.load_kwargs)
+        processor = AutoProcessor.from_pretrained(checkpoint.location, **checkpoint.load_kwargs)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(checkpoint.location, **checkpoint.load_kwargs)
+        processor = load_processor(checkpoint)
     model.requires_grad_(False)
     run = LoadedRun(
         model.to(args.training.device).eval(),
-        load_processor(checkpoint),
+        processor,
         data.label_names,
-        "text",
+        modality,
         out,
         args.data.max_seq_length,
+        method,
         hypotheses,
-        entailment_id(model.config),
     )
     print(
-        f"zero-shot by NLI: each label is a hypothesis ({hypotheses[0]!r} …); the "
-        f"{data.size('train'):,} training examples are not used"
+        f"zero-shot by {'NLI' if method == 'nli' else 'image-text similarity'}: each label is a hypothesis "
+        f"({hypotheses[0]!r} …); the {data.size('train'):,} training examples are not used"
     )
     results = {
-        "zero_shot_method": "nli",
+        "zero_shot_method": method,
         "label_descriptions": dict(zip(data.label_names, hypotheses)),
         "train_runtime": 0.0,
         "kept_because": "zero-shot: no training",
@@ -75,7 +94,7 @@ def run_nli(args: RecipeArgs, options, checkpoint: Checkpoint) -> dict:
             continue
         started = time.perf_counter()
         logits = class_logits(
-            run, values_of(data.splits[split], "text"), batch_size=args.training.per_device_eval_batch_size
+            run, values_of(data.splits[split], modality), batch_size=args.training.per_device_eval_batch_size
         )
         labels = label_series(data.splits[split]).to_numpy().copy()
         predicted = logits.argmax(-1).numpy()
@@ -97,7 +116,7 @@ def run_nli(args: RecipeArgs, options, checkpoint: Checkpoint) -> dict:
             "model_name_or_path": args.model.model_name_or_path,
             "model_class": type(model).__name__,
             "dataset": data.description,
-            "modality": "text",
+            "modality": modality,
             "label_names": data.label_names,
             "train_samples": data.size("train"),
             "eval_samples": data.size("validation"),
@@ -114,9 +133,9 @@ def run_nli(args: RecipeArgs, options, checkpoint: Checkpoint) -> dict:
         saving.clear_previous_run(out)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)  # safetensors
-    run.processor.save_pretrained(out)
-    (out / saving.NLI_ZERO_SHOT).write_text(
-        json.dumps({"label_names": data.label_names, "hypotheses": hypotheses}, indent=2)
+    processor.save_pretrained(out)
+    (out / saving.ZERO_SHOT_FILE).write_text(
+        json.dumps({"method": method, "label_names": data.label_names, "hypotheses": hypotheses}, indent=2)
     )
     saving.write_results(out, results)
     (out / "README.md").write_text(model_card(results, recipe="zero_shot", model_class=results["model_class"]))
