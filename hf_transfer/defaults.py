@@ -32,8 +32,6 @@ FULL_FINETUNE_HEAD_PHASE = "auto"
 GRADUAL_UNFREEZE_LEARNING_RATES = {"text": 1e-4, "image": 1e-3}
 GRADUAL_UNFREEZE_HEAD_PHASES = {"text": "steps", "image": "cached"}
 GRADUAL_UNFREEZE_HEAD_L2_CHOICE = "best"
-# Steps a group thawing mid-run gets gradients at LR 0 before it moves (its Adam moments estimated first).
-GRADUAL_UNFREEZE_MOMENT_STEPS = 0
 
 # Adapters: the learning rate of each peft method unless --learning_rate; LoRA r 8 / alpha 16 and no dropout (0.1 tied
 # on validation and keeps a mask per adapted layer) (docs/results/adapters.md).

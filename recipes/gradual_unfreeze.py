@@ -65,13 +65,6 @@ class ScheduleArguments:
     rewarm_steps: int = dataclasses.field(
         default=0, metadata={"help": "re-warm a thawed group's LR over this many steps"}
     )
-    moment_steps: int = dataclasses.field(
-        default=defaults.GRADUAL_UNFREEZE_MOMENT_STEPS,
-        metadata={
-            "help": "a group thawing mid-run gets gradients this many steps before it moves, its LR held at 0, so "
-            "Adam's moments are estimated first (0: it moves on its first gradient)"
-        },
-    )
     schedule: str | None = dataclasses.field(
         default=None, metadata={"help": "slanted_triangular (ULMFiT) instead of --lr_scheduler_type"}
     )
@@ -145,19 +138,13 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
         phases,
         train_bn=schedule_options.train_bn,
         rewarm_steps=schedule_options.rewarm_steps,
-        moment_steps=schedule_options.moment_steps,
         update_bn_statistics=fine_tuning.update_bn_statistics,
     )
     trainer = training.make_trainer(
         job, layer_groups=groups, group_lrs=lrs, unfreezing=unfreezing, schedule=schedule_options.schedule
     )
     results = training.train_and_evaluate(job, trainer)
-    results["layer_groups"] = training.describe_groups(
-        groups,
-        unfreezing.group_lrs(lrs),
-        unfreezing.start_step,
-        [unfreezing.gradients_from(i) for i in range(len(groups))],
-    )
+    results["layer_groups"] = training.describe_groups(groups, unfreezing.group_lrs(lrs), unfreezing.start_step)
     if head_fit:
         results["head_phase_fit"] = head_fit
     return training.finish(job, trainer, results, recipe="gradual_unfreeze")

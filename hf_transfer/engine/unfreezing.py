@@ -12,11 +12,6 @@
 - Groups are bound by parameter name to the model training runs (`on_train_begin`): under FSDP2 every
   parameter is a new object after wrapping, and flipping the old ones would freeze nothing.
 - BatchNorm statistics stay frozen in thawed groups too unless `update_bn_statistics` (see freezing).
-- A frozen parameter has no Adam moments, and Adam's first update moves every weight by the full LR whatever its
-  gradient (the bias-corrected ratio m/sqrt(v) is +-1 after one step): a whole group lurching at once at thaw is
-  what made gradual unfreezing diverge. `moment_steps` gives a group thawing at step s > 0 gradients from step
-  s - moment_steps with its LR held at 0, so its moments are estimated before it moves (the idea of RAdam, Liu et
-  al. 2020, applied per group); thaws at step 0 are covered by the run's own warmup.
 """
 
 from __future__ import annotations
@@ -77,14 +72,12 @@ class GradualUnfreezing(TrainerCallback):
         train_bn: bool = False,
         rewarm_steps: int = 0,
         update_bn_statistics: bool = False,
-        moment_steps: int = 0,
     ):
         self.groups = groups
         self.phases = [p if isinstance(p, Phase) else Phase(**p) for p in (phases or default_phases(len(groups)))]
         self.train_bn = train_bn
         self.update_bn_statistics = update_bn_statistics
         self.rewarm_steps = rewarm_steps
-        self.moment_steps = moment_steps
         self.eligible = {
             name for g in groups for name, p in g.parameters.items() if p.requires_grad
         }  # names: see bind()
@@ -130,19 +123,11 @@ class GradualUnfreezing(TrainerCallback):
                 start[i] = step if start[i] is None else min(start[i], step)
         self.start_step = start
 
-    def gradients_from(self, group_index: int) -> int | None:
-        """The step a group starts getting gradients: `moment_steps` before it moves, unless it moves at step 0."""
-        start = self.start_step[group_index]
-        if start is None or start == 0:
-            return start
-        return max(0, start - self.moment_steps)
-
     def trainable_at(self, step: int) -> list[bool]:
-        return [(s := self.gradients_from(i)) is not None and step >= s for i in range(len(self.groups))]
+        return [s is not None and step >= s for s in self.start_step]
 
     def lr_multiplier(self, group_index: int, base_schedule, trains_while_frozen: bool = False):
-        """The group's LR multiplier: 0 while frozen and while its moments warm, then the base schedule (re-warmed over
-        rewarm_steps).
+        """The group's LR multiplier: 0 while frozen, then the base schedule (re-warmed over rewarm_steps).
 
         `trains_while_frozen`: BatchNorm affine parameters under train_bn follow the base schedule from step 0.
         """

@@ -510,20 +510,11 @@ def _draw_figures(trainer, results: dict, label_names: list[str], out: pathlib.P
     return [p.name for p in drawn if p is not None]
 
 
-def describe_groups(
-    groups,
-    lrs: list[float],
-    thaw_steps: list[int | None] | None = None,
-    gradient_steps: list[int | None] | None = None,
-) -> list[dict]:
-    """The layer groups as all_results.json records them: name, base LR, parameter count (and when each thawed, and
-    when it started getting gradients for its optimizer moments, where earlier)."""
+def describe_groups(groups, lrs: list[float], thaw_steps: list[int | None] | None = None) -> list[dict]:
+    """The layer groups as all_results.json records them: name, base LR, parameter count (and when each thawed)."""
     described = [{"name": g.name, "lr": lr, "params": g.numel()} for g, lr in zip(groups, lrs)]
     for entry, step in zip(described, thaw_steps or []):
         entry["thaws_at_step"] = step
-    for entry, step in zip(described, gradient_steps or []):
-        if step != entry.get("thaws_at_step"):
-            entry["gradients_from_step"] = step
     return described
 
 

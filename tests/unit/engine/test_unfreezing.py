@@ -145,50 +145,6 @@ def test_lr_is_zero_until_a_group_thaws_then_follows_the_schedule():
     assert callback.lr_multiplier(head, flat)(0) == 1.0  # the first phase is not re-warmed
 
 
-@pytest.mark.parametrize("moment_steps", [0, 2])
-def test_moment_steps_estimate_a_thawing_groups_adam_moments_before_it_moves(
-    tmp_path, tiny_bert_dir, text_csv, moment_steps
-):
-    """With moment_steps N, a group thawing at step s gets gradients from step s - N at LR 0: its weights stay put
-    while Adam's moments fill, and its first move is at s (with N = 0 it has no moments until it moves)."""
-    from transformers import TrainerCallback
-
-    seen = {}  # optimizer step -> (block.1 weight unchanged, Adam steps of that weight)
-
-    class Watch(TrainerCallback):
-        def on_train_begin(self, args, state, control, model=None, **kwargs):
-            self.weight = dict(model.named_parameters())["bert.encoder.layer.1.attention.self.query.weight"]
-            self.start = self.weight.detach().clone()
-
-        def on_step_end(self, args, state, control, optimizer=None, **kwargs):
-            adam = getattr(optimizer, "optimizer", optimizer).state.get(self.weight, {})
-            seen[state.global_step - 1] = (torch.equal(self.weight, self.start), int(adam.get("step", 0)))
-
-    original = gradual_unfreeze.training.make_trainer
-    gradual_unfreeze.training.make_trainer = lambda job, **kwargs: original(job, callbacks=[Watch()], **kwargs)
-    try:
-        results = gradual_unfreeze.run(
-            **common(
-                tiny_bert_dir,
-                text_csv,
-                tmp_path / "out",
-                num_train_epochs=2,
-                save_strategy="no",
-                phases=json.dumps(HEAD_THEN_BLOCK1),
-                moment_steps=moment_steps,
-            )
-        )
-    finally:
-        gradual_unfreeze.training.make_trainer = original
-    block = next(g for g in results["layer_groups"] if g["name"] == "block.1")
-    thaw = block["thaws_at_step"]
-    assert block.get("gradients_from_step", thaw) == thaw - moment_steps
-    for step in range(thaw - moment_steps, thaw):
-        assert seen[step] == (True, step - (thaw - moment_steps) + 1)  # moments fill, the weight stays
-    assert seen[thaw - moment_steps - 1] == (True, 0)
-    assert seen[thaw][0] is False and seen[thaw][1] == moment_steps + 1  # it moves at its thaw step
-
-
 def test_resuming_mid_schedule_matches_the_uninterrupted_run(tmp_path, tiny_bert_dir, text_csv):
     full = tmp_path / "full"
     phases = json.dumps(
