@@ -126,6 +126,12 @@ class Teacher:
         """Point `model_args` at what the teacher was built from, so the student gets the same preprocessing."""
         from ..runs.adapter_files import BASE_MODEL_FILE
 
+        if self.run.zero_shot:
+            raise TransferError(
+                f"--teacher '{self.name}' is a zero-shot run ({self.run.zero_shot}): it scores label hypotheses and has "
+                "no classifier head to cut a student from; pass a student with --model_name_or_path"
+            )
+
         info_file = self.run.folder / BASE_MODEL_FILE
         if info_file.is_file():  # an adapter run: its base checkpoint, pooled and headed as it was trained
             info = json.loads(info_file.read_text())

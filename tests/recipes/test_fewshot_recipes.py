@@ -144,7 +144,9 @@ def tiny_nli_dir(tmp_path_factory, tiny_bert_dir):
     return str(path)
 
 
-def test_zero_shot_with_an_nli_checkpoint_scores_like_transformers_pipeline_and_saves_a_run(tmp_path, tiny_nli_dir):
+def test_zero_shot_with_an_nli_checkpoint_scores_like_transformers_pipeline_and_saves_a_run(
+    tmp_path, tiny_nli_dir, tiny_bert_dir
+):
     import subprocess
     import sys
 
@@ -185,6 +187,20 @@ def test_zero_shot_with_an_nli_checkpoint_scores_like_transformers_pipeline_and_
         "a wonderful moving film",
     ]
     assert described["test_loss"] != results["test_loss"]  # another hypothesis, other scores
+
+    import recipes.distill as distill  # a zero-shot teacher labels data for a student given to it
+
+    student = distill.run(
+        teacher=str(tmp_path / "nli"),
+        model_name_or_path=tiny_bert_dir,
+        train_file=str(train),
+        output_dir=str(tmp_path / "student"),
+        num_train_epochs=1,
+    )
+    assert student["label_names"] == ["neg", "pos"] and "teacher_eval_accuracy" in student
+    with pytest.raises(TransferError, match="is a zero-shot run"):
+        distill.run(teacher=str(tmp_path / "nli"), train_file=str(train), output_dir=str(tmp_path / "cut"))
+    assert not (tmp_path / "cut").exists()
 
     pairs = tmp_path / "pairs.csv"
     pd.DataFrame({"a": ["x", "y"] * 4, "b": ["z"] * 8, "label": ["p", "q"] * 4}).to_csv(pairs, index=False)
