@@ -16,8 +16,10 @@ def test_no_validation_is_held_out_of_a_small_file_and_one_is_of_a_larger_one(tm
     small = load_labelled_data(DataArguments(train_file=str(write_text_table(tmp_path / "small", rows_per_class=16))))
     assert set(small.splits) == {"train"} and len(small.splits["train"]) == 32
     assert small.validation.startswith("none held out: 10% of train would hold 2 examples")
-    large = load_labelled_data(DataArguments(train_file=str(write_text_table(tmp_path / "large", rows_per_class=50))))
-    assert len(large.splits["validation"]) == 10 and large.validation == "10% of train held out"
+    middle = load_labelled_data(DataArguments(train_file=str(write_text_table(tmp_path / "mid", rows_per_class=64))))
+    assert set(middle.splits) == {"train"} and middle.validation.startswith("none held out: 10% of train would hold 6")
+    large = load_labelled_data(DataArguments(train_file=str(write_text_table(tmp_path / "large", rows_per_class=100))))
+    assert len(large.splits["validation"]) == 20 and large.validation == "10% of train held out"
     forced = load_labelled_data(
         DataArguments(train_file=str(tmp_path / "small.csv"), min_validation_per_class=1)
     )  # the option restores the carve-out
