@@ -280,7 +280,7 @@ def main() -> None:
                     except TransferError as exc:
                         if name != "zero_shot":
                             raise
-                        print(f"zero_shot: skipped ({exc})")  # images on a checkpoint without a text tower (not CLIP / SigLIP)
+                        print(f"zero_shot: skipped ({exc})")  # images, on a checkpoint without a text tower
                         skipped.add(name)
                         continue
                     runs.append(
