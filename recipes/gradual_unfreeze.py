@@ -62,8 +62,12 @@ class ScheduleArguments:
     phases: str | None = dataclasses.field(
         default=None, metadata={"help": "JSON list of {at_epoch|at_step, unfreeze, lr}"}
     )
-    rewarm_steps: int = dataclasses.field(
-        default=0, metadata={"help": "re-warm a thawed group's LR over this many steps"}
+    rewarm_steps: int | None = dataclasses.field(
+        default=defaults.GRADUAL_UNFREEZE_REWARM_STEPS,
+        metadata={
+            "help": "re-warm the LR of a group thawing mid-run over this many steps (default: the run's warm-up "
+            "length; 0: it starts at the full LR)"
+        },
     )
     schedule: str | None = dataclasses.field(
         default=None, metadata={"help": "slanted_triangular (ULMFiT) instead of --lr_scheduler_type"}
@@ -145,6 +149,7 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     )
     results = training.train_and_evaluate(job, trainer)
     results["layer_groups"] = training.describe_groups(groups, unfreezing.group_lrs(lrs), unfreezing.start_step)
+    results["rewarm_steps"] = unfreezing.rewarm_steps  # the default resolved to the run's warm-up length
     if head_fit:
         results["head_phase_fit"] = head_fit
     return training.finish(job, trainer, results, recipe="gradual_unfreeze")

@@ -126,7 +126,9 @@ class TransferTrainer(Trainer):
             steps_per_epoch = getattr(self, "_steps_per_epoch", None) or math.ceil(
                 num_training_steps / max(self.args.num_train_epochs, 1e-9)
             )
-            self.unfreezing.resolve(num_training_steps, steps_per_epoch)
+            self.unfreezing.resolve(
+                num_training_steps, steps_per_epoch, self.args.get_warmup_steps(num_training_steps)
+            )
             lambdas = [
                 self.unfreezing.lr_multiplier(pg["layer_group_index"], schedule, pg.get("trains_while_frozen", False))
                 for pg in optimizer.param_groups

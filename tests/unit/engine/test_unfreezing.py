@@ -110,6 +110,7 @@ def test_logs_carry_every_groups_lr_and_the_bodys_highest(tmp_path, tiny_bert_di
                 logging_strategy="steps",
                 logging_steps=1,
                 lr_scheduler_type="constant",
+                warmup_steps=3,  # a constant schedule has no warm-up of its own; block.1 re-warms over 3 steps
                 phases=json.dumps(HEAD_THEN_BLOCK1),
             )
         )
@@ -126,6 +127,8 @@ def test_logs_carry_every_groups_lr_and_the_bodys_highest(tmp_path, tiny_bert_di
         logs["learning_rate/block.1"] > 0 and logs["learning_rate"] == logs["learning_rate/block.1"] for logs in later
     )
     assert all(logs["learning_rate/embeddings"] == 0 for _, logs in logged)
+    ramp = [logs["learning_rate/block.1"] for logs in later]
+    assert ramp[0] == pytest.approx(ramp[-1] / 3) and ramp[2] == pytest.approx(ramp[-1])  # re-warmed, then flat
 
 
 def test_lr_is_zero_until_a_group_thaws_then_follows_the_schedule():
@@ -143,6 +146,10 @@ def test_lr_is_zero_until_a_group_thaws_then_follows_the_schedule():
     m = callback.lr_multiplier(block1, flat)
     assert m(19) == 0.0 and m(20) == pytest.approx(0.25) and m(23) == pytest.approx(1.0)
     assert callback.lr_multiplier(head, flat)(0) == 1.0  # the first phase is not re-warmed
+    default = GradualUnfreezing(groups, default_phases(len(groups)))  # re-warms over the run's warm-up length
+    default.resolve(num_training_steps=50, steps_per_epoch=10, warmup_steps=5)
+    m = default.lr_multiplier(block1, flat)
+    assert m(19) == 0.0 and m(20) == pytest.approx(0.2) and m(24) == pytest.approx(1.0)
 
 
 def test_resuming_mid_schedule_matches_the_uninterrupted_run(tmp_path, tiny_bert_dir, text_csv):
