@@ -24,6 +24,7 @@ ZERO_SHOT_FILE = "zero_shot.json"  # an NLI / image-text checkpoint's zero-shot 
 RUN_FILE_PATTERNS = (
     *RESULT_FILES,
     RUN_DETAILS,
+    ZERO_SHOT_FILE,
     "trainer_state.json",
     "README.md",
     "config.json",
@@ -32,6 +33,7 @@ RUN_FILE_PATTERNS = (
     "bottleneck_config.json",
     "base_model.json",
     "preprocessor_config.json",
+    "processor_config.json",
     "tokenizer*.json",
     "special_tokens_map.json",
     "vocab.txt",

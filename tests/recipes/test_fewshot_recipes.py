@@ -202,6 +202,20 @@ def test_zero_shot_with_an_nli_checkpoint_scores_like_transformers_pipeline_and_
         distill.run(teacher=str(tmp_path / "nli"), train_file=str(train), output_dir=str(tmp_path / "cut"))
     assert not (tmp_path / "cut").exists()
 
+    import recipes.full_finetune as full_finetune  # a trained run replacing it is not read as zero-shot
+
+    full_finetune.run(
+        model_name_or_path=tiny_bert_dir,
+        train_file=str(train),
+        output_dir=str(tmp_path / "nli"),
+        overwrite_output_dir=True,
+        num_train_epochs=1,
+    )
+    assert not (tmp_path / "nli" / "zero_shot.json").exists()
+    from hf_transfer.runs.inference import load_run
+
+    assert load_run(str(tmp_path / "nli")).zero_shot is None
+
     pairs = tmp_path / "pairs.csv"
     pd.DataFrame({"a": ["x", "y"] * 4, "b": ["z"] * 8, "label": ["p", "q"] * 4}).to_csv(pairs, index=False)
     with pytest.raises(TransferError, match="classifies single texts"):
