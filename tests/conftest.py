@@ -141,10 +141,12 @@ print(json.dumps({"accuracy": sum(p == str(t) for p, t in zip(predicted, frame["
 """
 
 
-def pipeline_accuracy(run_dir, table, task) -> dict:
+def in_fresh_process(script: str, *arguments):
+    """Run `script` in a new interpreter outside the repository (so hf_transfer is not importable by accident) and
+    return the JSON its last line prints."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run(
-        [sys.executable, "-c", PIPELINE_ACCURACY, str(run_dir), str(table), task],
+        [sys.executable, "-c", script, *map(str, arguments)],
         capture_output=True,
         text=True,
         env=env,
@@ -153,6 +155,10 @@ def pipeline_accuracy(run_dir, table, task) -> dict:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def pipeline_accuracy(run_dir, table, task) -> dict:
+    return in_fresh_process(PIPELINE_ACCURACY, run_dir, table, task)
 
 
 def launch_on_two_processes(script: str, arguments: list) -> subprocess.CompletedProcess:

@@ -372,8 +372,8 @@ def label_description_embeddings(job: Job, options) -> tuple[list[str], torch.Te
 
     if job.data.modality != "text":
         raise TransferError(
-            "--head_phase label_descriptions embeds a sentence per label with a text encoder; images need a CLIP / "
-            "SigLIP checkpoint, which the recipes do not take: use --head_phase cached"
+            "--head_phase label_descriptions embeds a sentence per label with a text encoder, which an image "
+            "classifier has not: use --head_phase cached (zero-shot images: recipes/zero_shot.py with a CLIP checkpoint)"
         )
     sentences = descriptions(options, job.data.label_names)
     job.model.to(job.args.training.device)
@@ -436,19 +436,8 @@ def finish(job: Job, trainer, results: dict, *, recipe: str, model=None) -> dict
     model = trainer.accelerator.unwrap_model(model or job.model)
     results = {
         **results,
-        **count_parameters(model),
-        "recipe": recipe,
-        "model_name_or_path": job.args.model.model_name_or_path,
+        **describe_run(job.args, job.data, model, recipe),
         "model_class": type(job.model).__name__,  # the classifier itself; peft wraps it in place
-        "dataset": job.data.description,
-        "modality": job.data.modality,
-        "label_names": job.data.label_names,
-        "train_samples": job.data.size("train"),
-        "eval_samples": job.data.size("validation"),
-        "validation": job.data.validation,
-        "test_samples": job.data.size("test"),
-        "skipped_unreadable_images": job.data.skipped_images,
-        "seed": job.args.training.seed,
         "world_size": trainer.args.world_size,
         "device": str(trainer.args.device),
         "mixed_precision": str(trainer.accelerator.mixed_precision),
@@ -491,6 +480,25 @@ def finish(job: Job, trainer, results: dict, *, recipe: str, model=None) -> dict
             print(f"pushed to        : {results['hub_url']}")
     trainer.accelerator.wait_for_everyone()  # every rank returns once the run is on disk
     return results
+
+
+def describe_run(args: RecipeArgs, data: LabelledData, model, recipe: str) -> dict:
+    """What every run records about itself: the recipe, checkpoint, data, splits and parameter counts."""
+    return {
+        **count_parameters(model),
+        "recipe": recipe,
+        "model_name_or_path": args.model.model_name_or_path,
+        "model_class": type(model).__name__,
+        "dataset": data.description,
+        "modality": data.modality,
+        "label_names": data.label_names,
+        "train_samples": data.size("train"),
+        "eval_samples": data.size("validation"),
+        "validation": data.validation,
+        "test_samples": data.size("test"),
+        "skipped_unreadable_images": data.skipped_images,
+        "seed": args.training.seed,
+    }
 
 
 def _draw_figures(trainer, results: dict, label_names: list[str], out: pathlib.Path) -> list[str]:

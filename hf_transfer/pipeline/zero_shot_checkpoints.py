@@ -19,7 +19,6 @@ from ..data.preprocessing import load_processor
 from ..errors import TransferError
 from ..features.label_descriptions import descriptions
 from ..metrics import classification_report, confusion_matrix
-from ..models.freezing import count_parameters
 from ..models.loading import Checkpoint
 from ..models.zero_shot import entailment_id, is_image_text
 from ..runs import saving
@@ -27,7 +26,7 @@ from ..runs.card import model_card
 from ..runs.inference import LoadedRun, class_logits
 from ..runs.push import push_run
 from .arguments import RecipeArgs
-from .training import describe_splits, print_summary
+from .training import describe_run, describe_splits, print_summary
 
 
 def scoring_method(checkpoint: Checkpoint) -> str | None:
@@ -111,18 +110,7 @@ def run_scored(args: RecipeArgs, options, checkpoint: Checkpoint, method: str) -
         )
     results.update(
         {
-            **count_parameters(model),
-            "recipe": "zero_shot",
-            "model_name_or_path": args.model.model_name_or_path,
-            "model_class": type(model).__name__,
-            "dataset": data.description,
-            "modality": modality,
-            "label_names": data.label_names,
-            "train_samples": data.size("train"),
-            "eval_samples": data.size("validation"),
-            "validation": data.validation,
-            "test_samples": data.size("test"),
-            "seed": args.training.seed,
+            **describe_run(args, data, model, "zero_shot"),
             "device": str(args.training.device),
             "training_config": {"max_seq_length": args.data.max_seq_length},
         }

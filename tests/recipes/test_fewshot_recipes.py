@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import pipeline_accuracy, write_text_table
+from conftest import in_fresh_process, pipeline_accuracy, write_text_table
 from safetensors.torch import load_file
 
 import recipes.contrastive_finetune as contrastive_finetune
@@ -147,9 +147,6 @@ def tiny_nli_dir(tmp_path_factory, tiny_bert_dir):
 def test_zero_shot_with_an_nli_checkpoint_scores_like_transformers_pipeline_and_saves_a_run(
     tmp_path, tiny_nli_dir, tiny_bert_dir
 ):
-    import subprocess
-    import sys
-
     from hf_transfer.runs.evaluate import evaluate
     from hf_transfer.runs.predict import predict
 
@@ -161,15 +158,7 @@ def test_zero_shot_with_an_nli_checkpoint_scores_like_transformers_pipeline_and_
     saved, original = weights(tmp_path / "nli"), weights(pathlib.Path(tiny_nli_dir))
     assert saved.keys() == original.keys() and all(torch.equal(saved[k], original[k]) for k in saved)
 
-    scores = subprocess.run(
-        [sys.executable, "-c", NLI_PIPELINE_SCORES, str(tmp_path / "nli"), str(test)],
-        capture_output=True,
-        text=True,
-        cwd="/",
-        timeout=600,
-    )
-    assert scores.returncode == 0, scores.stderr[-3000:]
-    expected = np.array(json.loads(scores.stdout.strip().splitlines()[-1]))
+    expected = np.array(in_fresh_process(NLI_PIPELINE_SCORES, tmp_path / "nli", test))
     predicted = predict(str(tmp_path / "nli"), input_file=str(test), all_scores=True)
     ours = predicted[[c for c in predicted.columns if c.startswith("probability_")]].to_numpy()
     assert ours.shape == expected.shape and np.allclose(ours, expected, atol=1e-5)
@@ -273,9 +262,6 @@ def tiny_clip_dir(tmp_path_factory, tiny_bert_dir):
 
 
 def test_zero_shot_with_an_image_text_checkpoint_scores_like_transformers_pipeline(tmp_path, tiny_clip_dir):
-    import subprocess
-    import sys
-
     from conftest import write_image_folder
 
     from hf_transfer.runs.evaluate import evaluate
@@ -287,15 +273,7 @@ def test_zero_shot_with_an_image_text_checkpoint_scores_like_transformers_pipeli
     )
     assert results["zero_shot_method"] == "image_text" and results["trainable_params"] == 0
     assert results["label_descriptions"] == {"circle": "a photo of a circle.", "square": "a photo of a square."}
-    scores = subprocess.run(
-        [sys.executable, "-c", CLIP_PIPELINE_SCORES, str(tmp_path / "clip"), str(test)],
-        capture_output=True,
-        text=True,
-        cwd="/",
-        timeout=600,
-    )
-    assert scores.returncode == 0, scores.stderr[-3000:]
-    expected = json.loads(scores.stdout.strip().splitlines()[-1])
+    expected = in_fresh_process(CLIP_PIPELINE_SCORES, tmp_path / "clip", test)
     predicted = predict(str(tmp_path / "clip"), input_dir=str(test), all_scores=True)
     by_path = {str(pathlib.Path(p).resolve()): row for p, row in zip(predicted["input"], predicted.to_dict("records"))}
     for path, row_scores in zip(expected["paths"], expected["scores"]):
