@@ -161,46 +161,53 @@ def pipeline_accuracy(run_dir, table, task) -> dict:
     return in_fresh_process(PIPELINE_ACCURACY, run_dir, table, task)
 
 
-def launch_on_two_processes(script: str, arguments: list) -> subprocess.CompletedProcess:
+def free_port() -> int:
+    """A port nothing listens on, for one two-process launch: torchrun's default (29500) can still be held by the
+    previous launch's ranks when tests launch back to back, and the new ranks then abort."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def failure_reasons(result: subprocess.CompletedProcess) -> str:
+    """A failing rank's own reason sits far above torchrun's closing report: the lines that name errors."""
+    words = ("Error", "error", "terminate", "what()", "Abort", "Traceback")
+    lines = [line for line in result.stderr.splitlines() if any(w in line for w in words)]
+    return (
+        "\n".join(lines[-30:])
+        + f"\n--- stderr tail ---\n{result.stderr[-1500:]}\n--- stdout tail ---\n{result.stdout[-300:]}"
+    )
+
+
+def launch_on_two_processes(script: str, arguments: list, env: dict | None = None) -> subprocess.CompletedProcess:
     """`accelerate launch SCRIPT --use_cpu ARGUMENTS` on two CPU processes (torchrun + gloo: accelerate 1.15's
-    `--cpu --num_processes 2` starts one)."""
+    `--cpu --num_processes 2` starts one), on a free port."""
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    command = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port())]
     return subprocess.run(
-        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", script, "--use_cpu", *map(str, arguments)],
+        [*command, script, *map(str, arguments), "--use_cpu"],
         capture_output=True,
         text=True,
+        env=env,
         timeout=600,
     )
 
 
 def run_on_two_ranks(recipe: str, arguments: list, output_dir) -> tuple[dict, dict]:
-    """`accelerate launch` of tests/helpers/ddp_worker.py RECIPE on two CPU processes (torchrun + gloo: accelerate 1.15's
-    `--cpu --num_processes 2` starts one); each rank's final weights, which the worker saves to OUTPUT_DIR-ranks."""
+    """`accelerate launch` of tests/helpers/ddp_worker.py RECIPE on two CPU processes; each rank's final weights,
+    which the worker saves to OUTPUT_DIR-ranks."""
     from safetensors.torch import load_file
 
     ranks = pathlib.Path(f"{output_dir}-ranks")
     ranks.mkdir(exist_ok=True)
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    result = subprocess.run(
-        [
-            accelerate,
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "tests/helpers/ddp_worker.py",
-            recipe,
-            "--use_cpu",
-            "--output_dir",
-            str(output_dir),
-            *map(str, arguments),
-        ],
-        capture_output=True,
-        text=True,
+    result = launch_on_two_processes(
+        "tests/helpers/ddp_worker.py",
+        [recipe, "--output_dir", output_dir, *arguments],
         env={**os.environ, "PYTHONPATH": os.getcwd()},
-        timeout=600,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, failure_reasons(result)
     return load_file(ranks / "rank0.safetensors"), load_file(ranks / "rank1.safetensors")
 
 

@@ -67,8 +67,10 @@ def summary(before: dict, model) -> dict:
 
 
 def main(checkpoint: str, out: str) -> None:
+    print("init", flush=True)  # the stage reached, for a launch that aborts without a Python traceback
     dist.init_process_group("gloo")
     mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+    print("gradual_unfreezing", flush=True)
     report = {}
 
     # gradual unfreezing: groups made on the model as loaded, the head from step 0, block 1 from step 3
@@ -87,6 +89,7 @@ def main(checkpoint: str, out: str) -> None:
     if dist.get_rank() == 0:
         saving.save_model(model, pathlib.Path(out) / "saved_model", state_dict=state_dict)
 
+    print("discriminative_lrs", flush=True)
     # discriminative LRs: every live parameter in the optimizer once, at its group's LR
     model = AutoModelForSequenceClassification.from_pretrained(checkpoint, num_labels=2)
     groups = layer_groups(model)
@@ -105,6 +108,7 @@ def main(checkpoint: str, out: str) -> None:
         "live": len(list(model.parameters())),
     }
 
+    print("lora", flush=True)
     # LoRA: the base frozen, the adapter and the head trained; the gradient check sees the sharded adapter
     from peft import LoraConfig, get_peft_model
 
@@ -126,6 +130,8 @@ def main(checkpoint: str, out: str) -> None:
 
     with open(f"{out}/rank{dist.get_rank()}.json", "w") as f:
         json.dump(report, f)
+    dist.barrier()  # neither rank tears gloo down while the other still saves or gathers
+    print("done", flush=True)
     dist.destroy_process_group()
 
 

@@ -3,12 +3,12 @@ and pushing to a stand-in Hub on 127.0.0.1: files and card that arrive, and one-
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
+from conftest import failure_reasons, launch_on_two_processes
 from hub_server import FakeHub  # tests/helpers is on sys.path (conftest)
 
 import recipes.lora_bert as lora_bert
@@ -62,39 +62,22 @@ def test_lora_vit_with_python_writes_an_adapter_that_reloads(tmp_path, tiny_vit_
 
 def test_lora_vit_under_two_processes(tmp_path, tiny_vit_dir, image_dir):
     out = tmp_path / "out"
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    # accelerate 1.15's `--cpu --num_processes 2` starts ONE process; torchrun via --multi_gpu + --use_cpu gives 2 (gloo)
-    result = subprocess.run(
+    result = launch_on_two_processes(
+        "recipes/lora_vit.py",
         [
-            accelerate,
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "recipes/lora_vit.py",
-            "--use_cpu",
             "--model_name_or_path",
             tiny_vit_dir,
             "--train_dir",
-            str(image_dir),
+            image_dir,
             "--num_train_epochs",
             "2",
             "--per_device_train_batch_size",
             "4",
             "--output_dir",
-            str(out),
+            out,
         ],
-        capture_output=True,
-        text=True,
-        timeout=600,
     )
-    # a failing rank's own reason sits far above torchrun's closing report: show the lines that name errors
-    reasons = [
-        line
-        for line in result.stderr.splitlines()
-        if any(w in line for w in ("Error", "error", "terminate", "what()", "Abort"))
-    ]
-    assert result.returncode == 0, "\n".join(reasons[-30:])
+    assert result.returncode == 0, failure_reasons(result)
     assert result.stdout.count("== lora_vit:") == 1, "only the main process writes and reports"
     saved = json.loads((out / "run_details.json").read_text())
     assert saved["world_size"] == 2 and saved["adapter"] == "peft"

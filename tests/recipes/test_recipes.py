@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from conftest import failure_reasons, launch_on_two_processes
 from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification, AutoTokenizer
 
 import recipes.feature_extraction as feature_extraction
@@ -163,36 +164,23 @@ def test_help_lists_hf_argument_names(recipe):
 
 @pytest.mark.parametrize("recipe", ["full_finetune", "feature_extraction"])
 def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_bert_dir, text_csv, recipe):
-    import os
-    import shutil
-
     out = tmp_path / "out"
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    # accelerate 1.15's `--cpu --num_processes 2` starts ONE process (multi-CPU needs mpirun); torchrun via --multi_gpu + --use_cpu gives 2 (gloo)
-    result = subprocess.run(
+    result = launch_on_two_processes(
+        f"recipes/{recipe}.py",
         [
-            accelerate,
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            f"recipes/{recipe}.py",
-            "--use_cpu",
             "--model_name_or_path",
             tiny_bert_dir,
             "--min_validation_per_class",
             "1",  # as in-process tests (tiny_files_hold_out_validation)
             "--train_file",
-            str(text_csv),
+            text_csv,
             "--num_train_epochs",
             "2",
             "--output_dir",
-            str(out),
+            out,
         ],
-        capture_output=True,
-        text=True,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, failure_reasons(result)
     assert result.stdout.count(f"== {recipe}:") == 1, "only the main process writes and reports"
     saved = json.loads((out / "run_details.json").read_text())
     assert saved["world_size"] == 2 and saved["eval_samples"] > 0

@@ -12,10 +12,11 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
-from conftest import run_on_two_ranks
+from conftest import failure_reasons, free_port, run_on_two_ranks
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
@@ -27,13 +28,20 @@ def sharded_runs(tmp_path_factory, tiny_bert_dir):
     out = tmp_path_factory.mktemp("fsdp")
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     result = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "tests/helpers/fsdp_worker.py", tiny_bert_dir, str(out)],
+        [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), "tests/helpers/fsdp_worker.py"]
+        + [tiny_bert_dir, str(out)],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": os.getcwd()},
         timeout=600,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    # About one launch in six on a 2-core machine a rank aborts in gloo's C++ while the process group is torn down,
+    # after both ranks finished and wrote their reports ("terminate called without an active exception"): the
+    # reports are whole, so the tests read them; an abort before that fails as any other.
+    if result.returncode and result.stdout.count("done") == 2 and "without an active exception" in result.stderr:
+        warnings.warn("FSDP worker: a rank aborted in gloo's teardown after both wrote their reports")
+    else:
+        assert result.returncode == 0, failure_reasons(result)
     return [{**json.loads((out / f"rank{rank}.json").read_text()), "folder": str(out)} for rank in (0, 1)]
 
 

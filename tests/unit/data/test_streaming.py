@@ -6,7 +6,7 @@ import collections
 import datasets
 import pandas as pd
 import pytest
-from conftest import launch_on_two_processes, write_text_table
+from conftest import failure_reasons, launch_on_two_processes, write_text_table
 
 import recipes.feature_extraction as feature_extraction
 import recipes.full_finetune as full_finetune
@@ -107,7 +107,7 @@ def test_two_processes_train_on_a_stream(tmp_path, tiny_bert_dir):
             out,
         ],
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, failure_reasons(result)
     results = json.loads((out / "all_results.json").read_text())
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 4 and results["world_size"] == 2 and results["train_samples"] == 80

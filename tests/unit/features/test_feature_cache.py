@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import launch_on_two_processes, write_text_table
+from conftest import failure_reasons, launch_on_two_processes, write_text_table
 
 import recipes.feature_extraction as feature_extraction
 from hf_transfer.features import cache as feature_cache
@@ -105,10 +105,7 @@ def test_two_processes_extract_shards_that_gather_into_the_single_process_featur
             "1",  # as the in-process run below (tiny_files_hold_out_validation)
         ],
     )
-    reasons = [
-        line for line in result.stderr.splitlines() if any(w in line for w in ("Error", "error", "terminate", "Abort"))
-    ]
-    assert result.returncode == 0, "\n".join(reasons[-30:])
+    assert result.returncode == 0, failure_reasons(result)
     run(
         tmp_path,
         "single",
