@@ -9,18 +9,26 @@ kept, in host memory, at the start and at the end of every epoch that ended heal
 back and every learning rate (the schedule's base rates with it) is multiplied by `lr_factor`, warming up again
 from zero over the run's warm-up length or one epoch, whichever is longer: the moments put back may be those of
 the first step (none), and a fresh Adam's first steps move every weight by the full learning rate, which
-mid-schedule is itself a shock.
+mid-schedule is itself a shock. Every checkpoint carries the guard's state (and its snapshot where that is not
+the checkpoint's own state), so a resumed run restores and warms up as the uninterrupted one would.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import statistics
 
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 
 from .. import defaults
+
+STATE_FILE = "divergence_guard.json"  # in each checkpoint folder, beside trainer_state.json
+SNAPSHOT_FILE = "divergence_guard_snapshot-rank{rank}.safetensors"  # each rank's own: FSDP snapshots hold shards
+OPTIMIZER_SNAPSHOT_FILE = "divergence_guard_optimizer-rank{rank}.pt"
 
 
 def _to_host(value):
@@ -59,6 +67,9 @@ class DivergenceGuard(TrainerCallback):
         self._optimizer_state: dict | None = None
         self._snapshot_step = 0
         self._initial_lr = 0.0
+        self._rewarms: list[dict] = []  # each restore's re-warm ramp: {"start": step, "length": steps}
+        self._rewarm_pending = False
+        self._snapshot_loaded = False  # a resumed run starts from the snapshot its checkpoint carried
 
     # --- fed by TransferTrainer.training_step: the loss of every micro-batch, already divided for accumulation
     def observe(self, loss: torch.Tensor) -> None:
@@ -110,20 +121,69 @@ class DivergenceGuard(TrainerCallback):
         if hasattr(schedule, "base_lrs"):
             schedule.base_lrs = [lr * self.lr_factor for lr in schedule.base_lrs]
         if hasattr(schedule, "lr_lambdas") and state is not None and state.max_steps:
-            start = state.global_step
             epoch = math.ceil(state.max_steps / max(state.num_train_epochs, 1))
-            length = max(args.get_warmup_steps(state.max_steps), epoch, 2)
-            schedule.lr_lambdas = [
-                (lambda step, inner=f: inner(step) * min(1.0, max(step - start + 1, 0) / length))
-                for f in schedule.lr_lambdas
-            ]
+            ramp = {"start": state.global_step, "length": max(args.get_warmup_steps(state.max_steps), epoch, 2)}
+            self._rewarms.append(ramp)
+            self._rewarm_schedule(lr_scheduler, ramp)
             for group, base, rule in zip(inner.param_groups, schedule.base_lrs, schedule.lr_lambdas):
                 group["lr"] = base * rule(schedule.last_epoch)  # the next step is the warm-up's first
 
+    @staticmethod
+    def _rewarm_schedule(lr_scheduler, ramp: dict) -> None:
+        """Every rate of the schedule times a ramp from zero over `length` steps from `start`."""
+        schedule = getattr(lr_scheduler, "scheduler", lr_scheduler)
+        start, length = ramp["start"], ramp["length"]
+        schedule.lr_lambdas = [
+            (lambda step, inner=f: inner(step) * min(1.0, max(step - start + 1, 0) / length))
+            for f in schedule.lr_lambdas
+        ]
+
+    # --- checkpoints: what the guard knows travels with them, so a resumed run decides as the uninterrupted one
+    def save(self, folder: str, step: int, rank: int = 0) -> None:
+        """Into a checkpoint folder: the guard's state, and its last good weights and optimizer state when they are
+        not the checkpoint's own (the epoch ended mid-spike, or a restore went back past it)."""
+        state = {
+            "events": self.events,
+            "healthy": self._healthy[-self.window :],
+            "strikes": self._strikes,
+            "snapshot_step": self._snapshot_step,
+            "rewarms": self._rewarms,
+        }
+        if rank == 0:  # every rank decides alike: one state
+            with open(os.path.join(folder, STATE_FILE), "w") as file:
+                json.dump(state, file)
+        if self._snapshot is not None and self._snapshot_step != step:
+            snapshot = {k: v.contiguous() for k, v in self._snapshot.items()}
+            save_file(snapshot, os.path.join(folder, SNAPSHOT_FILE.format(rank=rank)))
+            torch.save(self._optimizer_state, os.path.join(folder, OPTIMIZER_SNAPSHOT_FILE.format(rank=rank)))
+
+    def load(self, folder: str, rank: int = 0) -> None:
+        """Before training resumes from `folder`. The schedule loaded from the checkpoint has its lowered base rates,
+        and gets its re-warm ramp back at on_train_begin (a checkpoint stores a schedule's numbers, not its functions)."""
+        path = os.path.join(folder, STATE_FILE)
+        if not os.path.isfile(path):  # a checkpoint written before the guard saved its state
+            return
+        with open(path) as file:
+            state = json.load(file)
+        self.events, self._healthy, self._strikes = state["events"], state["healthy"], state["strikes"]
+        self._snapshot_step, self._rewarms = state["snapshot_step"], state["rewarms"]
+        self._rewarm_pending = bool(self._rewarms)
+        snapshot = os.path.join(folder, SNAPSHOT_FILE.format(rank=rank))
+        if os.path.isfile(snapshot):
+            self._snapshot = load_file(snapshot)
+            optimizer = os.path.join(folder, OPTIMIZER_SNAPSHOT_FILE.format(rank=rank))
+            self._optimizer_state = torch.load(optimizer, weights_only=True)
+            self._snapshot_loaded = True
+
     # --- Trainer callbacks
-    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
-        if optimizer is not None:
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):
+        if optimizer is not None and not self._snapshot_loaded:
             self._take_snapshot(model, optimizer, state.global_step)
+        self._snapshot_loaded = False
+        if self._rewarm_pending and hasattr(getattr(lr_scheduler, "scheduler", lr_scheduler), "lr_lambdas"):
+            for ramp in self._rewarms:  # as the uninterrupted run wrapped its schedule: one ramp per restore
+                self._rewarm_schedule(lr_scheduler, ramp)
+        self._rewarm_pending = False
         self._initial_lr = args.learning_rate
 
     def on_step_end(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):

@@ -10,7 +10,7 @@
 - Checkpoints (the best epoch, `--resume_from_checkpoint`) loaded back under the model's current weight names,
   every weight or an error: `Trainer`'s own reload skips the weights transformers 5 renamed (see checkpoint_loading).
 - A divergence guard (`divergence`): a non-finite or exploding loss restores the last good weights and lowers the
-  learning rates instead of training on at chance.
+  learning rates instead of training on at chance; what it knows is saved in every checkpoint and read back on resume.
 - Best-checkpoint selection that breaks ties on the selection metric by validation loss: on a small
   validation set several epochs often share the top accuracy, and keeping the first of them can throw
   away every later phase of a schedule.
@@ -172,7 +172,19 @@ class TransferTrainer(Trainer):
             saved_to_live_names(
                 self.model
             )  # a model whose checkpoints cannot be read back is refused before training, not after
+        if resume_from_checkpoint is True:
+            from transformers.trainer_utils import get_last_checkpoint
+
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir) or True  # Trainer says why if none
+        if isinstance(resume_from_checkpoint, str):
+            self.divergence_guard.load(resume_from_checkpoint, rank=self.args.process_index)
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        """Beside the optimizer and schedule in each checkpoint (so before Trainer pushes one): the guard's state, and
+        each rank's snapshot of its own weights where the guard holds one that is not the checkpoint's."""
+        super()._save_optimizer_and_scheduler(output_dir)
+        self.divergence_guard.save(output_dir, self.state.global_step, rank=self.args.process_index)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         from .checkpoint_loading import load_checkpoint

@@ -1,6 +1,8 @@
 """Checkpoints come back whole: the kept epoch and a resumed run get every weight, also on architectures whose
 weights transformers 5 saves under their original names (ViT, Swin, DINOv2 …), where `Trainer` alone skips them."""
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -50,9 +52,13 @@ def test_a_checkpoint_of_another_model_is_a_one_line_error_naming_it(tmp_path, t
         trainer._load_from_checkpoint(str(other))
 
 
-def test_a_resumed_vit_run_matches_the_uninterrupted_one(tmp_path, tiny_vit_dir, image_dir, divergence_guard_off):
-    # The divergence guard's running level is not in checkpoints (docs/known_limits.md), and this tiny run spikes
-    # within its first epoch: the guard is off here, so the test is about the weights a checkpoint carries.
+@pytest.mark.parametrize("guard", ["on", "off"])
+def test_a_resumed_vit_run_matches_the_uninterrupted_one(tmp_path, tiny_vit_dir, image_dir, request, guard):
+    """This tiny run diverges in its second epoch at this learning rate: with the guard on, the guard's restore (its
+    running level, lowered rates and re-warm) travels in the checkpoint after that epoch, and the resumed run still
+    matches the uninterrupted one."""
+    if guard == "off":
+        request.getfixturevalue("divergence_guard_off")
     common = dict(
         model_name_or_path=tiny_vit_dir,
         train_dir=str(image_dir),
@@ -66,12 +72,22 @@ def test_a_resumed_vit_run_matches_the_uninterrupted_one(tmp_path, tiny_vit_dir,
     full_finetune.run(
         **common, output_dir=str(full), save_strategy="epoch", save_total_limit=None, keep_checkpoints=True
     )
-    middle = sorted(full.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[0]
+    middle = sorted(full.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[1]  # after epoch 2
+    if guard == "on":
+        saved = json.loads((middle / "divergence_guard.json").read_text())
+        assert saved["events"] and saved["rewarms"], "the guard restored before the checkpoint it resumes from"
     resumed = tmp_path / "resumed"
     full_finetune.run(**common, output_dir=str(resumed), save_strategy="no", resume_from_checkpoint=str(middle))
     a, b = load_file(full / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert a.keys() == b.keys()
-    assert [key for key in a if not torch.allclose(a[key], b[key], atol=1e-6)] == []
+    # After a restore the lowered rates are recomputed in another order: float noise of about 4e-6 on weights of
+    # about 0.07, where resuming without the guard's state (restoring the weights of the checkpoint's own step
+    # instead of the last good ones) differs by 2e-4.
+    atol = 1e-6 if guard == "off" else 2e-5
+    assert [key for key in a if not torch.allclose(a[key], b[key], atol=atol)] == []
+    if guard == "on":
+        runs = [json.loads((folder / "all_results.json").read_text()) for folder in (full, resumed)]
+        assert runs[0]["divergence_restores"] == runs[1]["divergence_restores"] == 2, "the resumed run's record"
     start = load_file(f"{tiny_vit_dir}/model.safetensors")
     assert any(not torch.equal(start[key], a["vit." + key]) for key in start if ".layer.0." in key), (
         "the encoder must have trained"
