@@ -44,6 +44,8 @@ ADAPTER_LEARNING_RATES = {"lora": 5e-4, "dora": 5e-4, "loha": 1e-3, "lokr": 1e-3
 LORA_R = 8
 LORA_ALPHA = 16
 LORA_DROPOUT = 0.0
+# Where an adapter recipe's new head starts (--head_phase, as full fine-tuning's): see docs/results/adapters.md.
+ADAPTER_HEAD_PHASE = "none"
 
 # Contrastive fine-tuning (docs/results/fewshot.md): the body's in-batch loss, its temperature, epochs, batch size
 # and learning rate; the head's L2 when no validation split is held out.

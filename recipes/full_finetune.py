@@ -17,8 +17,6 @@ Parquet files, image folders, Hub / save_to_disk / bundled data sets; few-shot s
     from recipes.full_finetune import run; metrics = run(num_train_epochs=3)
 """
 
-import dataclasses
-
 from hf_transfer import defaults
 from hf_transfer.cli import recipe_main
 from hf_transfer.engine.finetuning import (
@@ -27,11 +25,10 @@ from hf_transfer.engine.finetuning import (
     body_and_head_groups,
     group_learning_rates,
 )
-from hf_transfer.errors import TransferError
 from hf_transfer.features.cache import FeatureCacheArguments
 from hf_transfer.features.label_descriptions import LabelDescriptionArguments
 from hf_transfer.pipeline import training
-from hf_transfer.pipeline.arguments import parse_recipe_args
+from hf_transfer.pipeline.arguments import HEAD_PHASES, HeadStartArguments, parse_recipe_args
 
 DEFAULTS = {
     "num_train_epochs": defaults.FINETUNE_EPOCHS,
@@ -42,23 +39,6 @@ DEFAULTS = {
 }
 
 
-HEAD_PHASES = ("none", "cached", "label_descriptions", "auto")
-
-
-@dataclasses.dataclass
-class HeadStartArguments:
-    head_phase: str = dataclasses.field(
-        default=defaults.FULL_FINETUNE_HEAD_PHASE,
-        metadata={
-            "help": "cached: LP-FT, the new linear head is first fitted as a logistic regression on cached features of the pretrained "
-            "body, then every layer fine-tunes from it (chosen on validation: docs/results/defaults.md); none: the head starts from its random initialisation; "
-            "label_descriptions: the head starts as the zero-shot classifier of recipes/zero_shot.py (text; --label_descriptions, --label_template); "
-            "auto: few-shot text (no validation split held out) starts from the zero-shot head unless its label names say "
-            "nothing, everything else from cached (docs/results/fewshot.md)"
-        },
-    )
-
-
 def run(argv: list[str] | None = None, **overrides) -> dict:
     """Fine-tune every layer; returns the results also written to all_results.json."""
     args = parse_recipe_args(
@@ -67,20 +47,7 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
         overrides,
         extra_dataclasses=(FineTuningArguments, HeadStartArguments, FeatureCacheArguments, LabelDescriptionArguments),
     )
-    head_phase = args.option(HeadStartArguments).head_phase
-    if head_phase not in HEAD_PHASES:
-        raise TransferError(f"--head_phase {head_phase!r}: choose one of {', '.join(HEAD_PHASES)}")
-    if head_phase not in ("label_descriptions", "auto") and (
-        given := [f"--{k}" for k in ("label_descriptions", "label_template") if k in args.explicit]
-    ):
-        print(
-            f"{', '.join(given)}: not used, the head starts from them only with --head_phase label_descriptions or auto"
-        )
-    if args.data.streaming and head_phase in ("cached", "auto"):
-        raise TransferError(
-            f"--streaming: LP-FT's head fit (--head_phase {head_phase}) extracts features of every training "
-            "example, which a stream does not hold: pass --head_phase none"
-        )
+    head_phase = training.check_head_start(args)
     job = training.prepare(args, learning_rates=defaults.BODY_LEARNING_RATES, streams=True)
     fine_tuning = args.option(FineTuningArguments)
     apply_batchnorm_policy(job.model, fine_tuning, random_init=args.model.random_init)

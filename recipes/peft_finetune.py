@@ -28,17 +28,19 @@ from hf_transfer.engine.finetuning import (
     group_learning_rates,
 )
 from hf_transfer.errors import TransferError
+from hf_transfer.features.label_descriptions import LabelDescriptionArguments
 from hf_transfer.hub import hub_offline
 from hf_transfer.models.frozen_precision import keep_frozen_base_in_compute_precision
 from hf_transfer.models.loading import resolve_checkpoint
 from hf_transfer.pipeline import training
-from hf_transfer.pipeline.arguments import parse_recipe_args
+from hf_transfer.pipeline.arguments import HEAD_PHASES, HeadStartArguments, parse_recipe_args
 
 DEFAULTS = {
     "num_train_epochs": defaults.FINETUNE_EPOCHS,
     "warmup_steps": 0.1,
     "lr_scheduler_type": "linear",
     "weight_decay": 0.01,
+    "head_phase": defaults.ADAPTER_HEAD_PHASE,
     "output_dir": "outputs/peft_finetune",
 }
 
@@ -49,7 +51,12 @@ def run_with_defaults(recipe_defaults: dict, recipe: str, argv: list[str] | None
         recipe_defaults,
         argv if argv is not None else [],
         overrides,
-        extra_dataclasses=(FineTuningArguments, adapters.AdapterArguments),
+        extra_dataclasses=(
+            FineTuningArguments,
+            adapters.AdapterArguments,
+            HeadStartArguments,
+            LabelDescriptionArguments,
+        ),
     )
     default_model = recipe_defaults.get("model_name_or_path")
     if default_model and "model_name_or_path" not in args.explicit and not is_bundled(default_model):
@@ -75,7 +82,9 @@ def run_with_defaults(recipe_defaults: dict, recipe: str, argv: list[str] | None
         args.training.learning_rate = defaults.ADAPTER_LEARNING_RATES.get(
             options.peft_method, args.training.learning_rate
         )
+    head_phase = training.check_head_start(args)
     job = training.prepare(args, streams=True)
+    head_fit = training.start_head(job, head_phase, args.option(LabelDescriptionArguments), HEAD_PHASES)
     model = adapters.attach(job.model, options, gradient_checkpointing=args.training.activation_checkpointing)
     args.resolved["frozen_weights_dtype"] = keep_frozen_base_in_compute_precision(
         model, args.training, options.peft_method
@@ -96,6 +105,8 @@ def run_with_defaults(recipe_defaults: dict, recipe: str, argv: list[str] | None
     )
     results = training.train_and_evaluate(job, trainer)
     results["layer_groups"] = training.describe_groups(groups, lrs) if groups else None
+    if head_fit:
+        results["head_phase_fit"] = head_fit
     return training.finish(job, trainer, results, recipe=recipe, model=model)
 
 

@@ -15,6 +15,7 @@ import sys
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from .. import defaults
 from ..data.loading import DataArguments
 from ..errors import TransferError
 from ..models.loading import ModelArguments
@@ -39,6 +40,25 @@ COMMON_DEFAULTS = {
     "per_device_eval_batch_size": 64,
     "seed": 42,
 }
+
+
+HEAD_PHASES = ("none", "cached", "label_descriptions", "auto")
+
+
+@dataclasses.dataclass
+class HeadStartArguments:
+    """Where a new head starts before the body (or an adapter on it) trains with it; a recipe sets its own default."""
+
+    head_phase: str = dataclasses.field(
+        default=defaults.FULL_FINETUNE_HEAD_PHASE,
+        metadata={
+            "help": "cached: LP-FT, the new linear head is first fitted as a logistic regression on cached features of the pretrained "
+            "body, then it trains with the body (chosen on validation: docs/results/defaults.md); none: the head starts from its random initialisation; "
+            "label_descriptions: the head starts as the zero-shot classifier of recipes/zero_shot.py (text; --label_descriptions, --label_template); "
+            "auto: few-shot text (no validation split held out) starts from the zero-shot head unless its label names say "
+            "nothing, everything else from cached (docs/results/fewshot.md)"
+        },
+    )
 
 
 @dataclasses.dataclass

@@ -36,7 +36,7 @@ from ..models.loading import Checkpoint, build_classifier, resolve_checkpoint
 from ..runs import adapter_files, plots, saving
 from ..runs.card import model_card
 from ..runs.push import push_run
-from .arguments import RecipeArgs
+from .arguments import HEAD_PHASES, HeadStartArguments, RecipeArgs
 
 
 @dataclasses.dataclass
@@ -325,6 +325,25 @@ def fit_head_first(job: Job, choice: str) -> dict:
         f"{'validation' if score == 'eval_accuracy' else 'cross-validated'} accuracy {100 * summary[score]:.2f}% ({summary['kept_because']})"
     )
     return summary
+
+
+def check_head_start(args) -> str:
+    """`--head_phase` checked before anything loads; returns it."""
+    head_phase = args.option(HeadStartArguments).head_phase
+    if head_phase not in HEAD_PHASES:
+        raise TransferError(f"--head_phase {head_phase!r}: choose one of {', '.join(HEAD_PHASES)}")
+    if head_phase not in ("label_descriptions", "auto") and (
+        given := [f"--{k}" for k in ("label_descriptions", "label_template") if k in args.explicit]
+    ):
+        print(
+            f"{', '.join(given)}: not used, the head starts from them only with --head_phase label_descriptions or auto"
+        )
+    if args.data.streaming and head_phase in ("cached", "auto"):
+        raise TransferError(
+            f"--streaming: LP-FT's head fit (--head_phase {head_phase}) extracts features of every training "
+            "example, which a stream does not hold: pass --head_phase none"
+        )
+    return head_phase
 
 
 def start_head(job: Job, head_phase: str, options, choices: tuple[str, ...]) -> dict:

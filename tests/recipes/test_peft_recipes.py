@@ -353,3 +353,44 @@ def test_hub_options_use_the_trainer_argument_names_and_switch_the_trainers_own_
     )
     assert target_from_training_args(args.training) == HubTarget("alice/x", private=True, revision="exp-1")
     assert args.training.push_to_hub is False, "the Trainer must not push checkpoints itself"
+
+
+@pytest.mark.parametrize("head_phase", ["none", "label_descriptions"])
+def test_an_adapter_run_can_start_its_head_as_the_zero_shot_classifier(
+    tmp_path, tiny_bert_dir, text_csv, monkeypatch, head_phase
+):
+    """--head_phase works for adapters as for full fine-tuning: the head LoRA trains with starts as the zero-shot
+    classifier of the label names (the one full fine-tuning starts from), or from its random initialisation."""
+    from transformers import TrainerCallback
+
+    import recipes.full_finetune as full_finetune
+    from hf_transfer.pipeline import training
+
+    heads = {}
+
+    class Inspect(TrainerCallback):
+        def __init__(self, name):
+            self.name = name
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            heads[self.name] = {
+                n.rsplit(".", 1)[-1]: p.detach().clone()
+                for n, p in model.named_parameters()
+                if "classifier" in n and ("modules_to_save" in n or self.name == "full")
+            }
+
+    original = training.make_trainer
+    common = dict(model_name_or_path=tiny_bert_dir, train_file=str(text_csv), num_train_epochs=1, save_strategy="no")
+    common.update(load_best_model_at_end=False, seed=0)
+    monkeypatch.setattr(
+        training,
+        "make_trainer",
+        lambda job, callbacks=(), **kw: original(job, callbacks=[*callbacks, Inspect("lora")], **kw),
+    )
+    results = lora_bert.run(**common, head_phase=head_phase, output_dir=str(tmp_path / "lora"))
+    monkeypatch.setattr(training, "make_trainer", lambda job, **kw: original(job, callbacks=[Inspect("full")], **kw))
+    full_finetune.run(**common, head_phase="label_descriptions", output_dir=str(tmp_path / "full"))
+    assert heads["lora"].keys() == heads["full"].keys() == {"weight", "bias"}
+    same = all(torch.allclose(heads["lora"][k], heads["full"][k], atol=1e-6) for k in ("weight", "bias"))
+    assert same == (head_phase == "label_descriptions")
+    assert ("label_descriptions" in results.get("head_phase_fit", {})) == (head_phase == "label_descriptions")
