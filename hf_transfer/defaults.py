@@ -44,8 +44,13 @@ ADAPTER_LEARNING_RATES = {"lora": 5e-4, "dora": 5e-4, "loha": 1e-3, "lokr": 1e-3
 LORA_R = 8
 LORA_ALPHA = 16
 LORA_DROPOUT = 0.0
-# Where an adapter recipe's new head starts (--head_phase, as full fine-tuning's): see docs/results/adapters.md.
-ADAPTER_HEAD_PHASE = "none"
+# Where an adapter recipe's new head starts (--head_phase, as full fine-tuning's): "auto" starts few-shot text (no
+# validation split held out) from the zero-shot head of its label names (or LP-FT's fitted head where the names say
+# nothing): 4-9 points above a random head for LoRA at 8-32 per class on the bundled validation splits
+# (docs/results/fewshot.md, "LoRA's head start"). Everything else starts from ADAPTER_HEAD_START, the random head
+# every adapter measurement was made with (docs/results/adapters.md); LP-FT's head for adapters was not measured there.
+ADAPTER_HEAD_PHASE = "auto"
+ADAPTER_HEAD_START = "none"
 
 # Contrastive fine-tuning (docs/results/fewshot.md): the body's in-batch loss, its temperature, epochs, batch size
 # and learning rate; the head's L2 when no validation split is held out.

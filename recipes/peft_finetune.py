@@ -84,7 +84,9 @@ def run_with_defaults(recipe_defaults: dict, recipe: str, argv: list[str] | None
         )
     head_phase = training.check_head_start(args)
     job = training.prepare(args, streams=True)
-    head_fit = training.start_head(job, head_phase, args.option(LabelDescriptionArguments), HEAD_PHASES)
+    head_fit = training.start_head(
+        job, head_phase, args.option(LabelDescriptionArguments), HEAD_PHASES, otherwise=defaults.ADAPTER_HEAD_START
+    )
     model = adapters.attach(job.model, options, gradient_checkpointing=args.training.activation_checkpointing)
     args.resolved["frozen_weights_dtype"] = keep_frozen_base_in_compute_precision(
         model, args.training, options.peft_method

@@ -56,7 +56,7 @@ class HeadStartArguments:
             "body, then it trains with the body (chosen on validation: docs/results/defaults.md); none: the head starts from its random initialisation; "
             "label_descriptions: the head starts as the zero-shot classifier of recipes/zero_shot.py (text; --label_descriptions, --label_template); "
             "auto: few-shot text (no validation split held out) starts from the zero-shot head unless its label names say "
-            "nothing, everything else from cached (docs/results/fewshot.md)"
+            "nothing (then cached); everything else from cached for full fine-tuning, from none for adapters (docs/results/fewshot.md)"
         },
     )
 

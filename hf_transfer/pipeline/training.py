@@ -346,11 +346,11 @@ def check_head_start(args) -> str:
     return head_phase
 
 
-def start_head(job: Job, head_phase: str, options, choices: tuple[str, ...]) -> dict:
-    """Where full fine-tuning's new head starts (`--head_phase`): LP-FT's fitted head (cached), the zero-shot head of
-    the label descriptions (`options`), its random initialisation (none), or auto — few-shot text (no validation split
-    held out) from the zero-shot head when `zero_shot_start_helps`, everything else as cached. Returns what the
-    results record under `head_phase_fit`."""
+def start_head(job: Job, head_phase: str, options, choices: tuple[str, ...], otherwise: str = "cached") -> dict:
+    """Where the new head starts (`--head_phase`): LP-FT's fitted head (cached), the zero-shot head of the label
+    descriptions (`options`), its random initialisation (none), or auto — few-shot text (no validation split held
+    out) from the zero-shot head when `zero_shot_start_helps` and else cached, everything else as `otherwise` (the
+    recipe's measured start). Returns what the results record under `head_phase_fit`."""
     from ..features.extraction import new_head
     from ..features.head_fitting import cached_head_phase, single_linear
 
@@ -358,7 +358,7 @@ def start_head(job: Job, head_phase: str, options, choices: tuple[str, ...]) -> 
     random_init = job.args.model.random_init
     record, described = {}, None
     if head_phase == "auto":
-        head_phase = "cached"
+        head_phase = otherwise
         if (
             job.data.modality == "text"
             and "validation" not in job.datasets

@@ -355,12 +355,13 @@ def test_hub_options_use_the_trainer_argument_names_and_switch_the_trainers_own_
     assert args.training.push_to_hub is False, "the Trainer must not push checkpoints itself"
 
 
-@pytest.mark.parametrize("head_phase", ["none", "label_descriptions"])
+@pytest.mark.parametrize("head_phase", ["none", "label_descriptions", "auto"])
 def test_an_adapter_run_can_start_its_head_as_the_zero_shot_classifier(
     tmp_path, tiny_bert_dir, text_csv, monkeypatch, head_phase
 ):
     """--head_phase works for adapters as for full fine-tuning: the head LoRA trains with starts as the zero-shot
-    classifier of the label names (the one full fine-tuning starts from), or from its random initialisation."""
+    classifier of the label names (the one full fine-tuning starts from), or from its random initialisation; the
+    default (auto) with a validation split held out starts from the random head, as every adapter was measured."""
     from transformers import TrainerCallback
 
     import recipes.full_finetune as full_finetune
@@ -387,10 +388,13 @@ def test_an_adapter_run_can_start_its_head_as_the_zero_shot_classifier(
         "make_trainer",
         lambda job, callbacks=(), **kw: original(job, callbacks=[*callbacks, Inspect("lora")], **kw),
     )
-    results = lora_bert.run(**common, head_phase=head_phase, output_dir=str(tmp_path / "lora"))
+    chosen = {} if head_phase == "auto" else {"head_phase": head_phase}  # auto: the default
+    results = lora_bert.run(**common, **chosen, output_dir=str(tmp_path / "lora"))
     monkeypatch.setattr(training, "make_trainer", lambda job, **kw: original(job, callbacks=[Inspect("full")], **kw))
     full_finetune.run(**common, head_phase="label_descriptions", output_dir=str(tmp_path / "full"))
     assert heads["lora"].keys() == heads["full"].keys() == {"weight", "bias"}
     same = all(torch.allclose(heads["lora"][k], heads["full"][k], atol=1e-6) for k in ("weight", "bias"))
     assert same == (head_phase == "label_descriptions")
     assert ("label_descriptions" in results.get("head_phase_fit", {})) == (head_phase == "label_descriptions")
+    if head_phase == "auto":
+        assert results["eval_samples"] > 0 and "head_phase_fit" not in results, "no head fitted: the random start"
