@@ -82,7 +82,7 @@ def run_with_defaults(recipe_defaults: dict, recipe: str, argv: list[str] | None
         args.training.learning_rate = defaults.ADAPTER_LEARNING_RATES.get(
             options.peft_method, args.training.learning_rate
         )
-    head_phase = training.check_head_start(args)
+    head_phase = training.check_head_start(args, otherwise=defaults.ADAPTER_HEAD_START)
     job = training.prepare(args, streams=True)
     head_fit = training.start_head(
         job, head_phase, args.option(LabelDescriptionArguments), HEAD_PHASES, otherwise=defaults.ADAPTER_HEAD_START

@@ -327,8 +327,9 @@ def fit_head_first(job: Job, choice: str) -> dict:
     return summary
 
 
-def check_head_start(args) -> str:
-    """`--head_phase` checked before anything loads; returns it."""
+def check_head_start(args, otherwise: str = "cached") -> str:
+    """`--head_phase` checked before anything loads (`otherwise`: what auto means outside few-shot text, as in
+    `start_head`); returns it."""
     head_phase = args.option(HeadStartArguments).head_phase
     if head_phase not in HEAD_PHASES:
         raise TransferError(f"--head_phase {head_phase!r}: choose one of {', '.join(HEAD_PHASES)}")
@@ -338,7 +339,7 @@ def check_head_start(args) -> str:
         print(
             f"{', '.join(given)}: not used, the head starts from them only with --head_phase label_descriptions or auto"
         )
-    if args.data.streaming and head_phase in ("cached", "auto"):
+    if args.data.streaming and (head_phase == "cached" or (head_phase == "auto" and otherwise == "cached")):
         raise TransferError(
             f"--streaming: LP-FT's head fit (--head_phase {head_phase}) extracts features of every training "
             "example, which a stream does not hold: pass --head_phase none"
@@ -361,6 +362,7 @@ def start_head(job: Job, head_phase: str, options, choices: tuple[str, ...], oth
         head_phase = otherwise
         if (
             job.data.modality == "text"
+            and not job.args.data.streaming  # the check reads every training example
             and "validation" not in job.datasets
             and not resuming
             and not random_init
