@@ -162,8 +162,8 @@ def pipeline_accuracy(run_dir, table, task) -> dict:
 
 
 def free_port() -> int:
-    """A port nothing listens on, for one two-process launch: torchrun's default (29500) can still be held by the
-    previous launch's ranks when tests launch back to back, and the new ranks then abort."""
+    """A port nothing listens on, for one two-process launch, so launches never share torchrun's default (29500)
+    with a previous launch's ranks that have not exited yet."""
     import socket
 
     with socket.socket() as s:
