@@ -68,8 +68,6 @@ class DivergenceGuard(TrainerCallback):
         self._snapshot_step = 0
         self._initial_lr = 0.0
         self._rewarms: list[dict] = []  # each restore's re-warm ramp: {"start": step, "length": steps}
-        self._rewarm_pending = False
-        self._snapshot_loaded = False  # a resumed run starts from the snapshot its checkpoint carried
 
     # --- fed by TransferTrainer.training_step: the loss of every micro-batch, already divided for accumulation
     def observe(self, loss: torch.Tensor) -> None:
@@ -167,23 +165,21 @@ class DivergenceGuard(TrainerCallback):
             state = json.load(file)
         self.events, self._healthy, self._strikes = state["events"], state["healthy"], state["strikes"]
         self._snapshot_step, self._rewarms = state["snapshot_step"], state["rewarms"]
-        self._rewarm_pending = bool(self._rewarms)
         snapshot = os.path.join(folder, SNAPSHOT_FILE.format(rank=rank))
         if os.path.isfile(snapshot):
             self._snapshot = load_file(snapshot)
             optimizer = os.path.join(folder, OPTIMIZER_SNAPSHOT_FILE.format(rank=rank))
             self._optimizer_state = torch.load(optimizer, weights_only=True)
-            self._snapshot_loaded = True
 
     # --- Trainer callbacks
     def on_train_begin(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):
-        if optimizer is not None and not self._snapshot_loaded:
+        if optimizer is not None and self._snapshot is None:  # a resumed run keeps the snapshot its checkpoint carried
             self._take_snapshot(model, optimizer, state.global_step)
-        self._snapshot_loaded = False
-        if self._rewarm_pending and hasattr(getattr(lr_scheduler, "scheduler", lr_scheduler), "lr_lambdas"):
-            for ramp in self._rewarms:  # as the uninterrupted run wrapped its schedule: one ramp per restore
+        if self._rewarms and hasattr(getattr(lr_scheduler, "scheduler", lr_scheduler), "lr_lambdas"):
+            for (
+                ramp
+            ) in self._rewarms:  # a resumed run: as the uninterrupted one wrapped its schedule, once per restore
                 self._rewarm_schedule(lr_scheduler, ramp)
-        self._rewarm_pending = False
         self._initial_lr = args.learning_rate
 
     def on_step_end(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):

@@ -172,12 +172,6 @@ class TransferTrainer(Trainer):
             saved_to_live_names(
                 self.model
             )  # a model whose checkpoints cannot be read back is refused before training, not after
-        if resume_from_checkpoint is True:
-            from transformers.trainer_utils import get_last_checkpoint
-
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir) or True  # Trainer says why if none
-        if isinstance(resume_from_checkpoint, str):
-            self.divergence_guard.load(resume_from_checkpoint, rank=self.args.process_index)
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
@@ -185,6 +179,12 @@ class TransferTrainer(Trainer):
         each rank's snapshot of its own weights where the guard holds one that is not the checkpoint's."""
         super()._save_optimizer_and_scheduler(output_dir)
         self.divergence_guard.save(output_dir, self.state.global_step, rank=self.args.process_index)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        """On resume (the checkpoint Trainer resolved), before on_train_begin: the guard's state back too."""
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            self.divergence_guard.load(checkpoint, rank=self.args.process_index)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         from .checkpoint_loading import load_checkpoint
