@@ -33,40 +33,27 @@ def test_a_streamed_csv_is_labelled_shuffled_and_tokenised_as_it_is_read(tmp_pat
     assert [tuple(e["input_ids"]) for e in examples] != list(expected), "shuffled in the buffer, not file order"
 
 
-def test_full_finetuning_trains_on_a_stream_for_max_steps(tmp_path, tiny_bert_dir):
+@pytest.mark.parametrize("recipe, options", [("full_finetune", {"head_phase": "none"}), ("lora_bert", {})])
+def test_a_recipe_trains_on_a_stream_for_max_steps(tmp_path, tiny_bert_dir, recipe, options):
+    """LoRA with its default head start (auto): outside few-shot text it needs no features of the training split, so a
+    stream trains with it (full fine-tuning's auto fits LP-FT's head and is refused on a stream)."""
+    import importlib
+
     train = write_text_table(tmp_path / "train", rows_per_class=40)
     validation = write_text_table(tmp_path / "validation", rows_per_class=6)
-    results = full_finetune.run(
+    results = importlib.import_module(f"recipes.{recipe}").run(
         model_name_or_path=tiny_bert_dir,
         train_file=str(train),
         validation_file=str(validation),
         streaming=True,
-        head_phase="none",
         max_steps=6,
         per_device_train_batch_size=8,
         output_dir=str(tmp_path / "streamed"),
+        **options,
     )
     assert results["train_samples"] == 80 and results["eval_samples"] == 12 and results["validation"] == "given"
     assert results["epochs_trained"] is not None and "eval_accuracy" in results
-
-
-def test_lora_trains_on_a_stream_with_its_default_head_start(tmp_path, tiny_bert_dir):
-    """An adapter's default head start (auto) needs no features of the training split outside few-shot text, so a
-    stream trains with it (full fine-tuning's auto fits LP-FT's head and is refused on a stream)."""
-    import recipes.lora_bert as lora_bert
-
-    train = write_text_table(tmp_path / "train", rows_per_class=40)
-    validation = write_text_table(tmp_path / "validation", rows_per_class=6)
-    results = lora_bert.run(
-        model_name_or_path=tiny_bert_dir,
-        train_file=str(train),
-        validation_file=str(validation),
-        streaming=True,
-        max_steps=4,
-        per_device_train_batch_size=8,
-        output_dir=str(tmp_path / "streamed"),
-    )
-    assert results["train_samples"] == 80 and "head_phase_fit" not in results and "eval_accuracy" in results
+    assert "head_phase_fit" not in results
 
 
 @pytest.mark.parametrize(
