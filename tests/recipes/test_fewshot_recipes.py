@@ -387,3 +387,63 @@ def test_real_contrastive_run_beats_chance_widely_on_held_out_reviews(tmp_path):
     assert results["test_accuracy"] > 0.6, results["test_accuracy"]  # chance: 0.5; 16 reviews per class
     details = json.loads((tmp_path / "run" / "run_details.json").read_text())
     assert details["training_config"]["contrastive_loss"] == "supcon"
+
+
+def class_separation(run_dir, texts, labels) -> float:
+    """Mean cosine similarity of the head's input features within a class minus across classes."""
+    from hf_transfer.features.extraction import head_inputs
+    from hf_transfer.runs.inference import encoded_batches, load_run
+
+    run = load_run(str(run_dir))
+    with torch.no_grad():
+        features = torch.cat([head_inputs(run.model, batch) for batch in encoded_batches(run, texts)])
+    z = torch.nn.functional.normalize(features.flatten(1), dim=-1)
+    cosine, labels = z @ z.T, torch.as_tensor(labels)
+    same, off_diagonal = labels[:, None] == labels[None, :], ~torch.eye(len(labels), dtype=torch.bool)
+    return float(cosine[same & off_diagonal].mean() - cosine[~same].mean())
+
+
+@pytest.mark.slow
+def test_supcon_weight_pulls_each_class_together_in_a_real_encoder(tmp_path, few_shot_protocol):
+    """--supcon_weight trains the features the head reads of the bundled MiniLM (from_pretrained) so that reviews of a
+    class lie closer together than cross-entropy alone leaves them (twice as close after 8 steps), and held-out reviews
+    follow."""
+    import recipes.full_finetune as full_finetune
+    from hf_transfer.assets import bundled_dataset
+
+    splits, names, _ = bundled_dataset("bundled:rotten_tomatoes")
+    train = splits["train"].groupby("label").sample(16, random_state=0)
+    held_out = splits["validation"].groupby("label").sample(32, random_state=0)
+    train.to_csv(tmp_path / "train.csv", index=False)
+    common = {
+        "model_name_or_path": "bundled:minilm-l6",
+        "train_file": str(tmp_path / "train.csv"),
+        "num_train_epochs": 4,
+        "max_seq_length": 64,
+        "head_phase": "none",
+    }
+    separation = {}
+    for weight in (0.0, 0.9):
+        results = full_finetune.run(**common, supcon_weight=weight, output_dir=str(tmp_path / str(weight)))
+        assert results["supcon_weight"] == weight
+        separation[weight] = [
+            class_separation(tmp_path / str(weight), list(frame["text"]), [names.index(v) for v in frame["label"]])
+            for frame in (train, held_out)
+        ]
+    (plain_train, plain_held_out), (joint_train, joint_held_out) = separation[0.0], separation[0.9]
+    assert joint_train > 1.5 * plain_train > 0, separation  # measured: 0.093 against 0.042
+    assert joint_held_out > plain_held_out, separation
+
+
+def test_supcon_weight_is_off_by_default_and_bad_values_are_one_line(tmp_path, tiny_bert_dir, capsys):
+    import recipes.full_finetune as full_finetune
+
+    common = {"model_name_or_path": tiny_bert_dir, "train_file": str(write_text_table(tmp_path / "t")), "max_steps": 1}
+    results = full_finetune.run(**common, supcon_temperature=0.1, output_dir=str(tmp_path / "default"))
+    assert results["supcon_weight"] == defaults.FULL_FINETUNE_SUPCON_WEIGHT == 0.0
+    assert "--supcon_temperature: not used" in capsys.readouterr().out
+    for bad, message in ((1.0, "below 1"), (-0.1, "at least 0")):
+        with pytest.raises(TransferError, match=message) as raised:
+            full_finetune.run(**common, supcon_weight=bad, output_dir=str(tmp_path / "bad"))
+        assert "\n" not in str(raised.value)
+    assert not (tmp_path / "bad").exists()
