@@ -29,7 +29,7 @@ FULL_FINETUNE_HEAD_PHASE = "auto"
 # Full fine-tuning's supervised contrastive term, (1 - w) CE + w SupCon at temperature t on the head's input features
 # (--supcon_weight; Gunel et al. 2021's few-shot setting w 0.9, t 0.3): off, because it did not help on average. At 64
 # per class it scored +1.8 points on the Rotten Tomatoes validation split and -2.5 on the convention speeches'
-# (docs/results/fewshot.md, "Cross-entropy with a contrastive term").
+# (docs/results/fewshot.md, "What did not close the gaps").
 FULL_FINETUNE_SUPCON_WEIGHT = 0.0
 SUPCON_TEMPERATURE = 0.3
 

@@ -132,7 +132,13 @@ def run_recipe(
     if "feature_seconds" in results:  # extraction covers every split: count the training examples' share of it
         extracted = results["train_samples"] + results["eval_samples"] + results["test_samples"]
         seconds += results["feature_seconds"] * results["train_samples"] / extracted
-    return {"accuracy": results["test_accuracy"], "train_seconds": seconds, "strategy": results.get("recipe")}
+    start = results.get("head_phase_fit") or {}  # where the head started, and the check that chose it
+    return {
+        "accuracy": results["test_accuracy"],
+        "train_seconds": seconds,
+        "strategy": results.get("recipe"),
+        **{k: start[k] for k in ("head_start", "zero_shot_train_accuracy", "majority_share") if k in start},
+    }
 
 
 def _mean_std(values: list[float], scale: float = 100.0) -> str:

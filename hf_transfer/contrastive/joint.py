@@ -58,7 +58,10 @@ class SupConFineTuningTrainer(TransferTrainer):
                 "run with `accelerate launch` (one process per GPU) or --supcon_weight 0"
             )
         self.supcon_weight, self.temperature = supcon_weight, temperature
-        self.head = new_head(model) if supcon_weight else None
+        try:
+            self.head = new_head(model) if supcon_weight else None
+        except TransferError as exc:
+            raise TransferError(f"--supcon_weight needs the features the head reads: {exc}") from None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not (model.training and self.supcon_weight):
