@@ -58,7 +58,7 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     )
     head_phase = training.check_head_start(args)
     supcon = args.option(SupConArguments)
-    supcon.check(args.explicit)
+    supcon.check(args)
     job = training.prepare(args, learning_rates=defaults.BODY_LEARNING_RATES, streams=True)
     fine_tuning = args.option(FineTuningArguments)
     apply_batchnorm_policy(job.model, fine_tuning, random_init=args.model.random_init)

@@ -12,7 +12,7 @@ import math
 from .. import defaults
 from ..engine.trainer import TransferTrainer
 from ..errors import TransferError
-from ..features.extraction import new_head
+from ..features.extraction import capturing_inputs, new_head
 from .losses import supervised_contrastive
 
 
@@ -30,14 +30,14 @@ class SupConArguments:
         metadata={"help": "softmax temperature of that loss over cosine similarities"},
     )
 
-    def check(self, explicit) -> None:
+    def check(self, args) -> None:
         if not 0 <= self.supcon_weight < 1:
             raise TransferError(
                 f"--supcon_weight {self.supcon_weight:g}: must be at least 0 and below 1 (at 1 the head never trains)"
             )
         if self.supcon_temperature <= 0:
             raise TransferError(f"--supcon_temperature {self.supcon_temperature:g}: must be above 0")
-        if self.supcon_weight == 0 and "supcon_temperature" in explicit:
+        if self.supcon_weight == 0 and "supcon_temperature" in args.explicit:
             print("--supcon_temperature: not used, --supcon_weight 0 turns the contrastive loss off")
 
 
@@ -46,12 +46,13 @@ class SupConFineTuningTrainer(TransferTrainer):
     loss reported for validation are cross-entropy alone."""
 
     def __init__(self, *args, supcon_weight: float, temperature: float, **kwargs):
-        model = kwargs.get("model")
-        num_labels = getattr(getattr(model, "config", None), "num_labels", 2)
-        batch = kwargs["args"].per_device_train_batch_size
-        # The divergence guard's floor: the joint loss of guessing (uniform logits, identical features).
-        chance = (1 - supcon_weight) * math.log(max(2, num_labels)) + supcon_weight * math.log(max(2, batch - 1))
-        super().__init__(*args, chance_loss=chance, **kwargs)
+        super().__init__(*args, **kwargs)
+        guard = self.divergence_guard
+        if supcon_weight and guard.chance_loss is not None:
+            # The floor under which a high loss is not divergence: the joint loss of guessing (uniform logits,
+            # identical features, so SupCon is log(batch - 1)).
+            batch = max(3, self.args.per_device_train_batch_size)
+            guard.chance_loss = (1 - supcon_weight) * guard.chance_loss + supcon_weight * math.log(batch - 1)
         if supcon_weight and self.args.n_gpu > 1:
             raise TransferError(
                 "--supcon_weight: torch DataParallel splits each batch over GPUs, so no replica sees the whole batch; "
@@ -59,7 +60,7 @@ class SupConFineTuningTrainer(TransferTrainer):
             )
         self.supcon_weight, self.temperature = supcon_weight, temperature
         try:
-            self.head = new_head(model) if supcon_weight else None
+            self.head = new_head(self.model) if supcon_weight else None
         except TransferError as exc:
             raise TransferError(f"--supcon_weight needs the features the head reads: {exc}") from None
 
@@ -67,12 +68,8 @@ class SupConFineTuningTrainer(TransferTrainer):
         if not (model.training and self.supcon_weight):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs["labels"]  # read first: a label smoother pops it from inputs
-        captured = []
-        handle = self.head.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
-        try:
+        with capturing_inputs(self.head) as captured:
             loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
-        finally:
-            handle.remove()
         contrastive = supervised_contrastive(captured[-1].flatten(1), labels, self.temperature)
         loss = (1 - self.supcon_weight) * loss + self.supcon_weight * contrastive
         return (loss, outputs) if return_outputs else loss

@@ -8,6 +8,7 @@ forward pre-hook, so the same extraction serves feature extraction and gradual u
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import torch
@@ -35,16 +36,23 @@ def says_its_features(model: nn.Module) -> bool:
     return callable(getattr(type(model), "features", None))
 
 
+@contextlib.contextmanager
+def capturing_inputs(head: nn.Module):
+    """Within the block, every input `head` receives is appended to the yielded list (by a pre-hook, removed after)."""
+    captured = []
+    handle = head.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
 def head_inputs(model: nn.Module, batch: dict, head: nn.Module | None = None) -> torch.Tensor:
     """What the head receives for `batch`: `model.features()` where the model has it, else captured by a pre-hook."""
     if head is None and says_its_features(model):
         return model.features(**batch)
-    captured = []
-    handle = (head or new_head(model)).register_forward_pre_hook(lambda module, args: captured.append(args[0]))
-    try:
+    with capturing_inputs(head or new_head(model)) as captured:
         model(**batch)
-    finally:
-        handle.remove()
     return captured[0]
 
 
