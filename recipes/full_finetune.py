@@ -62,7 +62,13 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     job = training.prepare(args, learning_rates=defaults.BODY_LEARNING_RATES, streams=True)
     fine_tuning = args.option(FineTuningArguments)
     apply_batchnorm_policy(job.model, fine_tuning, random_init=args.model.random_init)
-    head_fit = training.start_head(job, head_phase, args.option(LabelDescriptionArguments), HEAD_PHASES)
+    head_fit = training.start_head(
+        job,
+        head_phase,
+        args.option(LabelDescriptionArguments),
+        HEAD_PHASES,
+        few_shot=defaults.FULL_FINETUNE_FEW_SHOT_HEAD_START,
+    )
     groups = body_and_head_groups(job.model, fine_tuning, args.explicit)
     lrs = group_learning_rates(groups, args.training.learning_rate, fine_tuning, job.data.modality) if groups else None
     trainer = training.make_trainer(

@@ -85,7 +85,12 @@ def run_with_defaults(recipe_defaults: dict, recipe: str, argv: list[str] | None
     head_phase = training.check_head_start(args, otherwise=defaults.ADAPTER_HEAD_START)
     job = training.prepare(args, streams=True)
     head_fit = training.start_head(
-        job, head_phase, args.option(LabelDescriptionArguments), HEAD_PHASES, otherwise=defaults.ADAPTER_HEAD_START
+        job,
+        head_phase,
+        args.option(LabelDescriptionArguments),
+        HEAD_PHASES,
+        otherwise=defaults.ADAPTER_HEAD_START,
+        few_shot=defaults.ADAPTER_FEW_SHOT_HEAD_START,
     )
     model = adapters.attach(job.model, options, gradient_checkpointing=args.training.activation_checkpointing)
     args.resolved["frozen_weights_dtype"] = keep_frozen_base_in_compute_precision(

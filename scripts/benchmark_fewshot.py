@@ -13,7 +13,8 @@ set's training pool and given, with nothing else, to each method, as a user with
   `lora`, `auto` (the advisor's pick) and `zero_shot` (label names in a template; no training examples).
 
 Accuracy on the test set (or, with --evaluate_on validation, on the set's validation split: what defaults are chosen
-on) and train time (from the first training step to a fitted classifier; SetFit's `trainer.train()`), as JSON lines
+on) and train time (from the first training step to a fitted classifier, a head fitted before training included;
+SetFit's `trainer.train()`, its head's fit included), as JSON lines
 in --output (runs already there are skipped) and a Markdown table of mean ± standard deviation over seeds.
 
     python scripts/benchmark_fewshot.py --datasets bundled:rotten_tomatoes --per_class 8 16 32 64 --seeds 0 1 2 3 4 \
@@ -133,11 +134,16 @@ def run_recipe(
         extracted = results["train_samples"] + results["eval_samples"] + results["test_samples"]
         seconds += results["feature_seconds"] * results["train_samples"] / extracted
     start = results.get("head_phase_fit") or {}  # where the head started, and the check that chose it
+    seconds += start.get("fit_seconds", 0.0) + start.get("feature_seconds", 0.0)  # a head fitted before training
     return {
         "accuracy": results["test_accuracy"],
         "train_seconds": seconds,
         "strategy": results.get("recipe"),
-        **{k: start[k] for k in ("head_start", "zero_shot_train_accuracy", "majority_share") if k in start},
+        **{
+            k: start[k]
+            for k in ("head_start", "zero_shot_train_accuracy", "majority_share", "head_l2", "prior_scale")
+            if k in start
+        },
     }
 
 

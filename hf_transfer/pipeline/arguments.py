@@ -42,7 +42,7 @@ COMMON_DEFAULTS = {
 }
 
 
-HEAD_PHASES = ("none", "cached", "label_descriptions", "auto")
+HEAD_PHASES = ("none", "cached", "label_descriptions", "label_prior", "auto")
 
 
 @dataclasses.dataclass
@@ -55,8 +55,10 @@ class HeadStartArguments:
             "help": "cached: LP-FT, the new linear head is first fitted as a logistic regression on cached features of the pretrained "
             "body, then it trains with the body (chosen on validation: docs/results/defaults.md); none: the head starts from its random initialisation; "
             "label_descriptions: the head starts as the zero-shot classifier of recipes/zero_shot.py (text; --label_descriptions, --label_template); "
-            "auto: few-shot text (no validation split held out) starts from the zero-shot head unless its label names say "
-            "nothing (then cached); everything else from cached for full fine-tuning, from none for adapters (docs/results/fewshot.md)"
+            "label_prior: as cached, with the L2 pulling the head toward that zero-shot classifier instead of toward zero (text); "
+            "auto: few-shot text (no validation split held out) starts full fine-tuning from the zero-shot head unless its label "
+            "names say nothing (then cached), adapters from label_prior; everything else from cached for full fine-tuning, "
+            "from none for adapters (docs/results/fewshot.md)"
         },
     )
 

@@ -292,7 +292,7 @@ def head_features(job: Job, splits: tuple[str, ...] | None = None) -> tuple[dict
     return cached, status
 
 
-def fit_head_first(job: Job, choice: str) -> dict:
+def fit_head_first(job: Job, choice: str, prior: torch.Tensor | None = None) -> dict:
     """LP-FT's first step (Kumar et al. 2022): the new linear head fitted by L-BFGS on cached features of the
     pretrained layers below it, before any of them trains. `choice` (head_fitting.CHOICES) picks its L2 strength on
     validation; a recipe chooses it on validation splits, since the head's scale is a fine-tuning start, not only a
@@ -300,7 +300,9 @@ def fit_head_first(job: Job, choice: str) -> dict:
     from ..features.extraction import new_head
     from ..features.head_fitting import fit_head
 
+    started = time.perf_counter()
     cached, status = head_features(job, ("train", "validation"))
+    feature_seconds = time.perf_counter() - started
     fit = fit_head(
         new_head(job.model),
         cached["train"].tensors,
@@ -308,6 +310,7 @@ def fit_head_first(job: Job, choice: str) -> dict:
         solver="lbfgs",
         training_args=job.args.training,
         choice=choice,
+        prior=prior,
     )
     l2, scaling = fit.results["head_l2"], fit.results["head_feature_scaling"]
     kept = next(c for c in fit.results["head_candidates"] if c["l2"] == l2 and c["scaling"] == scaling)
@@ -318,7 +321,9 @@ def fit_head_first(job: Job, choice: str) -> dict:
         score: kept[score],
         "kept_because": fit.results["kept_because"],
         "fit_seconds": fit.results["train_runtime"],
+        "feature_seconds": round(feature_seconds, 3),  # reading or extracting them: part of the run's training time
         "feature_cache": status,
+        **({"prior_scale": fit.results["prior_scale"]} if prior is not None else {}),
     }
     print(
         f"new head fitted first: a logistic regression on cached features, fitted in {summary['fit_seconds']:.1f} s: "
@@ -333,7 +338,7 @@ def check_head_start(args, otherwise: str = "cached") -> str:
     head_phase = args.option(HeadStartArguments).head_phase
     if head_phase not in HEAD_PHASES:
         raise TransferError(f"--head_phase {head_phase!r}: choose one of {', '.join(HEAD_PHASES)}")
-    if head_phase not in ("label_descriptions", "auto") and (
+    if head_phase not in ("label_descriptions", "label_prior", "auto") and (
         given := [f"--{k}" for k in ("label_descriptions", "label_template") if k in args.explicit]
     ):
         print(
@@ -347,11 +352,19 @@ def check_head_start(args, otherwise: str = "cached") -> str:
     return head_phase
 
 
-def start_head(job: Job, head_phase: str, options, choices: tuple[str, ...], otherwise: str = "cached") -> dict:
+def start_head(
+    job: Job,
+    head_phase: str,
+    options,
+    choices: tuple[str, ...],
+    otherwise: str = "cached",
+    few_shot: str = "label_descriptions",
+) -> dict:
     """Where the new head starts (`--head_phase`): LP-FT's fitted head (cached), the zero-shot head of the label
-    descriptions (`options`), its random initialisation (none), or auto — few-shot text (no validation split held
-    out) from the zero-shot head when `zero_shot_start_helps` and else cached, everything else as `otherwise` (the
-    recipe's measured start). Returns what the results record under `head_phase_fit`."""
+    descriptions (`options`), LP-FT's head pulled toward that zero-shot head (label_prior), its random initialisation
+    (none), or auto — few-shot text (no validation split held out) as `few_shot` (label_descriptions: the zero-shot
+    head when `zero_shot_start_helps`, else cached), everything else as `otherwise` (each the recipe's measured
+    start). Returns what the results record under `head_phase_fit`."""
     from ..features.extraction import new_head
     from ..features.head_fitting import cached_head_phase, single_linear
 
@@ -369,21 +382,35 @@ def start_head(job: Job, head_phase: str, options, choices: tuple[str, ...], oth
             and single_linear(new_head(job.model)) is not None  # a zero-shot head is one Linear layer
         ):
             described = label_description_embeddings(job, options)
-            check = zero_shot_start_helps(job, described[1])
-            head_phase = "label_descriptions" if check.pop("helps") else "cached"
-            record = {"head_start": head_phase, **check}
+            if few_shot == "label_descriptions":
+                check = zero_shot_start_helps(job, described[1])
+                head_phase = "label_descriptions" if check.pop("helps") else "cached"
+                record = {"head_start": head_phase, **check}
+            else:
+                head_phase, record = few_shot, {"head_start": few_shot}
+                print(f"head start: few-shot text (no validation split held out): --head_phase {few_shot}")
     fit_first = cached_head_phase(
-        head_phase, job.model, choices=choices, otherwise="it starts from its random initialisation"
+        "cached" if head_phase == "label_prior" else head_phase,
+        job.model,
+        choices=choices,
+        otherwise="it starts from its random initialisation",
     )
     if head_phase == "label_descriptions" and not resuming:
         record.update(head_from_label_descriptions(job, options, described))
+    elif head_phase == "label_prior" and fit_first and not random_init and not resuming:
+        sentences, embeddings, length = described or label_description_embeddings(job, options)
+        prior = embeddings.cpu() / (length * defaults.ZERO_SHOT_TEMPERATURE)  # the zero-shot head's weight
+        record.update(fit_head_first(job, defaults.FULL_FINETUNE_HEAD_L2_CHOICE, prior=prior))
+        record["label_descriptions"] = dict(zip(job.data.label_names, sentences))
     elif fit_first and random_init:
         print(
-            "--head_phase cached with --random_init: random features have nothing to probe, the head starts from its "
+            f"--head_phase {head_phase} with --random_init: random features have nothing to probe, the head starts from its "
             "random initialisation"
         )
     elif fit_first and not resuming:
+        checked = record.get("feature_seconds", 0.0)  # auto's check extracted them first: both count
         record.update(fit_head_first(job, defaults.FULL_FINETUNE_HEAD_L2_CHOICE))
+        record["feature_seconds"] = round(record["feature_seconds"] + checked, 3)
     return record
 
 
@@ -393,7 +420,7 @@ def label_description_embeddings(job: Job, options) -> tuple[list[str], torch.Te
 
     if job.data.modality != "text":
         raise TransferError(
-            "--head_phase label_descriptions embeds a sentence per label with a text encoder, which an image "
+            "--head_phase label_descriptions and label_prior embed a sentence per label with a text encoder, which an image "
             "classifier has not: use --head_phase cached (zero-shot images: recipes/zero_shot.py with a CLIP checkpoint)"
         )
     sentences = descriptions(options, job.data.label_names)
@@ -410,7 +437,9 @@ def zero_shot_start_helps(job: Job, embeddings: torch.Tensor) -> dict:
     digits) give such a head. Returns what the results record, with `helps`."""
     from ..features.label_descriptions import zero_shot_accuracy
 
+    started = time.perf_counter()
     cached, _ = head_features(job, ("train",))
+    feature_seconds = time.perf_counter() - started
     features, labels = cached["train"].tensors
     zero_shot = zero_shot_accuracy(embeddings.cpu(), features, labels)
     majority = float(torch.bincount(labels).max()) / len(labels)
@@ -420,7 +449,12 @@ def zero_shot_start_helps(job: Job, embeddings: torch.Tensor) -> dict:
         f"{100 * majority:.1f}%): "
         + ("starting from it" if helps else "its label names say little, so the head is fitted first (LP-FT)")
     )
-    return {"zero_shot_train_accuracy": zero_shot, "majority_share": majority, "helps": helps}
+    return {
+        "zero_shot_train_accuracy": zero_shot,
+        "majority_share": majority,
+        "helps": helps,
+        "feature_seconds": round(feature_seconds, 3),
+    }
 
 
 def head_from_label_descriptions(job: Job, options, described: tuple | None = None) -> dict:

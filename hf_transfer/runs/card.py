@@ -167,7 +167,21 @@ def model_card(results: dict, *, recipe: str, model_class: str, repo_id: str | N
             f"(source alone: {_percent(results.get('source_only_test_accuracy'))}).",
         ]
     fit = results.get("head_phase_fit") or {}
-    if fit.get("label_descriptions"):
+    score = (
+        f"validation accuracy {_percent(fit['eval_accuracy'])}"
+        if "eval_accuracy" in fit
+        else f"cross-validated accuracy {_percent(fit.get('cv_accuracy'))}"
+    )
+    if fit.get("label_descriptions") and "prior_scale" in fit:
+        described = "; ".join(f"{label}: {sentence!r}" for label, sentence in fit["label_descriptions"].items())
+        lines += [
+            "",
+            "The new head was first fitted as a logistic regression on the pretrained layers' features with its L2 "
+            f"pulling toward the zero-shot classifier of its label descriptions ({described[:400]}; {score}, "
+            f"L2 {fit.get('head_l2', 0):g}, the zero-shot weights scaled by "
+            f"{fit['prior_scale']:g}), then trained on with them.",
+        ]
+    elif fit.get("label_descriptions"):
         described = "; ".join(f"{label}: {sentence!r}" for label, sentence in fit["label_descriptions"].items())
         lines += [
             "",
@@ -175,11 +189,6 @@ def model_card(results: dict, *, recipe: str, model_class: str, repo_id: str | N
             "label's row the pretrained encoder's embedding of its sentence; then it trained with every layer.",
         ]
     elif fit:
-        score = (
-            f"validation accuracy {_percent(fit['eval_accuracy'])}"
-            if "eval_accuracy" in fit
-            else f"cross-validated accuracy {_percent(fit.get('cv_accuracy'))}"
-        )
         lines += [
             "",
             f"The new head was first fitted as a logistic regression on the pretrained layers' features (LP-FT, Kumar et al. "

@@ -447,3 +447,37 @@ def test_supcon_weight_is_off_by_default_and_bad_values_are_one_line(tmp_path, t
             full_finetune.run(**common, supcon_weight=bad, output_dir=str(tmp_path / "bad"))
         assert "\n" not in str(raised.value)
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.slow
+def test_label_prior_pulls_the_fitted_head_toward_the_label_names_and_is_loras_few_shot_start(
+    tmp_path, few_shot_protocol
+):
+    """--head_phase label_prior on the bundled MiniLM (from_pretrained), 8 reviews per class: LP-FT's fitted head with
+    its L2 pulling toward the zero-shot head lies closer to the zero-shot head than LP-FT's plain fit does, yet is not
+    it; LoRA's default on such a file starts there and the run says so."""
+    import recipes.full_finetune as full_finetune
+    import recipes.peft_finetune as peft_finetune
+    from hf_transfer.assets import bundled_dataset
+
+    splits, _, _ = bundled_dataset("bundled:rotten_tomatoes")
+    splits["train"].groupby("label").sample(8, random_state=0).to_csv(tmp_path / "train.csv", index=False)
+    common = {
+        "model_name_or_path": "bundled:minilm-l6",
+        "train_file": str(tmp_path / "train.csv"),
+        "max_steps": 1,
+        "learning_rate": 1e-12,
+        "head_learning_rate": 1e-12,
+        "max_seq_length": 64,
+    }
+    heads, records = {}, {}
+    for start in ("label_descriptions", "cached", "label_prior"):
+        results = full_finetune.run(**common, head_phase=start, output_dir=str(tmp_path / start))
+        heads[start] = torch.nn.functional.normalize(weights(tmp_path / start)["head.layers.1.weight"], dim=1)
+        records[start] = results["head_phase_fit"]
+    toward_names = {start: (heads[start] * heads["label_descriptions"]).sum(1).mean().item() for start in heads}
+    assert toward_names["cached"] < toward_names["label_prior"] < 0.999, toward_names
+    assert records["label_prior"]["prior_scale"] > 0 and "label_descriptions" in records["label_prior"]
+    lora = peft_finetune.run(**common, peft_method="lora", output_dir=str(tmp_path / "lora"))
+    assert lora["head_phase_fit"]["head_start"] == "label_prior" and "prior_scale" in lora["head_phase_fit"]
+    assert "pulling toward the zero-shot classifier" in (tmp_path / "lora" / "README.md").read_text()

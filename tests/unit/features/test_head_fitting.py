@@ -244,3 +244,44 @@ def test_one_se_keeps_a_separable_fit_from_saturating():
         assert (logits.argmax(1) == labels).all()
     assert fit.results["head_l2"] == max(L2_PATH) and "one standard error" in fit.results["kept_because"]
     assert spreads["best"] > 20 * spreads["one_se"], spreads
+
+
+def test_a_prior_head_helps_a_few_examples_and_yields_where_it_says_nothing():
+    """`prior` (the zero-shot head of the label names): the L2 pulls toward it, its scale free. From 4 examples per
+    class, a prior pointing the right way beats no prior on held-out data; an unrelated or reversed prior is scaled to
+    (almost) nothing, never turned round, and the fit is about as good as without it; one-SE cross-validation picks
+    the strength in every case."""
+    from hf_transfer.features.head_fitting import fit_cross_validated
+
+    generator = torch.Generator().manual_seed(0)
+    dim = 40
+    direction = torch.nn.functional.normalize(torch.randn(dim, generator=generator), dim=0)
+    unrelated = torch.nn.functional.normalize(torch.randn(dim, generator=generator), dim=0)
+    unrelated = torch.nn.functional.normalize(unrelated - (unrelated @ direction) * direction, dim=0)
+
+    def draw(per_class):
+        labels = torch.arange(2).repeat_interleave(per_class)
+        sign = 2 * labels[:, None].float() - 1
+        return torch.randn(2 * per_class, dim, generator=generator) + 1.5 * sign * direction + 2.0, labels
+
+    train, held_out = draw(4), draw(1000)
+    accuracy, scale = {}, {}
+    for name, prior in {
+        "none": None,
+        "right": torch.stack([-direction, direction]),
+        "unrelated": torch.stack([-unrelated, unrelated]),
+        "reversed": torch.stack([direction, -direction]),
+    }.items():
+        linear = torch.nn.Linear(dim, 2)
+        fit = fit_cross_validated(linear, train, choice="one_se", prior=prior)
+        with torch.no_grad():
+            accuracy[name] = (linear(held_out[0]).argmax(1) == held_out[1]).float().mean().item()
+        scale[name] = fit.results.get("prior_scale")
+    assert scale["none"] is None
+    assert accuracy["right"] > accuracy["none"] + 0.05, accuracy
+    assert accuracy["unrelated"] > accuracy["none"] - 0.06, accuracy  # 76% without a prior here
+    assert abs(scale["unrelated"]) < 0.2 * scale["right"], scale
+    assert scale["reversed"] < 0.01 * scale["right"] and accuracy["reversed"] > accuracy["none"] - 0.06, (
+        scale,
+        accuracy,
+    )
