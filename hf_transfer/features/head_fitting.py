@@ -244,8 +244,9 @@ def fit_logistic_regression(
     """Multinomial logistic regression, loss = mean cross-entropy + l2 * ||W||^2 on scaled features.
 
     `choice` picks among the fitted candidates (see CHOICES). `prior` (labels x features, raw features, e.g. the
-    zero-shot head of the label names): W = a * prior + D with the L2 on D and the scale `a` free, so a strong L2 keeps
-    the prior's direction at the temperature the examples support, and a weak one fits the examples as without it."""
+    zero-shot head of the label names): W = a * prior + D with the L2 on D and the scale `a` >= 0 fitted, so a strong
+    L2 keeps the prior's direction at the temperature the examples support (or drops it: a = 0), and a weak one fits
+    the examples as without it."""
     x, y = train
     x = x.float().flatten(
         1

@@ -247,7 +247,7 @@ def test_one_se_keeps_a_separable_fit_from_saturating():
 
 
 def test_a_prior_head_helps_a_few_examples_and_yields_where_it_says_nothing():
-    """`prior` (the zero-shot head of the label names): the L2 pulls toward it, its scale free. From 4 examples per
+    """`prior` (the zero-shot head of the label names): the L2 pulls toward it, its scale fitted. From 4 examples per
     class, a prior pointing the right way beats no prior on held-out data; an unrelated or reversed prior is scaled to
     (almost) nothing, never turned round, and the fit is about as good as without it; one-SE cross-validation picks
     the strength in every case."""
