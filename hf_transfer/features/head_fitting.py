@@ -132,18 +132,18 @@ def cached_head_phase(
     otherwise: str = "the head-only phase trains through Trainer steps",
 ) -> bool:
     """Whether the new head can be fitted first as a logistic regression on cached features (LP-FT's linear probe):
-    `head_phase` is "cached" and the head is one Linear layer (DistilBERT's and ModernBERT's are two modules, RoBERTa's
+    `head_phase` is "cached" or "label_prior" and the head is one Linear layer (DistilBERT's and ModernBERT's are two modules, RoBERTa's
     two layers: they start random). `otherwise` says what a recipe does instead."""
     from ..adapters.targets import head_modules
 
     if head_phase not in choices:
         raise TransferError(f"--head_phase {head_phase!r}: choose one of {', '.join(choices)}")
-    if head_phase != "cached":
+    if head_phase not in ("cached", "label_prior"):  # label_prior: LP-FT's fit, pulled toward the zero-shot head
         return False
     heads = head_modules(model)
     if len(heads) != 1 or single_linear(model.get_submodule(heads[0])) is None:
         print(
-            f"--head_phase cached fits a linear head, and the new head of this {type(model).__name__} ({', '.join(heads)}) is not one "
+            f"--head_phase {head_phase} fits a linear head, and the new head of this {type(model).__name__} ({', '.join(heads)}) is not one "
             f"Linear layer: {otherwise}"
         )
         return False

@@ -390,10 +390,7 @@ def start_head(
                 head_phase, record = few_shot, {"head_start": few_shot}
                 print(f"head start: few-shot text (no validation split held out): --head_phase {few_shot}")
     fit_first = cached_head_phase(
-        "cached" if head_phase == "label_prior" else head_phase,
-        job.model,
-        choices=choices,
-        otherwise="it starts from its random initialisation",
+        head_phase, job.model, choices=choices, otherwise="it starts from its random initialisation"
     )
     if head_phase == "label_descriptions" and not resuming:
         record.update(head_from_label_descriptions(job, options, described))
