@@ -266,12 +266,16 @@ def fit_logistic_regression(
         scale = scales[scaling]
         xs, vs = (x - mean) / scale, (validation[0] - mean) / scale
         # W acts on scaled features: a raw-feature weight w is w * scale there
-        pulled = torch.zeros(x.shape[1], classes, device=x.device) if prior is None else prior.T.to(x) * scale[:, None]
+        pulled = None if prior is None else prior.T.to(x) * scale[:, None]
         weight = torch.zeros(x.shape[1], classes, device=x.device, requires_grad=True)  # D, away from the prior
         bias = torch.zeros(classes, device=x.device, requires_grad=True)
         # the prior's scale is softplus(r) >= 0, starting at 1: the label names' direction is kept or dropped, never
         # turned round (on a few examples whose names say nothing, a reversed zero-shot head fits them by chance)
         raw_scale = torch.full((), math.log(math.e - 1), device=x.device, requires_grad=prior is not None)
+
+        def full_weight():  # the plain fit (no prior) is D alone: no extra product per evaluation
+            return weight if pulled is None else nn.functional.softplus(raw_scale) * pulled + weight
+
         for l2 in l2_path:  # warm start: each strength begins from the previous (stronger) solution
             optimizer = torch.optim.LBFGS(
                 [weight, bias, raw_scale] if prior is not None else [weight, bias],
@@ -284,20 +288,18 @@ def fit_logistic_regression(
 
             def closure():
                 optimizer.zero_grad()
-                full = nn.functional.softplus(raw_scale) * pulled + weight
-                loss = nn.functional.cross_entropy(xs @ full + bias, y)
+                loss = nn.functional.cross_entropy(xs @ full_weight() + bias, y)
                 loss = loss + l2 * weight.pow(2).sum()
                 loss.backward()
                 return loss
 
             optimizer.step(closure)
             with torch.no_grad():
-                prior_scale = nn.functional.softplus(raw_scale)
-                full = prior_scale * pulled + weight
+                full = full_weight().detach()
                 score = _accuracy_and_loss(vs @ full + bias, validation[1])
             scores.append(
                 {"scaling": scaling, "l2": l2, "eval_accuracy": round(score[0], 4), "eval_loss": round(score[1], 4)}
-                | ({"prior_scale": round(prior_scale.item(), 4)} if prior is not None else {})
+                | ({"prior_scale": round(nn.functional.softplus(raw_scale).item(), 4)} if prior is not None else {})
             )
             candidates.append((score, (scaling, l2, full / scale[:, None], bias.detach().clone())))
     scaling, l2, raw_weight, bias = choose_candidate(candidates, choice, len(validation[1]))
