@@ -149,7 +149,7 @@ def run(argv: list[str] | None = None, **overrides) -> dict:
     )
     results = training.train_and_evaluate(job, trainer)
     results["layer_groups"] = training.describe_groups(groups, unfreezing.group_lrs(lrs), unfreezing.start_step)
-    results["rewarm_steps"] = unfreezing.rewarm_steps  # the default resolved to the run's warm-up length
+    results["rewarm_steps"] = unfreezing.rewarm_length  # the default resolved to the run's warm-up length
     if head_fit:
         results["head_phase_fit"] = head_fit
     return training.finish(job, trainer, results, recipe="gradual_unfreeze")

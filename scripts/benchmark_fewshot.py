@@ -6,15 +6,16 @@ set's training pool and given, with nothing else, to each method, as a user with
 - `setfit`: the real SetFit library (Tunstall et al. 2022) run as its authors intend (`SetFitModel.from_pretrained`,
   `Trainer` with its paper's 20 pair iterations per example, 1 epoch, batch 16, logistic-regression head). It is
   never a dependency of this toolkit: install it into a folder of its own and pass --setfit_path
-  (`pip install --target /tmp/setfit_pkgs --no-deps setfit sentence-transformers scipy joblib threadpoolctl
-  cloudpickle narwhals evaluate`).
+  (`pip install --target /tmp/setfit_pkgs --no-deps setfit sentence-transformers scikit-learn scipy joblib
+  threadpoolctl cloudpickle narwhals evaluate requests urllib3 certifi idna charset-normalizer`).
 - our recipes with their defaults: `contrastive` (recipes/contrastive_finetune.py), `full_finetune`,
   `full_finetune_zero_shot_head` (`--head_phase label_descriptions`), `feature_extraction`, `gradual_unfreeze`,
   `lora`, `auto` (the advisor's pick) and `zero_shot` (label names in a template; no training examples).
 
 Accuracy on the test set (or, with --evaluate_on validation, on the set's validation split: what defaults are chosen
-on) and train time (from the first training step to a fitted classifier, a head fitted before training included;
-SetFit's `trainer.train()`, its head's fit included), as JSON lines
+on) and train time (from the first training step to a fitted classifier, a head fitted before training included,
+and for `auto` the advisor's measuring of the checkpoint before it chose; SetFit's `trainer.train()`, its head's fit
+included), as JSON lines
 in --output (runs already there are skipped) and a Markdown table of mean ± standard deviation over seeds.
 
     python scripts/benchmark_fewshot.py --datasets bundled:rotten_tomatoes --per_class 8 16 32 64 --seeds 0 1 2 3 4 \
@@ -135,6 +136,7 @@ def run_recipe(
         seconds += results["feature_seconds"] * results["train_samples"] / extracted
     start = results.get("head_phase_fit") or {}  # where the head started, and the check that chose it
     seconds += start.get("fit_seconds", 0.0) + start.get("feature_seconds", 0.0)  # a head fitted before training
+    seconds += results.get("advice_seconds", 0.0)  # auto: measuring the checkpoint before choosing
     return {
         "accuracy": results["test_accuracy"],
         "train_seconds": seconds,

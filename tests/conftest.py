@@ -1,6 +1,7 @@
 """Shared fixtures: tiny random BERT / ViT checkpoints saved with save_pretrained (so loading is the
 real from_pretrained path), small text tables and image folders. Nothing here touches the network."""
 
+import atexit
 import json
 import os
 import pathlib
@@ -14,7 +15,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent / "helpers"))  # tiny_archi
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("HF_TRANSFER_CACHE", tempfile.mkdtemp(prefix="hf_transfer-cache-"))  # never the user's own cache
+if "HF_TRANSFER_CACHE" not in os.environ:  # never the user's own cache; removed when the session ends
+    os.environ["HF_TRANSFER_CACHE"] = tempfile.mkdtemp(prefix="hf_transfer-cache-")
+    atexit.register(shutil.rmtree, os.environ["HF_TRANSFER_CACHE"], ignore_errors=True)
 
 import numpy as np
 import pandas as pd

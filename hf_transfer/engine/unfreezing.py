@@ -81,7 +81,8 @@ class GradualUnfreezing(TrainerCallback):
         self.phases = [p if isinstance(p, Phase) else Phase(**p) for p in (phases or default_phases(len(groups)))]
         self.train_bn = train_bn
         self.update_bn_statistics = update_bn_statistics
-        self.rewarm_steps = rewarm_steps  # None: the run's warm-up length, known in resolve()
+        self.rewarm_steps = rewarm_steps  # as asked; None: the run's warm-up length, known in resolve()
+        self.rewarm_length = rewarm_steps  # what resolve() settled on (the asked value is kept for a second run)
         self.eligible = {
             name for g in groups for name, p in g.parameters.items() if p.requires_grad
         }  # names: see bind()
@@ -120,8 +121,7 @@ class GradualUnfreezing(TrainerCallback):
     def resolve(self, num_training_steps: int, steps_per_epoch: int, warmup_steps: int = 0) -> None:
         """Turn at_epoch into steps (optimizer steps per epoch, so it holds with --max_steps too); the first
         phase that names a group decides when it thaws. `warmup_steps`: the run's, the default re-warm length."""
-        if self.rewarm_steps is None:
-            self.rewarm_steps = warmup_steps
+        self.rewarm_length = warmup_steps if self.rewarm_steps is None else self.rewarm_steps
         start: list[int | None] = [None] * len(self.groups)
         for phase, members in zip(self.phases, self._phase_groups):
             step = phase.at_step if phase.at_step is not None else int(round(phase.at_epoch * steps_per_epoch))
@@ -133,7 +133,7 @@ class GradualUnfreezing(TrainerCallback):
         return [s is not None and step >= s for s in self.start_step]
 
     def lr_multiplier(self, group_index: int, base_schedule, trains_while_frozen: bool = False):
-        """The group's LR multiplier: 0 while frozen, then the base schedule (re-warmed over rewarm_steps).
+        """The group's LR multiplier: 0 while frozen, then the base schedule (re-warmed over rewarm_length).
 
         `trains_while_frozen`: BatchNorm affine parameters under train_bn follow the base schedule from step 0.
         """
@@ -144,7 +144,7 @@ class GradualUnfreezing(TrainerCallback):
             start = self.start_step[group_index]
             if start is None or step < start:
                 return 0.0
-            warm = min(1.0, (step - start + 1) / self.rewarm_steps) if self.rewarm_steps and start > 0 else 1.0
+            warm = min(1.0, (step - start + 1) / self.rewarm_length) if self.rewarm_length and start > 0 else 1.0
             return base_schedule(step) * warm
 
         return multiplier

@@ -257,7 +257,8 @@ def test_auto_runs_the_pick_with_the_advised_options_and_the_users_overrides(tmp
     few = run(**data, max_train_samples_per_class=3, output_dir=str(tmp_path / "few"))
     assert few["advice"]["strategy"] == "feature_extraction"
     assert json.loads((tmp_path / "few" / "run_details.json").read_text())["recipe"] == "feature_extraction"
-    assert (tmp_path / "few" / "advice.json").is_file()
+    measured = json.loads((tmp_path / "few" / "advice.json").read_text())["ranking"][0]["seconds"]
+    assert few["advice_seconds"] == measured > 0  # what choosing cost, for a user timing auto against a fixed recipe
 
     more = run(["--num_train_epochs", "1"], **data, max_train_samples_per_class=20, output_dir=str(tmp_path / "more"))
     written = json.loads((tmp_path / "more" / "run_details.json").read_text())

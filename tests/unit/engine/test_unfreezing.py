@@ -150,6 +150,8 @@ def test_lr_is_zero_until_a_group_thaws_then_follows_the_schedule():
     default.resolve(num_training_steps=50, steps_per_epoch=10, warmup_steps=5)
     m = default.lr_multiplier(block1, flat)
     assert m(19) == 0.0 and m(20) == pytest.approx(0.2) and m(24) == pytest.approx(1.0)
+    default.resolve(num_training_steps=100, steps_per_epoch=10, warmup_steps=10)  # the same schedule, another run
+    assert default.lr_multiplier(block1, flat)(20) == pytest.approx(0.1), "the first run's warm-up length stuck"
 
 
 def test_resuming_mid_schedule_matches_the_uninterrupted_run(tmp_path, tiny_bert_dir, text_csv):
