@@ -132,8 +132,8 @@ def cached_head_phase(
     otherwise: str = "the head-only phase trains through Trainer steps",
 ) -> bool:
     """Whether the new head can be fitted first as a logistic regression on cached features (LP-FT's linear probe):
-    `head_phase` is "cached" or "label_prior" and the head is one Linear layer (DistilBERT's and ModernBERT's are two modules, RoBERTa's
-    two layers: they start random). `otherwise` says what a recipe does instead."""
+    `head_phase` is "cached" or "label_prior" and the head is one Linear layer (DistilBERT's and ModernBERT's are two
+    modules, RoBERTa's two layers: they start random). `otherwise` says what a recipe does instead."""
     from ..adapters.targets import head_modules
 
     if head_phase not in choices:
